@@ -1,0 +1,112 @@
+"""Venues, markets and symbols: tick size, lot size, decimal scales and sequencing rule.
+
+Prices and sizes are carried as fixed-point integers ("unscaled" values): a price ``p`` with
+``price_scale`` s is the int ``p * 10**s``. The scale of a known instrument is the number of
+decimals of its tick (lot) size, so every on-grid exchange string converts exactly.
+
+An unknown symbol on a known venue still works: its scales are inferred from the decimal strings
+the venue publishes (Binance writes a fixed number of decimals per symbol, e.g. ``"0.01000000"``
+on spot), tick and lot sizes are then one unit of that scale. See ``infer_instrument``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+Market = Literal["spot", "usdm", "cm"]
+SequencingRule = Literal["binance_spot", "binance_futures", "snapshot_replace"]
+
+MARKETS: tuple[str, ...] = ("spot", "usdm", "cm")
+
+
+@dataclass(frozen=True)
+class Instrument:
+    venue: str
+    market: str
+    symbol: str
+    tick_size: Decimal
+    lot_size: Decimal
+    sequencing: SequencingRule
+
+    @property
+    def price_scale(self) -> int:
+        return _decimals(self.tick_size)
+
+    @property
+    def size_scale(self) -> int:
+        return _decimals(self.lot_size)
+
+    @property
+    def tick_units(self) -> int:
+        """The tick size as an unscaled integer (1 when the scale equals the tick's decimals)."""
+        return int(self.tick_size.scaleb(self.price_scale))
+
+    @property
+    def lot_units(self) -> int:
+        return int(self.lot_size.scaleb(self.size_scale))
+
+    @property
+    def venue_id(self) -> str:
+        """The lake's ``venue=`` value, e.g. ``binance-usdm``."""
+        return f"{self.venue}-{self.market}"
+
+
+def _decimals(x: Decimal) -> int:
+    exponent = x.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    return max(0, -exponent)
+
+
+def _sequencing_for(venue: str, market: str) -> SequencingRule:
+    if venue == "binance":
+        return "binance_spot" if market == "spot" else "binance_futures"
+    return "snapshot_replace"
+
+
+KNOWN: dict[tuple[str, str, str], Instrument] = {
+    (i.venue, i.market, i.symbol): i
+    for i in (
+        Instrument("binance", "spot", "BTCUSDT", Decimal("0.01"), Decimal("0.00001"), "binance_spot"),
+        Instrument("binance", "usdm", "BTCUSDT", Decimal("0.1"), Decimal("0.001"), "binance_futures"),
+        Instrument("binance", "cm", "BTCUSD_PERP", Decimal("0.1"), Decimal("1"), "binance_futures"),
+    )
+}
+
+VENUES: tuple[str, ...] = ("binance",)
+
+
+def get_instrument(venue: str, market: str, symbol: str) -> Instrument | None:
+    """The registered instrument, or None when the symbol is not known (see infer_instrument)."""
+    if venue not in VENUES or market not in MARKETS:
+        raise ValueError(f"unknown venue/market {venue!r}/{market!r}; known: {VENUES} x {MARKETS}")
+    return KNOWN.get((venue, market, symbol.upper()))
+
+
+def infer_instrument(
+    venue: str, market: str, symbol: str, price_strings: list[str], size_strings: list[str]
+) -> Instrument:
+    """Instrument for an unregistered symbol: scales from the widest decimal strings seen."""
+    price_decimals = max((_string_decimals(s) for s in price_strings), default=0)
+    size_decimals = max((_string_decimals(s) for s in size_strings), default=0)
+    return Instrument(
+        venue,
+        market,
+        symbol.upper(),
+        Decimal(1).scaleb(-price_decimals),
+        Decimal(1).scaleb(-size_decimals),
+        _sequencing_for(venue, market),
+    )
+
+
+def _string_decimals(s: str) -> int:
+    return len(s) - s.index(".") - 1 if "." in s else 0
+
+
+def resolve_instrument(
+    venue: str, market: str, symbol: str, price_strings: list[str], size_strings: list[str]
+) -> Instrument:
+    return get_instrument(venue, market, symbol) or infer_instrument(
+        venue, market, symbol, price_strings, size_strings
+    )

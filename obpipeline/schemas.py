@@ -1,0 +1,221 @@
+"""The Polars schema of every dataset: one source of truth for writers, readers and checks.
+
+Conventions shared by all datasets:
+
+* Times are ``Datetime("ns", "UTC")``: ``ts_event`` is the exchange's time, ``ts_local`` the
+  receive time of the line that carried the record.
+* Prices and sizes are ``Decimal(18, scale)`` with the instrument's scales, so they compare
+  exactly equal to the exchange's decimal strings. In memory the engines work on the unscaled
+  int64 values (``to_unscaled`` / ``from_unscaled`` convert without copying through floats).
+* ``side`` is ``Int8``: ``BID = 1``, ``ASK = -1``.
+
+raw_book_events has one row per price-level change, in exchange arrival order. A message with no
+level changes (Binance sends them) keeps one row with null ``side``/``price``/``size`` so that
+the update-id chain stays complete. Snapshot messages (REST depth) have ``is_snapshot`` true,
+``first_update_id == last_update_id == lastUpdateId`` and null ``prev_update_id``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from obpipeline.instruments import Instrument
+
+BID: int = 1
+ASK: int = -1
+DEFAULT_DEPTH = 20
+TS = pl.Datetime("ns", "UTC")
+
+
+def price_dtype(instrument: Instrument) -> pl.Decimal:
+    return pl.Decimal(18, instrument.price_scale)
+
+
+def size_dtype(instrument: Instrument) -> pl.Decimal:
+    return pl.Decimal(18, instrument.size_scale)
+
+
+def raw_book_events(instrument: Instrument) -> pl.Schema:
+    return pl.Schema(
+        {
+            "ts_event": TS,
+            "ts_local": TS,
+            "msg_id": pl.Int64,
+            "first_update_id": pl.Int64,
+            "last_update_id": pl.Int64,
+            "prev_update_id": pl.Int64,
+            "is_snapshot": pl.Boolean,
+            "side": pl.Int8,
+            "price": price_dtype(instrument),
+            "size": size_dtype(instrument),
+        }
+    )
+
+
+def golden_bbo(instrument: Instrument) -> pl.Schema:
+    """The exchange's own best bid/offer (bookTicker), stamped with the update id it reflects."""
+    return pl.Schema(
+        {
+            "ts_event": TS,
+            "ts_local": TS,
+            "update_id": pl.Int64,
+            "bid_price": price_dtype(instrument),
+            "bid_size": size_dtype(instrument),
+            "ask_price": price_dtype(instrument),
+            "ask_size": size_dtype(instrument),
+        }
+    )
+
+
+def golden_depth(instrument: Instrument, depth: int = DEFAULT_DEPTH) -> pl.Schema:
+    """Partial-book streams (depth5/10/20) stamped with their update id, wide like book_snapshots."""
+    return pl.Schema(
+        {
+            "ts_event": TS,
+            "ts_local": TS,
+            "update_id": pl.Int64,
+            "levels": pl.Int16,
+            **_level_columns(instrument, depth),
+        }
+    )
+
+
+def trades(instrument: Instrument) -> pl.Schema:
+    return pl.Schema(
+        {
+            "ts_event": TS,
+            "ts_local": TS,
+            "trade_id": pl.Int64,
+            "price": price_dtype(instrument),
+            "size": size_dtype(instrument),
+            "is_buyer_maker": pl.Boolean,  # true: the aggressor sold
+        }
+    )
+
+
+def book_checkpoint(instrument: Instrument) -> pl.Schema:
+    """Full book at the end of a replay; one row per level (one null-side row if empty).
+
+    ``last_update_id`` / ``is_valid`` / ``ts_*`` repeat on every row: the state to resume from.
+    """
+    return pl.Schema(
+        {
+            "side": pl.Int8,
+            "price": price_dtype(instrument),
+            "size": size_dtype(instrument),
+            "last_update_id": pl.Int64,
+            "is_valid": pl.Boolean,
+            "ts_event": TS,
+            "ts_local": TS,
+        }
+    )
+
+
+def book_snapshots(instrument: Instrument, depth: int = DEFAULT_DEPTH) -> pl.Schema:
+    """Top-N book after every applied exchange message (levels absent → null)."""
+    return pl.Schema(
+        {
+            "ts_event": TS,
+            "ts_local": TS,
+            "msg_id": pl.Int64,
+            "last_update_id": pl.Int64,
+            **_level_columns(instrument, depth),
+            "is_valid": pl.Boolean,
+            "crossed_repaired": pl.Boolean,
+            "resynced": pl.Boolean,
+        }
+    )
+
+
+def quarantine() -> pl.Schema:
+    """Records that could not be ingested: kept verbatim with where they came from and why."""
+    return pl.Schema(
+        {
+            "file": pl.String,
+            "line": pl.Int64,
+            "reason": pl.String,
+            "record": pl.String,
+        }
+    )
+
+
+def level_names(depth: int) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(bid_price_i, bid_size_i, ask_price_i, ask_size_i) column names for levels 1..depth."""
+    r = range(1, depth + 1)
+    return (
+        [f"bid_price_{i}" for i in r],
+        [f"bid_size_{i}" for i in r],
+        [f"ask_price_{i}" for i in r],
+        [f"ask_size_{i}" for i in r],
+    )
+
+
+def _level_columns(instrument: Instrument, depth: int) -> dict[str, pl.DataType]:
+    bp, bs, ap, asz = level_names(depth)
+    p, s = price_dtype(instrument), size_dtype(instrument)
+    return {
+        **dict.fromkeys(bp, p),
+        **dict.fromkeys(bs, s),
+        **dict.fromkeys(ap, p),
+        **dict.fromkeys(asz, s),
+    }
+
+
+def depth_of(schema_or_frame: pl.Schema | pl.DataFrame | pl.LazyFrame) -> int:
+    """Number of levels in a book_snapshots / golden_depth frame."""
+    names = (
+        schema_or_frame.collect_schema().names()
+        if isinstance(schema_or_frame, pl.LazyFrame)
+        else list(schema_or_frame.columns if isinstance(schema_or_frame, pl.DataFrame) else schema_or_frame.names())
+    )
+    return sum(1 for n in names if n.startswith("bid_price_"))
+
+
+def from_unscaled(values: np.ndarray, scale: int, valid: np.ndarray | None = None, name: str = "") -> pl.Series:
+    """int64 fixed-point values → exact ``Decimal(18, scale)`` Series (zero-copy via Arrow decimal64).
+
+    ``valid`` (bool array) marks non-null entries; None means all present.
+    """
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    validity = None
+    if valid is not None and not valid.all():
+        validity = pa.py_buffer(np.packbits(valid.astype(np.uint8), bitorder="little"))
+    arr = pa.Array.from_buffers(pa.decimal64(18, scale), len(values), [validity, pa.py_buffer(values)])
+    return pl.Series(name, arr)
+
+
+def to_unscaled(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Decimal Series → (int64 unscaled values with 0 for nulls, bool validity)."""
+    if not isinstance(series.dtype, pl.Decimal):
+        raise TypeError(f"{series.name}: expected a Decimal column, got {series.dtype}")
+    valid = series.is_not_null().to_numpy()
+    arr = series.to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    width = arr.type.byte_width
+    words = np.frombuffer(arr.buffers()[1], dtype=np.int64)
+    if width == 16:
+        words = words.reshape(-1, 2)[:, 0]
+    elif width != 8:
+        raise TypeError(f"unsupported decimal width {width}")
+    values = words[arr.offset : arr.offset + len(arr)].copy()
+    values[~valid] = 0
+    return values, valid
+
+
+def empty(schema: pl.Schema) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+def conform(frame: pl.DataFrame, schema: pl.Schema, dataset: str) -> pl.DataFrame:
+    """Select the schema's columns in order and check their types; a mismatch is a clear error."""
+    missing = [c for c in schema.names() if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{dataset}: missing columns {missing}")
+    out = frame.select(schema.names())
+    wrong = {c: (str(out.schema[c]), str(t)) for c, t in schema.items() if out.schema[c] != t}
+    if wrong:
+        raise ValueError(f"{dataset}: column types differ from the schema (got, want): {wrong}")
+    return out
