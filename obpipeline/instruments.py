@@ -68,8 +68,14 @@ def _sequencing_for(venue: str, market: str) -> SequencingRule:
 KNOWN: dict[tuple[str, str, str], Instrument] = {
     (i.venue, i.market, i.symbol): i
     for i in (
-        Instrument("binance", "spot", "BTCUSDT", Decimal("0.01"), Decimal("0.00001"), "binance_spot"),
-        Instrument("binance", "usdm", "BTCUSDT", Decimal("0.1"), Decimal("0.001"), "binance_futures"),
+        # Spot book sizes aggregate many orders and carry the base asset's 8 decimals, finer than the
+        # order step (0.00001): the size grid of the *book* is what matters here.
+        Instrument(
+            "binance", "spot", "BTCUSDT", Decimal("0.01"), Decimal("0.00000001"), "binance_spot"
+        ),
+        Instrument(
+            "binance", "usdm", "BTCUSDT", Decimal("0.1"), Decimal("0.001"), "binance_futures"
+        ),
         Instrument("binance", "cm", "BTCUSD_PERP", Decimal("0.1"), Decimal("1"), "binance_futures"),
     )
 }

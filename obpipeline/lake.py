@@ -23,11 +23,15 @@ def lake_root() -> Path:
     return Path(os.environ.get("OBPIPELINE_LAKE", DEFAULT_ROOT))
 
 
-def partition_dir(dataset: str, venue: str, symbol: str, day: date | str, root: Path | None = None) -> Path:
+def partition_dir(
+    dataset: str, venue: str, symbol: str, day: date | str, root: Path | None = None
+) -> Path:
     return (root or lake_root()) / dataset / f"venue={venue}" / f"symbol={symbol}" / f"date={day}"
 
 
-def partition_path(dataset: str, venue: str, symbol: str, day: date | str, root: Path | None = None) -> Path:
+def partition_path(
+    dataset: str, venue: str, symbol: str, day: date | str, root: Path | None = None
+) -> Path:
     return partition_dir(dataset, venue, symbol, day, root) / PART
 
 
@@ -49,12 +53,19 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
 
 
 def write_partition(
-    frame: pl.DataFrame, dataset: str, venue: str, symbol: str, day: date | str, root: Path | None = None
+    frame: pl.DataFrame,
+    dataset: str,
+    venue: str,
+    symbol: str,
+    day: date | str,
+    root: Path | None = None,
 ) -> Path:
     return write_parquet_atomic(frame, partition_path(dataset, venue, symbol, day, root))
 
 
-def scan_partition(dataset: str, venue: str, symbol: str, day: date | str, root: Path | None = None) -> pl.LazyFrame:
+def scan_partition(
+    dataset: str, venue: str, symbol: str, day: date | str, root: Path | None = None
+) -> pl.LazyFrame:
     path = partition_path(dataset, venue, symbol, day, root)
     if not path.exists():
         raise FileNotFoundError(f"{dataset} partition missing: {path}")

@@ -168,12 +168,18 @@ def depth_of(schema_or_frame: pl.Schema | pl.DataFrame | pl.LazyFrame) -> int:
     names = (
         schema_or_frame.collect_schema().names()
         if isinstance(schema_or_frame, pl.LazyFrame)
-        else list(schema_or_frame.columns if isinstance(schema_or_frame, pl.DataFrame) else schema_or_frame.names())
+        else list(
+            schema_or_frame.columns
+            if isinstance(schema_or_frame, pl.DataFrame)
+            else schema_or_frame.names()
+        )
     )
     return sum(1 for n in names if n.startswith("bid_price_"))
 
 
-def from_unscaled(values: np.ndarray, scale: int, valid: np.ndarray | None = None, name: str = "") -> pl.Series:
+def from_unscaled(
+    values: np.ndarray, scale: int, valid: np.ndarray | None = None, name: str = ""
+) -> pl.Series:
     """int64 fixed-point values → exact ``Decimal(18, scale)`` Series (zero-copy via Arrow decimal64).
 
     ``valid`` (bool array) marks non-null entries; None means all present.
@@ -182,7 +188,9 @@ def from_unscaled(values: np.ndarray, scale: int, valid: np.ndarray | None = Non
     validity = None
     if valid is not None and not valid.all():
         validity = pa.py_buffer(np.packbits(valid.astype(np.uint8), bitorder="little"))
-    arr = pa.Array.from_buffers(pa.decimal64(18, scale), len(values), [validity, pa.py_buffer(values)])
+    arr = pa.Array.from_buffers(
+        pa.decimal64(18, scale), len(values), [validity, pa.py_buffer(values)]
+    )
     return pl.Series(name, arr)
 
 
