@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Every target bootstraps the
+# environment itself (uv via pip when missing, then `uv sync` from the committed lock).
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+RUN := $(UV) run --frozen
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster
+
+.PHONY: setup demo test test-slow bench lint format ui clean
+
+.venv/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen --all-groups
+	@touch $@
+
+setup: .venv/.synced
+
+demo: setup
+	$(RUN) obpipeline demo
+
+test: setup
+	$(RUN) pytest -q -n 2 --dist loadfile
+
+test-slow: setup
+	$(RUN) pytest -q -m slow
+
+bench: setup
+	$(RUN) python bench/run.py
+
+lint: setup
+	$(RUN) ruff check obpipeline obpipeline_tests bench scripts
+	$(RUN) ruff format --check obpipeline obpipeline_tests bench scripts
+
+format: setup
+	$(RUN) ruff format obpipeline obpipeline_tests bench scripts
+	$(RUN) ruff check --fix obpipeline obpipeline_tests bench scripts
+
+clean:
+	rm -rf data/lake data/bench data/demo
