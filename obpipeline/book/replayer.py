@@ -178,7 +178,7 @@ class ReferenceReplayer:
             elif self.state == AWAITING:
                 if seq.is_stale(self.rule, self.cur_u, last_u):
                     c.stale += 1
-                elif seq.bridges(self.rule, self.cur_u, first_u, last_u):
+                elif seq.bridges(self.rule, self.cur_u, first_u, last_u, int(ev.prev_u[k])):
                     self.state = SYNCED
                     apply_diff(k, True)
                 else:

@@ -6,7 +6,7 @@ The replay state machine (the same in the reference replayer and the compiled en
   (``continues``) is applied. A diff already covered (``u <= cur_u``) is a duplicate: dropped,
   counted, no row. Anything else is a **gap**: the book becomes invalid.
 * **Awaiting first diff** (just loaded a REST snapshot with ``lastUpdateId`` L): diffs wholly before
-  L are stale (dropped, counted); the first diff that ``bridges`` L is applied and the book is
+  L are stale (dropped, counted); the first diff that ``bridges`` L (or chains onto it by ``pu``) is applied and the book is
   synced; a diff past L without bridging it is a gap (the snapshot was too old).
 * **Unsynced** (at start without a checkpoint, or after a gap): every diff is applied best-effort
   to the invalid book and emitted with ``is_valid`` false, and kept in a buffer. The next REST
@@ -52,8 +52,12 @@ def is_stale(rule: int, snapshot_u: int, last_u: int) -> bool:
     return last_u <= snapshot_u
 
 
-def bridges(rule: int, snapshot_u: int, first_u: int, last_u: int) -> bool:
-    """Is a diff the first one to apply on top of the snapshot at ``snapshot_u``?"""
+def bridges(rule: int, snapshot_u: int, first_u: int, last_u: int, prev_u: int) -> bool:
+    """Is a diff the first one to apply on top of the snapshot at ``snapshot_u``?
+
+    Futures: the documented ``U <= L <= u``, or ``pu == L`` when the snapshot was taken exactly at
+    a message boundary (then no message spans L, and the next one simply chains onto it).
+    """
     if rule == FUTURES:
-        return first_u <= snapshot_u <= last_u
+        return first_u <= snapshot_u <= last_u or prev_u == snapshot_u
     return first_u <= snapshot_u + 1 <= last_u
