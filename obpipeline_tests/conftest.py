@@ -22,14 +22,18 @@ STANDALONE = ["usdm/btcusdt_20240808.gz"]
 
 def require_binance_data() -> Path:
     if not BINANCE.is_dir():
-        pytest.skip(f"real Binance captures not found at {BINANCE} (../shared/data beside the repo)")
+        pytest.skip(
+            f"real Binance captures not found at {BINANCE} (../shared/data beside the repo)"
+        )
     return BINANCE
 
 
 class FuturesStream:
     """Builds a USD-M capture line by line: diffs chained by pu, REST snapshots, bookTickers."""
 
-    def __init__(self, symbol: str = "BTCUSDT", start_u: int = 1000, t0_ms: int = 1_720_000_000_000):
+    def __init__(
+        self, symbol: str = "BTCUSDT", start_u: int = 1000, t0_ms: int = 1_720_000_000_000
+    ):
         self.symbol = symbol
         self.u = start_u
         self.t_ms = t0_ms
@@ -38,7 +42,9 @@ class FuturesStream:
     def _local(self) -> int:
         return self.t_ms * 1_000_000 + 123
 
-    def diff(self, bids=(), asks=(), n_ids: int = 3, pu: int | None = None, emit: bool = True) -> dict:
+    def diff(
+        self, bids=(), asks=(), n_ids: int = 3, pu: int | None = None, emit: bool = True
+    ) -> dict:
         """Advance the exchange by one message; ``emit=False`` loses it (a gap on the wire)."""
         self.t_ms += 5
         first, last = self.u + 1, self.u + n_ids
@@ -70,8 +76,17 @@ class FuturesStream:
         self.raw(json.dumps(body))
 
     def book_ticker(self, bid, bid_size, ask, ask_size, u: int | None = None) -> None:
-        data = {"e": "bookTicker", "u": self.u if u is None else u, "s": self.symbol, "b": bid, "B": bid_size,
-                "a": ask, "A": ask_size, "T": self.t_ms, "E": self.t_ms}
+        data = {
+            "e": "bookTicker",
+            "u": self.u if u is None else u,
+            "s": self.symbol,
+            "b": bid,
+            "B": bid_size,
+            "a": ask,
+            "A": ask_size,
+            "T": self.t_ms,
+            "E": self.t_ms,
+        }
         self.raw(json.dumps({"stream": f"{self.symbol.lower()}@bookTicker", "data": data}))
 
     def raw(self, text: str) -> None:

@@ -82,7 +82,9 @@ def test_gap_mid_stream_invalidates_until_next_snapshot(engine: str) -> None:
     s.diff(bids=[("100.0", "1.200")], emit=False)  # lost on the wire
     s.diff(bids=[("99.9", "2.200")])  # pu does not chain: gap
     s.diff(asks=[("100.1", "1.600")])
-    s.snapshot([("100.0", "1.200"), ("99.9", "2.200"), ("99.8", "3.000")], [("100.1", "1.600"), *ASKS[1:]])
+    s.snapshot(
+        [("100.0", "1.200"), ("99.9", "2.200"), ("99.8", "3.000")], [("100.1", "1.600"), *ASKS[1:]]
+    )
     s.diff(asks=[("100.2", "2.600")])
     s.book_ticker("100.0", "1.200", "100.1", "1.600")
     _, r = run(s, engine)
@@ -93,7 +95,12 @@ def test_gap_mid_stream_invalidates_until_next_snapshot(engine: str) -> None:
     assert r.snapshots["is_valid"].to_list() == [True, True, False, False, True, True, True]
     # "resynced" marks every row where a snapshot put the book in sync, the first one included
     assert r.snapshots["resynced"].to_list() == [True, False, False, False, True, False, False]
-    assert best(r.snapshots, -1) == (Decimal("100.0"), Decimal("1.200"), Decimal("100.1"), Decimal("1.600"))
+    assert best(r.snapshots, -1) == (
+        Decimal("100.0"),
+        Decimal("1.200"),
+        Decimal("100.1"),
+        Decimal("1.600"),
+    )
 
 
 def test_gap_without_resync_leaves_the_rest_invalid(engine: str) -> None:
@@ -166,7 +173,12 @@ def test_snapshot_in_sync_is_checked_and_a_mismatch_resyncs(engine: str) -> None
     capture, r = run(s, engine)
     c = r.counters
     assert (c.snapshot_checks, c.snapshot_mismatches, c.resyncs) == (2, 1, 1)
-    assert best(r.snapshots, -1) == (Decimal("100.0"), Decimal("5.000"), Decimal("100.1"), Decimal("1.000"))
+    assert best(r.snapshots, -1) == (
+        Decimal("100.0"),
+        Decimal("5.000"),
+        Decimal("100.1"),
+        Decimal("1.000"),
+    )
     cmp = golden.compare_bbo(r.snapshots, capture.golden_bbo)
     assert (cmp.compared, cmp.mismatched) == (1, 0)
 
@@ -187,13 +199,23 @@ def test_spot_rule_chains_on_first_update_id(engine: str) -> None:
     t = 1_720_000_000_000
 
     def diff(first, last, bids=(), asks=()):
-        data = {"e": "depthUpdate", "E": t, "s": "BTCUSDT", "U": first, "u": last,
-                "b": [list(x) for x in bids], "a": [list(x) for x in asks]}
+        data = {
+            "e": "depthUpdate",
+            "E": t,
+            "s": "BTCUSDT",
+            "U": first,
+            "u": last,
+            "b": [list(x) for x in bids],
+            "a": [list(x) for x in asks],
+        }
         lines.append(f"{t * 1000} " + json.dumps({"stream": "btcusdt@depth@100ms", "data": data}))
 
     diff(10, 12, bids=[("100.00", "1.00000000")])  # stale: u <= L
     diff(13, 15, bids=[("100.00", "2.00000000")])  # bridges: U <= L+1 <= u
-    lines.append(f"{t * 1000} " + json.dumps({"lastUpdateId": 13, "bids": [["100.00", "1.5"]], "asks": [["100.01", "1"]]}))
+    lines.append(
+        f"{t * 1000} "
+        + json.dumps({"lastUpdateId": 13, "bids": [["100.00", "1.5"]], "asks": [["100.01", "1"]]})
+    )
     diff(16, 16, asks=[("100.01", "3.00000000")])  # chains: U == u+1
     diff(18, 19, asks=[("100.02", "1.00000000")])  # gap: 17 missing
     capture = parse_lines(lines_frame("\n".join(lines).encode(), "spot.gz"))
@@ -223,4 +245,8 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     path = checkpoint.write(r.checkpoint, capture.instrument, tmp_path / "ck.parquet")
     back = checkpoint.read(path)
     assert back.last_update_id == r.checkpoint.last_update_id and back.is_valid
-    assert back.bid_price.tolist() == [1000, 999, 998] and back.ask_size.tolist() == [1500, 2500, 3500]
+    assert back.bid_price.tolist() == [1000, 999, 998] and back.ask_size.tolist() == [
+        1500,
+        2500,
+        3500,
+    ]
