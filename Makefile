@@ -28,12 +28,12 @@ bench: setup
 	$(RUN) python bench/run.py
 
 lint: setup
-	$(RUN) ruff check obpipeline obpipeline_tests bench scripts
-	$(RUN) ruff format --check obpipeline obpipeline_tests bench scripts
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
 
 format: setup
-	$(RUN) ruff format obpipeline obpipeline_tests bench scripts
-	$(RUN) ruff check --fix obpipeline obpipeline_tests bench scripts
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
 
 clean:
 	rm -rf data/lake data/bench data/demo
