@@ -8,8 +8,10 @@ from obpipeline import schemas
 from obpipeline.book.stream import Book, ReplayResult
 from obpipeline.instruments import Instrument
 
-ENGINES = ("reference",)
-DEFAULT_ENGINE = "reference"
+# "engine": the compiled numba loop (book/engine.py), the production path.
+# "reference": the SortedDict oracle (book/replayer.py), slow and obviously correct.
+ENGINES = ("engine", "reference")
+DEFAULT_ENGINE = "engine"
 
 
 def replay(
@@ -20,7 +22,9 @@ def replay(
     engine: str = DEFAULT_ENGINE,
 ) -> ReplayResult:
     """Replay raw_book_events into book_snapshots with the chosen engine (same contract for all)."""
-    if engine == "reference":
+    if engine == "engine":
+        from obpipeline.book.engine import replay as run
+    elif engine == "reference":
         from obpipeline.book.replayer import replay as run
     else:
         raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")

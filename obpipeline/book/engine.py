@@ -1,0 +1,802 @@
+"""Compiled replay engine: the reference replayer's contract in one numba loop over columnar arrays.
+
+Why this shape (DESIGN.md §7): a Python loop per level tops out at ~2-3 M updates/s; one compiled
+loop over ``EventArrays`` with a dense book needs no Python object per event and no tree.
+
+**Price grid.** Before the replay one pass over the day's prices (and the checkpoint's) gives the
+minimum, maximum and the gcd of their differences: the finest grid every price lies on (an
+inferred instrument's unscaled unit may be finer than its real tick). Each price maps to a slot of
+one dense index space ordered like the prices::
+
+    [ low outliers (sorted) | dense window: base + j * tick, j < W | high outliers (sorted) ]
+
+When the whole range fits ``max_dense`` slots there are no outliers; otherwise the window is put
+where most prices are, and the rare prices outside it (thousands of ticks from the mid) get the
+sparse slots at either end, found by binary search. Since the mapping is strictly increasing,
+comparisons of slots are comparisons of prices, and the book is a pair of dense arrays of sizes.
+
+**Book.** Per side: ``qty[slot]`` (0 = no level) plus a two-level occupancy bitmap, so the next
+level below/above any slot is found with a count-leading/trailing-zeros instruction however thin
+the book is (a dense scan would degrade on sparse, fine-tick books). Best bid/ask are kept
+incrementally; top-N emission walks the bitmap from the best.
+
+**State machine.** Exactly the one documented in ``sequencing.py`` and implemented by
+``replayer.ReferenceReplayer`` (the oracle): synced/awaiting/unsynced, duplicates, stale diffs,
+gaps, buffer-and-drain after a resync, snapshot checks while synced, the crossed-book repair rule
+and every counter. The loop is resumable (its scalars live in ``state``), so output can be produced
+in bounded chunks (``replay_parquet`` streams a day to parquet in ~constant memory).
+
+A checkpoint level with size 0 (which the reference keeps as a level) is held as ``ZERO_SIZE``, a
+size no input row carries, and reported as 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from numba import njit
+from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+
+from obpipeline import schemas
+from obpipeline.book import sequencing as seq
+from obpipeline.book.stream import (
+    Book,
+    EventArrays,
+    ReplayCounters,
+    ReplayResult,
+    SnapshotArrays,
+    event_arrays,
+    snapshots_frame,
+)
+from obpipeline.instruments import Instrument
+
+MAX_DENSE = 1 << 21  # slots in the dense window (16 MB of sizes per side at most)
+INT64_MIN = np.iinfo(np.int64).min
+
+# sync states (as in the reference replayer)
+SYNCED, AWAITING, UNSYNCED = 0, 1, 2
+
+# state vector layout (int64): resumable scalars of the loop
+S_NEXT = 0  # next message to read
+S_BEST_BID = 1  # slot of the best bid, -1 when no bids
+S_BEST_ASK = 2  # slot of the best ask, R when no asks
+S_NBID = 3  # number of bid levels
+S_NASK = 4
+S_CUR_U = 5
+S_SYNC = 6
+S_EVER_SYNCED = 7
+S_TS_EVENT = 8
+S_TS_LOCAL = 9
+S_NBUF = 10  # diffs buffered while out of sync
+S_NEED = 11  # rows of output space the next message needs (set when a chunk stops early)
+N_STATE = 12
+
+# counters (int64), in ReplayCounters order for the ones the loop updates
+C_GAPS, C_RESYNCS, C_CROSSED, C_DUPLICATES, C_STALE = 0, 1, 2, 3, 4
+C_INVALID, C_CHECKS, C_MISMATCHES = 5, 6, 7
+N_COUNTERS = 8
+
+_ONE = np.uint64(1)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+# ----------------------------------------------------------------------------- price grid
+
+
+@dataclass
+class Grid:
+    """Monotone price → slot map over one day's prices (see module docstring)."""
+
+    base: int  # price of the first dense slot
+    tick: int  # grid unit (gcd of price differences), unscaled
+    nlo: int  # low outlier slots before the window
+    width: int  # dense window slots
+    lo: np.ndarray  # sorted low outlier prices
+    hi: np.ndarray  # sorted high outlier prices
+    price_of: np.ndarray  # slot → price (int64)
+
+    @property
+    def slots(self) -> int:
+        return len(self.price_of)
+
+
+@njit(cache=True)
+def _price_stats(side, price, extra):
+    """(count, min, max, gcd of differences) of the prices of level rows and of ``extra``."""
+    n = 0
+    lo = 0
+    hi = 0
+    p0 = 0
+    g = 0
+    for r in range(len(price) + len(extra)):
+        if r < len(price):
+            if side[r] == 0:
+                continue
+            p = price[r]
+        else:
+            p = extra[r - len(price)]
+        if n == 0:
+            lo = p
+            hi = p
+            p0 = p
+        else:
+            if p < lo:
+                lo = p
+            elif p > hi:
+                hi = p
+            if g != 1:
+                d = p - p0
+                if d < 0:
+                    d = -d
+                if g == 0:
+                    g = d
+                elif d % g != 0:
+                    a, b = g, d
+                    while b:
+                        a, b = b, a % b
+                    g = a
+        n += 1
+    return n, lo, hi, max(g, 1)
+
+
+def build_grid(
+    side: np.ndarray, price: np.ndarray, extra: np.ndarray, max_dense: int = MAX_DENSE
+) -> Grid:
+    """The slot map for these prices; ``extra`` are prices that may appear too (checkpoint)."""
+    extra = np.ascontiguousarray(extra, np.int64)
+    n, lo, hi, tick = _price_stats(side, price, extra)
+    if n == 0:
+        return Grid(0, 1, 0, 1, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64))
+    span = (hi - lo) // tick + 1
+    if span <= max_dense:
+        base, width = lo, span
+        lo_out = hi_out = np.zeros(0, np.int64)
+    else:
+        # Put the window where most prices are (a strided sample, sorted, two pointers).
+        levels = price[side != 0]
+        allp = np.concatenate([levels, extra])
+        step = max(1, len(allp) // 200_000)
+        sample = np.sort(allp[::step])
+        reach = (max_dense - 1) * tick
+        ends = np.searchsorted(sample, sample + reach, side="right")
+        best = int(np.argmax(ends - np.arange(len(sample))))
+        base, width = int(sample[best]), max_dense
+        top = base + (width - 1) * tick
+        lo_out = np.unique(allp[allp < base])
+        hi_out = np.unique(allp[allp > top])
+    price_of = np.concatenate(
+        [lo_out, base + np.arange(width, dtype=np.int64) * tick, hi_out]
+    ).astype(np.int64)
+    return Grid(int(base), int(tick), len(lo_out), int(width), lo_out, hi_out, price_of)
+
+
+@njit(cache=True, inline="always")
+def _slot(p, base, tick, nlo, width, lo, hi):
+    d = p - base
+    if tick != 1:
+        d = d // tick
+    if d >= 0 and d < width:
+        return nlo + d
+    if d < 0:
+        return np.searchsorted(lo, p)
+    return nlo + width + np.searchsorted(hi, p)
+
+
+@njit(cache=True)
+def _slots(prices, base, tick, nlo, width, lo, hi):
+    out = np.empty(len(prices), np.int64)
+    for i in range(len(prices)):
+        out[i] = _slot(prices[i], base, tick, nlo, width, lo, hi)
+    return out
+
+
+# ----------------------------------------------------------------------------- bitmaps
+
+
+@njit(cache=True, inline="always")
+def _set_bit(bits, summ, i):
+    w = i >> 6
+    bits[w] |= _ONE << np.uint64(i & 63)
+    summ[w >> 6] |= _ONE << np.uint64(w & 63)
+
+
+@njit(cache=True, inline="always")
+def _clear_bit(bits, summ, i):
+    w = i >> 6
+    x = bits[w] & ~(_ONE << np.uint64(i & 63))
+    bits[w] = x
+    if x == 0:
+        summ[w >> 6] &= ~(_ONE << np.uint64(w & 63))
+
+
+@njit(cache=True, inline="always")
+def _prev_set(bits, summ, i):
+    """Highest occupied slot below ``i``, or -1."""
+    i -= 1
+    if i < 0:
+        return -1
+    w = i >> 6
+    m = bits[w] & (_ALL >> np.uint64(63 - (i & 63)))
+    if m != 0:
+        return (w << 6) + 63 - np.int64(leading_zeros(m))
+    w -= 1
+    if w < 0:
+        return -1
+    s = w >> 6
+    m = summ[s] & (_ALL >> np.uint64(63 - (w & 63)))
+    while m == 0:
+        s -= 1
+        if s < 0:
+            return -1
+        m = summ[s]
+    w = (s << 6) + 63 - np.int64(leading_zeros(m))
+    return (w << 6) + 63 - np.int64(leading_zeros(bits[w]))
+
+
+@njit(cache=True, inline="always")
+def _next_set(bits, summ, i, nslots):
+    """Lowest occupied slot above ``i``, or ``nslots``."""
+    i += 1
+    if i >= nslots:
+        return nslots
+    w = i >> 6
+    m = bits[w] & (_ALL << np.uint64(i & 63))
+    if m != 0:
+        return (w << 6) + np.int64(trailing_zeros(m))
+    w += 1
+    if w >= len(bits):
+        return nslots
+    s = w >> 6
+    m = summ[s] & (_ALL << np.uint64(w & 63))
+    while m == 0:
+        s += 1
+        if s >= len(summ):
+            return nslots
+        m = summ[s]
+    w = (s << 6) + np.int64(trailing_zeros(m))
+    return (w << 6) + np.int64(trailing_zeros(bits[w]))
+
+
+# ----------------------------------------------------------------------------- book primitives
+
+
+@njit(cache=True, inline="always")
+def _set_level(q, bits, summ, i, size, best, nlev, is_bid, nslots):
+    """Set one level's size (0 deletes); returns the side's (best, level count)."""
+    old = q[i]
+    q[i] = size
+    if size != 0:
+        if old == 0:
+            nlev += 1
+            _set_bit(bits, summ, i)
+        if is_bid:
+            if i > best:
+                best = i
+        elif i < best:
+            best = i
+    elif old != 0:
+        nlev -= 1
+        _clear_bit(bits, summ, i)
+        if i == best:
+            best = _prev_set(bits, summ, i) if is_bid else _next_set(bits, summ, i, nslots)
+    return best, nlev
+
+
+@njit(cache=True)
+def _apply_levels(r0, r1, side, price, size, g_base, g_tick, g_nlo, g_width, g_lo, g_hi,
+                  qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask, nslots):  # fmt: skip
+    """Apply rows r0:r1; returns (max bid slot set or -1, best_bid, best_ask, nbid, nask)."""
+    max_bid = -1
+    for r in range(r0, r1):
+        sd = side[r]
+        if sd == 0:
+            continue
+        i = _slot(price[r], g_base, g_tick, g_nlo, g_width, g_lo, g_hi)
+        s = size[r]
+        if sd > 0:
+            best_bid, nbid = _set_level(qb, bb, sb, i, s, best_bid, nbid, True, nslots)
+            if s != 0 and i > max_bid:
+                max_bid = i
+        else:
+            best_ask, nask = _set_level(qa, ba, sa, i, s, best_ask, nask, False, nslots)
+    return max_bid, best_bid, best_ask, nbid, nask
+
+
+@njit(cache=True)
+def _repair_crossed(max_bid, price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask,
+                    nslots):  # fmt: skip
+    """The reference's rule; returns (crossed, best_bid, best_ask, nbid, nask)."""
+    if best_bid < 0 or best_ask >= nslots or best_bid < best_ask:
+        return False, best_bid, best_ask, nbid, nask
+    # the reference compares prices: max(-1, highest bid price set) >= best ask price
+    mbs = -1
+    if max_bid >= 0 and price_of[max_bid] > -1:
+        mbs = price_of[max_bid]
+    if mbs >= price_of[best_ask]:
+        limit = best_bid
+        while best_ask < nslots and best_ask <= limit:
+            i = best_ask
+            qa[i] = 0
+            nask -= 1
+            _clear_bit(ba, sa, i)
+            best_ask = _next_set(ba, sa, i, nslots)
+    else:
+        limit = best_ask
+        while best_bid >= 0 and best_bid >= limit:
+            i = best_bid
+            qb[i] = 0
+            nbid -= 1
+            _clear_bit(bb, sb, i)
+            best_bid = _prev_set(bb, sb, i)
+    return True, best_bid, best_ask, nbid, nask
+
+
+@njit(cache=True)
+def _clear_side(q, bits, summ, best, is_bid, nslots):
+    i = best
+    while 0 <= i < nslots:
+        q[i] = 0
+        _clear_bit(bits, summ, i)
+        i = _prev_set(bits, summ, i) if is_bid else _next_set(bits, summ, i, nslots)
+
+
+@njit(cache=True)
+def _snapshot_equals(r0, r1, side, price, size, g_base, g_tick, g_nlo, g_width, g_lo, g_hi,
+                     qb, qa, nbid, nask, seen):  # fmt: skip
+    """The reference's check: {price: size} of the snapshot's non-zero rows (last wins) == book."""
+    equal = True
+    nb = 0
+    na = 0
+    for r in range(r1 - 1, r0 - 1, -1):  # backwards: the first row seen per price is the last one
+        sd = side[r]
+        s = size[r]
+        if sd == 0 or s == 0:
+            continue
+        i = _slot(price[r], g_base, g_tick, g_nlo, g_width, g_lo, g_hi)
+        j = 0 if sd > 0 else 1
+        if seen[j, i]:
+            continue
+        seen[j, i] = 1
+        if sd > 0:
+            nb += 1
+            if qb[i] != s:
+                equal = False
+        else:
+            na += 1
+            if qa[i] != s:
+                equal = False
+    for r in range(r0, r1):  # reset the scratch marks
+        if side[r] != 0:
+            i = _slot(price[r], g_base, g_tick, g_nlo, g_width, g_lo, g_hi)
+            seen[0 if side[r] > 0 else 1, i] = 0
+    return equal and nb == nbid and na == nask
+
+
+@njit(cache=True)
+def _emit(row, k, valid, crossed, resynced, cur_u, msg_id, ts_event, ts_local, price_of,
+          qb, qa, bb, sb, ba, sa, best_bid, best_ask, nslots, depth,
+          o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as, o_nb, o_na,
+          o_valid, o_crossed, o_resynced):  # fmt: skip
+    o_ts_event[row] = ts_event[k]
+    o_ts_local[row] = ts_local[k]
+    o_msg_id[row] = msg_id[k]
+    o_last_u[row] = cur_u
+    n = 0
+    i = best_bid
+    while i >= 0 and n < depth:
+        o_bp[row, n] = price_of[i]
+        o_bs[row, n] = qb[i]
+        n += 1
+        if i > 0 and qb[i - 1] != 0:
+            i -= 1
+        else:
+            i = _prev_set(bb, sb, i)
+    o_nb[row] = n
+    n = 0
+    i = best_ask
+    while i < nslots and n < depth:
+        o_ap[row, n] = price_of[i]
+        o_as[row, n] = qa[i]
+        n += 1
+        if i + 1 < nslots and qa[i + 1] != 0:
+            i += 1
+        else:
+            i = _next_set(ba, sa, i, nslots)
+    o_na[row] = n
+    o_valid[row] = valid
+    o_crossed[row] = crossed
+    o_resynced[row] = resynced
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@njit(cache=True)
+def _run(rule, depth, state, counters, buf, pend, seen,
+         msg_start, msg_id, first_u, last_u, prev_u, is_snapshot, ts_event, ts_local,
+         side, price, size,
+         g_base, g_tick, g_nlo, g_width, g_lo, g_hi, price_of,
+         qb, qa, bb, sb, ba, sa,
+         o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as, o_nb, o_na,
+         o_valid, o_crossed, o_resynced, row_cap):  # fmt: skip
+    """Process messages from ``state[S_NEXT]`` until the end or until the output is full.
+
+    Returns the number of rows written. A message is only started when ``row_cap`` leaves room
+    for every row it can emit (1 + buffered diffs); otherwise ``state[S_NEED]`` says how many.
+    """
+    nslots = len(price_of)
+    n_msg = len(msg_id)
+    k_next = state[S_NEXT]
+    best_bid = state[S_BEST_BID]
+    best_ask = state[S_BEST_ASK]
+    nbid = state[S_NBID]
+    nask = state[S_NASK]
+    cur_u = state[S_CUR_U]
+    sync = state[S_SYNC]
+    ever = state[S_EVER_SYNCED]
+    tse = state[S_TS_EVENT]
+    tsl = state[S_TS_LOCAL]
+    nbuf = state[S_NBUF]
+    state[S_NEED] = 0
+    row = 0
+    npend = 0
+    dpos = 0
+    while True:
+        draining = dpos < npend
+        if draining:
+            k = pend[dpos]
+            dpos += 1
+        else:
+            if k_next >= n_msg:
+                break
+            if row + 1 + nbuf > row_cap:
+                state[S_NEED] = 1 + nbuf
+                break
+            k = k_next
+            k_next += 1
+            if is_snapshot[k]:
+                su = last_u[k]
+                if sync == SYNCED:
+                    if su != cur_u:
+                        _emit(row, k, True, False, False, cur_u, msg_id, ts_event, ts_local,
+                              price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nslots, depth,
+                              o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as,
+                              o_nb, o_na, o_valid, o_crossed, o_resynced)  # fmt: skip
+                        row += 1
+                        tse = ts_event[k]
+                        tsl = ts_local[k]
+                        continue
+                    counters[C_CHECKS] += 1
+                    if _snapshot_equals(msg_start[k], msg_start[k + 1], side, price, size,
+                                        g_base, g_tick, g_nlo, g_width, g_lo, g_hi,
+                                        qb, qa, nbid, nask, seen):  # fmt: skip
+                        _emit(row, k, True, False, False, cur_u, msg_id, ts_event, ts_local,
+                              price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nslots, depth,
+                              o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as,
+                              o_nb, o_na, o_valid, o_crossed, o_resynced)  # fmt: skip
+                        row += 1
+                        tse = ts_event[k]
+                        tsl = ts_local[k]
+                        continue
+                    counters[C_MISMATCHES] += 1
+                    sync = UNSYNCED
+                # (Re)sync from this snapshot, then replay what was buffered while out of sync.
+                if sync == UNSYNCED and ever:
+                    counters[C_RESYNCS] += 1
+                ever = 1
+                _clear_side(qb, bb, sb, best_bid, True, nslots)
+                _clear_side(qa, ba, sa, best_ask, False, nslots)
+                best_bid, best_ask, nbid, nask = -1, nslots, 0, 0
+                max_bid, best_bid, best_ask, nbid, nask = _apply_levels(
+                    msg_start[k], msg_start[k + 1], side, price, size,
+                    g_base, g_tick, g_nlo, g_width, g_lo, g_hi,
+                    qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask, nslots,
+                )  # fmt: skip
+                cur_u = su
+                crossed, best_bid, best_ask, nbid, nask = _repair_crossed(
+                    max_bid, price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask,
+                    nslots,
+                )  # fmt: skip
+                if crossed:
+                    counters[C_CROSSED] += 1
+                sync = AWAITING
+                _emit(row, k, True, crossed, True, cur_u, msg_id, ts_event, ts_local,
+                      price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nslots, depth,
+                      o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as,
+                      o_nb, o_na, o_valid, o_crossed, o_resynced)  # fmt: skip
+                row += 1
+                tse = ts_event[k]
+                tsl = ts_local[k]
+                for j in range(nbuf):
+                    pend[j] = buf[j]
+                npend = nbuf
+                dpos = 0
+                nbuf = 0
+                continue
+        # ---- a diff (read in order, or replayed from the buffer after a resync)
+        lu = last_u[k]
+        valid = True
+        if sync == SYNCED:
+            chains = prev_u[k] == cur_u if rule == seq.FUTURES else first_u[k] == cur_u + 1
+            if not chains:
+                if lu <= cur_u:
+                    counters[C_DUPLICATES] += 1
+                    continue
+                counters[C_GAPS] += 1
+                valid = False
+        elif sync == AWAITING:
+            fu = first_u[k]
+            if rule == seq.FUTURES:
+                stale = lu < cur_u
+                bridges = fu <= cur_u and cur_u <= lu
+            else:
+                stale = lu <= cur_u
+                bridges = fu <= cur_u + 1 and cur_u + 1 <= lu
+            if stale:
+                counters[C_STALE] += 1
+                continue
+            if bridges:
+                sync = SYNCED
+            else:
+                counters[C_GAPS] += 1
+                valid = False
+        else:
+            valid = False
+        emit = True
+        if not valid:
+            sync = UNSYNCED
+            buf[nbuf] = k
+            nbuf += 1
+            emit = not draining
+        max_bid, best_bid, best_ask, nbid, nask = _apply_levels(
+            msg_start[k], msg_start[k + 1], side, price, size,
+            g_base, g_tick, g_nlo, g_width, g_lo, g_hi,
+            qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask, nslots,
+        )  # fmt: skip
+        cur_u = lu
+        crossed, best_bid, best_ask, nbid, nask = _repair_crossed(
+            max_bid, price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask, nslots
+        )
+        if emit:
+            if crossed and valid:
+                counters[C_CROSSED] += 1
+            if not valid:
+                counters[C_INVALID] += 1
+            _emit(row, k, valid, crossed, False, cur_u, msg_id, ts_event, ts_local,
+                  price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nslots, depth,
+                  o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as,
+                  o_nb, o_na, o_valid, o_crossed, o_resynced)  # fmt: skip
+            row += 1
+            tse = ts_event[k]
+            tsl = ts_local[k]
+    state[S_NEXT] = k_next
+    state[S_BEST_BID] = best_bid
+    state[S_BEST_ASK] = best_ask
+    state[S_NBID] = nbid
+    state[S_NASK] = nask
+    state[S_CUR_U] = cur_u
+    state[S_SYNC] = sync
+    state[S_EVER_SYNCED] = ever
+    state[S_TS_EVENT] = tse
+    state[S_TS_LOCAL] = tsl
+    state[S_NBUF] = nbuf
+    return row
+
+
+@njit(cache=True)
+def _load_side(q, bits, summ, slots, sizes, zero_size, is_bid, nslots):
+    best = -1 if is_bid else nslots
+    nlev = 0
+    for j in range(len(slots)):
+        s = sizes[j]
+        if s == 0:
+            s = zero_size
+        best, nlev = _set_level(q, bits, summ, slots[j], s, best, nlev, is_bid, nslots)
+    return best, nlev
+
+
+@njit(cache=True)
+def _dump_side(q, bits, summ, best, nlev, price_of, zero_size, is_bid, nslots):
+    prices = np.empty(nlev, np.int64)
+    sizes = np.empty(nlev, np.int64)
+    i = best
+    n = 0
+    while 0 <= i < nslots and n < nlev:
+        prices[n] = price_of[i]
+        s = q[i]
+        sizes[n] = 0 if s == zero_size else s
+        n += 1
+        i = _prev_set(bits, summ, i) if is_bid else _next_set(bits, summ, i, nslots)
+    return prices, sizes
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _zero_size_marker(size: np.ndarray) -> int:
+    """A size value no input row carries, to stand for a checkpoint level of size 0."""
+    candidate = INT64_MIN
+    present = np.unique(size[size <= INT64_MIN + 64])
+    while candidate in present:
+        candidate += 1
+    return candidate
+
+
+class Engine:
+    """One replay: the book, the loop state and the counters; feed output chunks with ``run``."""
+
+    def __init__(
+        self,
+        ev: EventArrays,
+        rule: int,
+        depth: int = schemas.DEFAULT_DEPTH,
+        checkpoint: Book | None = None,
+        max_dense: int = MAX_DENSE,
+    ):
+        self.ev = ev
+        self.rule = rule
+        self.depth = depth
+        ck_prices = (
+            np.concatenate([checkpoint.bid_price, checkpoint.ask_price]).astype(np.int64)
+            if checkpoint is not None
+            else np.zeros(0, np.int64)
+        )
+        self.grid = g = build_grid(ev.side, ev.price, ck_prices, max_dense)
+        n = g.slots
+        nw = (n + 63) // 64
+        ns = (nw + 63) // 64
+        self.qb = np.zeros(n, np.int64)
+        self.qa = np.zeros(n, np.int64)
+        self.bb = np.zeros(nw, np.uint64)
+        self.ba = np.zeros(nw, np.uint64)
+        self.sb = np.zeros(ns, np.uint64)
+        self.sa = np.zeros(ns, np.uint64)
+        self.seen = np.zeros((2, n), np.uint8)
+        self.buf = np.empty(max(ev.n_messages, 1), np.int64)
+        self.pend = np.empty(max(ev.n_messages, 1), np.int64)
+        self.counters = np.zeros(N_COUNTERS, np.int64)
+        self.zero_size = _zero_size_marker(ev.size)
+        self.zero_size_used = checkpoint is not None and bool(
+            (checkpoint.bid_size == 0).any() or (checkpoint.ask_size == 0).any()
+        )
+        st = self.state = np.zeros(N_STATE, np.int64)
+        st[S_BEST_BID], st[S_BEST_ASK] = -1, n
+        st[S_SYNC] = UNSYNCED
+        if checkpoint is not None:
+            st[S_BEST_BID], st[S_NBID] = _load_side(
+                self.qb, self.bb, self.sb, self._slots(checkpoint.bid_price),
+                np.ascontiguousarray(checkpoint.bid_size, np.int64), self.zero_size, True, n,
+            )  # fmt: skip
+            st[S_BEST_ASK], st[S_NASK] = _load_side(
+                self.qa, self.ba, self.sa, self._slots(checkpoint.ask_price),
+                np.ascontiguousarray(checkpoint.ask_size, np.int64), self.zero_size, False, n,
+            )  # fmt: skip
+            st[S_CUR_U] = checkpoint.last_update_id
+            st[S_SYNC] = SYNCED if checkpoint.is_valid else UNSYNCED
+            st[S_EVER_SYNCED] = int(bool(checkpoint.is_valid))
+            st[S_TS_EVENT], st[S_TS_LOCAL] = checkpoint.ts_event, checkpoint.ts_local
+
+    def _slots(self, prices: np.ndarray) -> np.ndarray:
+        g = self.grid
+        return _slots(np.ascontiguousarray(prices, np.int64), g.base, g.tick, g.nlo, g.width,
+                      g.lo, g.hi)  # fmt: skip
+
+    @property
+    def done(self) -> bool:
+        return int(self.state[S_NEXT]) >= self.ev.n_messages
+
+    @property
+    def rows_needed(self) -> int:
+        """Output rows the next message may need (> 0 after ``run`` stopped for space)."""
+        return int(self.state[S_NEED])
+
+    def run(self, out: SnapshotArrays, start_row: int = 0) -> int:
+        """Write rows into ``out`` from ``start_row`` until done or full; returns rows written."""
+        ev, g = self.ev, self.grid
+
+        def tail(a: np.ndarray) -> np.ndarray:
+            return a[start_row:]
+
+        written = _run(
+            self.rule, self.depth, self.state, self.counters, self.buf, self.pend, self.seen,
+            ev.msg_start, ev.msg_id, ev.first_u, ev.last_u, ev.prev_u, ev.is_snapshot,
+            ev.ts_event, ev.ts_local, ev.side, ev.price, ev.size,
+            g.base, g.tick, g.nlo, g.width, g.lo, g.hi, g.price_of,
+            self.qb, self.qa, self.bb, self.sb, self.ba, self.sa,
+            tail(out.ts_event), tail(out.ts_local), tail(out.msg_id), tail(out.last_update_id),
+            tail(out.bid_price), tail(out.bid_size), tail(out.ask_price), tail(out.ask_size),
+            tail(out.n_bid), tail(out.n_ask), tail(out.is_valid), tail(out.crossed_repaired),
+            tail(out.resynced), out.capacity - start_row,
+        )  # fmt: skip
+        return int(written)
+
+    def fix_zero_sizes(self, out: SnapshotArrays, start: int, stop: int) -> None:
+        """Report checkpoint levels of size 0 as 0 in rows ``start:stop`` (rarely needed)."""
+        z = self.zero_size
+        for a in (out.bid_size, out.ask_size):
+            block = a[start:stop]
+            block[block == z] = 0
+
+    def counters_result(self) -> ReplayCounters:
+        ev = self.ev
+        c = ReplayCounters()
+        c.messages = ev.n_messages
+        c.snapshots = int(ev.is_snapshot.sum())
+        c.level_updates = _level_updates(ev)
+        k = self.counters
+        c.gaps, c.resyncs, c.crossed = int(k[C_GAPS]), int(k[C_RESYNCS]), int(k[C_CROSSED])
+        c.duplicates, c.stale = int(k[C_DUPLICATES]), int(k[C_STALE])
+        c.invalid_rows, c.snapshot_checks = int(k[C_INVALID]), int(k[C_CHECKS])
+        c.snapshot_mismatches = int(k[C_MISMATCHES])
+        c.unsynced_at_end = int(self.state[S_SYNC] == UNSYNCED)
+        return c
+
+    def book(self) -> Book:
+        st, g, n = self.state, self.grid, self.grid.slots
+        bp, bs = _dump_side(self.qb, self.bb, self.sb, st[S_BEST_BID], st[S_NBID], g.price_of,
+                            self.zero_size, True, n)  # fmt: skip
+        ap, asz = _dump_side(self.qa, self.ba, self.sa, st[S_BEST_ASK], st[S_NASK], g.price_of,
+                             self.zero_size, False, n)  # fmt: skip
+        return Book(
+            bid_price=bp,
+            bid_size=bs,
+            ask_price=ap,
+            ask_size=asz,
+            last_update_id=int(st[S_CUR_U]),
+            is_valid=int(st[S_SYNC]) != UNSYNCED,
+            ts_event=int(st[S_TS_EVENT]),
+            ts_local=int(st[S_TS_LOCAL]),
+        )
+
+
+@njit(cache=True)
+def _count_level_updates(msg_start, is_snapshot, side):
+    n = 0
+    for k in range(len(is_snapshot)):
+        if not is_snapshot[k]:
+            for r in range(msg_start[k], msg_start[k + 1]):
+                if side[r] != 0:
+                    n += 1
+    return n
+
+
+def _level_updates(ev: EventArrays) -> int:
+    return int(_count_level_updates(ev.msg_start, ev.is_snapshot, ev.side))
+
+
+def replay_arrays(
+    ev: EventArrays,
+    rule: int,
+    depth: int = schemas.DEFAULT_DEPTH,
+    checkpoint: Book | None = None,
+    max_dense: int = MAX_DENSE,
+) -> tuple[SnapshotArrays, int, Book, ReplayCounters]:
+    """Replay arrays into one ``SnapshotArrays``; returns (out, rows, checkpoint, counters)."""
+    eng = Engine(ev, rule, depth, checkpoint, max_dense)
+    # Rows: one per message, plus the valid re-emission of diffs buffered before a resync.
+    # np.zeros maps pages lazily, so a generous capacity costs only the rows written.
+    out = SnapshotArrays(depth, 2 * ev.n_messages + 1)
+    rows = eng.run(out)
+    if not eng.done:  # cannot happen with 2n+1 rows; kept as a guard
+        raise RuntimeError("engine output capacity exceeded")
+    if eng.zero_size_used:
+        eng.fix_zero_sizes(out, 0, rows)
+    return out, rows, eng.book(), eng.counters_result()
+
+
+def replay(
+    events: pl.DataFrame,
+    instrument: Instrument,
+    depth: int = schemas.DEFAULT_DEPTH,
+    checkpoint: Book | None = None,
+    max_dense: int = MAX_DENSE,
+) -> ReplayResult:
+    """Replay raw_book_events with the compiled engine (same contract as the reference)."""
+    ev = event_arrays(events)
+    out, rows, book, counters = replay_arrays(
+        ev, seq.rule_code(instrument.sequencing), depth, checkpoint, max_dense
+    )
+    counters.rows = rows
+    return ReplayResult(snapshots_frame(out, rows, instrument), book, counters)
