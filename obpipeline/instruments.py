@@ -62,7 +62,24 @@ def _decimals(x: Decimal) -> int:
 def _sequencing_for(venue: str, market: str) -> SequencingRule:
     if venue == "binance":
         return "binance_spot" if market == "spot" else "binance_futures"
+    if venue == TARDIS:
+        # Tardis has no update ids: sources/tardis.py gives each message a synthetic id chained by
+        # pu (a snapshot takes the id of the book it describes), under which the futures rule *is*
+        # Tardis's snapshot-replace semantics. "snapshot_replace" is not an update-id rule code
+        # (book/sequencing.rule_code rejects it), so Tardis instruments name the futures rule.
+        return "binance_futures"
     return "snapshot_replace"
+
+
+# Tardis.dev files: venue "tardis", market = the Tardis exchange id (e.g. "binance-futures",
+# "deribit"); any exchange id is accepted, unknown symbols get inferred scales.
+TARDIS = "tardis"
+# Our Binance markets under their Tardis exchange ids (exports of Binance captures land here).
+TARDIS_EXCHANGES: dict[str, str] = {
+    "usdm": "binance-futures",
+    "cm": "binance-delivery",
+    "spot": "binance",
+}
 
 
 KNOWN: dict[tuple[str, str, str], Instrument] = {
@@ -79,13 +96,27 @@ KNOWN: dict[tuple[str, str, str], Instrument] = {
         Instrument("binance", "cm", "BTCUSD_PERP", Decimal("0.1"), Decimal("1"), "binance_futures"),
     )
 }
+# The same contracts as Tardis publishes them: same tick and lot, synthetic-id sequencing.
+KNOWN.update(
+    {
+        (TARDIS, TARDIS_EXCHANGES[i.market], i.symbol): Instrument(
+            TARDIS,
+            TARDIS_EXCHANGES[i.market],
+            i.symbol,
+            i.tick_size,
+            i.lot_size,
+            _sequencing_for(TARDIS, TARDIS_EXCHANGES[i.market]),
+        )
+        for i in list(KNOWN.values())
+    }
+)
 
-VENUES: tuple[str, ...] = ("binance",)
+VENUES: tuple[str, ...] = ("binance", TARDIS)
 
 
 def get_instrument(venue: str, market: str, symbol: str) -> Instrument | None:
     """The registered instrument, or None when the symbol is not known (see infer_instrument)."""
-    if venue not in VENUES or market not in MARKETS:
+    if venue not in VENUES or (venue != TARDIS and market not in MARKETS):
         raise ValueError(f"unknown venue/market {venue!r}/{market!r}; known: {VENUES} x {MARKETS}")
     return KNOWN.get((venue, market, symbol.upper()))
 
