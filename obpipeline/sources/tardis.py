@@ -1,0 +1,782 @@
+"""Tardis.dev CSV files → canonical frames (raw_book_events, golden_depth, golden_bbo, trades).
+
+Formats (docs.tardis.dev, "Downloadable CSV files"; pinned by ``../shared/data/tardis-excerpts``):
+comma-separated, header row, times in µs since the epoch (``timestamp`` = exchange time,
+``local_timestamp`` = arrival time), an empty cell where a value is absent. The data type of a
+file is told from its header, never from its name:
+
+* ``incremental_book_L2``: ``exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount``
+  — one row per level, ``amount`` is the new absolute size (0 removes the level).
+* ``book_snapshot_N``: the four common columns then ``asks[i].price, asks[i].amount, bids[i].price,
+  bids[i].amount`` for i < N → ``golden_depth`` (``levels`` = N, ``update_id`` null).
+* ``quotes`` and ``book_ticker`` (same columns: ``ask_amount,ask_price,bid_price,bid_amount``) →
+  ``golden_bbo`` (``update_id`` null). ``quotes`` is Tardis's top of *its* rebuilt book;
+  ``book_ticker`` is the exchange's own BBO stream, not aligned with book messages.
+* ``trades``: ``id,side,price,amount`` → ``trades`` (``side`` is the aggressor: ``sell`` →
+  ``is_buyer_maker`` true; a non-integer trade id becomes null and is counted).
+
+Messages. Rows of one exchange message share ``local_timestamp``; a message is a maximal run of
+consecutive rows with the same ``local_timestamp`` and the same ``is_snapshot``. So an
+``is_snapshot=true`` row after non-snapshot rows starts a new snapshot, which replaces the whole
+book, and a change of ``local_timestamp`` inside snapshot rows starts another one (snapshot-only
+feeds such as Bitget publish every message as a snapshot). Non-snapshot rows before the first
+snapshot cannot be applied to anything: they are skipped and counted (``stats``).
+
+Synthetic update ids (Tardis has none), so the update-id replayers work unchanged: every diff
+message takes the next integer (``first == last``), ``prev_update_id`` is the previous id; a
+snapshot takes the id of the book it describes, i.e. the id of the message before it
+(``start_update_id`` for the first one; pass a D-1 checkpoint's ``last_update_id`` there so the
+day's opening snapshot is *compared* with the carried book). With the futures rule
+(``pu == previous u``; a snapshot at L is bridged by the diff with ``pu == L``) that gives exactly
+Tardis's semantics: the first snapshot syncs the book, later snapshots equal to the book are
+checks, a later snapshot that differs is counted as a snapshot mismatch and resyncs (it replaces
+the book). A quarantined message still uses up an id, so the next message does not chain: the
+replay reports a gap and keeps the book invalid until the next snapshot, never silently wrong.
+
+Numbers. Tardis writes JSON numbers (shortest round-trip float64 strings, e.g. ``61800.2``, ``1e-7``),
+so values are parsed as float64 and converted to the instrument's fixed-point scale with an
+exactness check (``round(x·10^s) / 10^s == x``): off-grid values are quarantined, never rounded.
+An unregistered symbol's scales are the smallest that represent every value of the input
+exactly (the maximum number of decimals seen, over the whole input, not a sample).
+
+Streaming: files are read with ``pl.scan_csv`` and a fixed schema on the streaming engine (polars
+decompresses ``.gz`` in chunks), projecting away the text columns, so memory holds the parsed
+numeric columns and the canonical frame, not the file. A bad value does not fail the file: it is
+read as null and the row's message is quarantined; the line itself is fetched again (only for
+bad lines) for the quarantine record.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from obpipeline import schemas
+from obpipeline.instruments import Instrument, get_instrument, infer_instrument
+from obpipeline.sources.binance import Capture, CaptureError
+
+VENUE = "tardis"
+COMMON = ["exchange", "symbol", "timestamp", "local_timestamp"]
+L2_COLUMNS = [*COMMON, "is_snapshot", "side", "price", "amount"]
+TRADES_COLUMNS = [*COMMON, "id", "side", "price", "amount"]
+QUOTES_COLUMNS = [*COMMON, "ask_amount", "ask_price", "bid_price", "bid_amount"]
+MAX_SCALE = 12  # decimals tried when inferring a scale; beyond that a value is off-grid
+_EXACT_LIMIT = 2**53  # unscaled magnitudes a float64 represents exactly
+_SNAPSHOT_HEADER = re.compile(r"^(asks|bids)\[(\d+)\]\.(price|amount)$")
+
+
+def snapshot_columns(levels: int) -> list[str]:
+    """Header of a ``book_snapshot_<levels>`` file (Tardis interleaves asks and bids per level)."""
+    cols = list(COMMON)
+    for i in range(levels):
+        cols += [f"asks[{i}].price", f"asks[{i}].amount", f"bids[{i}].price", f"bids[{i}].amount"]
+    return cols
+
+
+@dataclass(frozen=True)
+class TardisFile:
+    path: Path
+    kind: str  # "incremental_book_L2" | "book_snapshot" | "quotes" | "trades"
+    levels: int = 0  # book_snapshot_N: N
+    exchange: str | None = None  # from the first data row (None: file has no rows)
+    symbol: str | None = None
+
+
+def read_head(path: Path | str, lines: int = 2) -> list[str]:
+    """The first ``lines`` lines of a plain or gzip file (for the header and the first row)."""
+    path = Path(path)
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+    opener = gzip.open if magic == b"\x1f\x8b" else open
+    out: list[str] = []
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        for _ in range(lines):
+            line = f.readline()
+            if not line:
+                break
+            out.append(line.rstrip("\r\n"))
+    return out
+
+
+def classify(path: Path | str) -> TardisFile:
+    """Tell a Tardis file's data type from its header row."""
+    path = Path(path)
+    head = read_head(path)
+    if not head or not head[0]:
+        raise CaptureError(f"{path}: empty file, expected a Tardis CSV header")
+    header = head[0].split(",")
+    exchange = symbol = None
+    if len(head) > 1 and head[1]:
+        first = head[1].split(",")
+        exchange, symbol = (first + ["", ""])[:2]
+    if header == L2_COLUMNS:
+        kind, levels = "incremental_book_L2", 0
+    elif header == TRADES_COLUMNS:
+        kind, levels = "trades", 0
+    elif header == QUOTES_COLUMNS:
+        kind, levels = "quotes", 1
+    elif (
+        len(header) > 4
+        and (len(header) - 4) % 4 == 0
+        and header == snapshot_columns((len(header) - 4) // 4)
+    ):
+        kind, levels = "book_snapshot", (len(header) - 4) // 4
+    else:
+        raise CaptureError(
+            f"{path}: header {head[0][:120]!r} is not a Tardis incremental_book_L2, "
+            "book_snapshot_N, quotes/book_ticker or trades file"
+        )
+    return TardisFile(path, kind, levels, exchange or None, symbol or None)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _schema(columns: list[str], overrides: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+    return {c: overrides.get(c, pl.Float64) for c in columns}
+
+
+_COMMON_TYPES: dict[str, pl.DataType] = {
+    "exchange": pl.String,
+    "symbol": pl.String,
+    "timestamp": pl.Int64,
+    "local_timestamp": pl.Int64,
+}
+
+
+def _scan(f: TardisFile, columns: list[str], types: dict[str, pl.DataType], ragged: bool):
+    return pl.scan_csv(
+        f.path,
+        schema=_schema(columns, types),
+        ignore_errors=True,  # a value that does not parse becomes null: the row is quarantined
+        truncate_ragged_lines=ragged,
+        quote_char=None,
+    )
+
+
+def _collect(f: TardisFile, build) -> tuple[pl.DataFrame, np.ndarray]:
+    """Run ``build(lazy_frame)`` on the streaming engine; retry tolerant of ragged lines.
+
+    Returns the frame and the (0-based data-row) indices of lines with the wrong field count,
+    found by a raw-line pass only when the strict parse failed.
+    """
+    columns = _columns_of(f)
+    types = _types_of(f)
+    try:
+        return build(_scan(f, columns, types, False)).collect(engine="streaming"), np.zeros(
+            0, np.int64
+        )
+    except pl.exceptions.ComputeError as exc:
+        if "more fields" not in str(exc):
+            raise
+    frame = build(_scan(f, columns, types, True)).collect(engine="streaming")
+    expected = len(columns) - 1
+    ragged = (
+        _raw_scan(f.path)
+        .filter(
+            (pl.col("idx") > 0) & (pl.col("text").str.count_matches(",", literal=True) != expected)
+        )
+        .select((pl.col("idx") - 1).cast(pl.Int64))
+        .collect(engine="streaming")
+        .to_series()
+        .to_numpy()
+    )
+    return frame, ragged
+
+
+def _columns_of(f: TardisFile) -> list[str]:
+    return {
+        "incremental_book_L2": L2_COLUMNS,
+        "trades": TRADES_COLUMNS,
+        "quotes": QUOTES_COLUMNS,
+    }.get(f.kind) or snapshot_columns(f.levels)
+
+
+def _types_of(f: TardisFile) -> dict[str, pl.DataType]:
+    types = dict(_COMMON_TYPES)
+    if f.kind == "incremental_book_L2":
+        types.update(is_snapshot=pl.Boolean, side=pl.String)
+    elif f.kind == "trades":
+        types.update(id=pl.String, side=pl.String)
+    return types
+
+
+def _raw_scan(path: Path) -> pl.LazyFrame:
+    """Every line of a file as text, numbered from 0 (the header) — for quarantine records."""
+    return pl.scan_csv(
+        path,
+        has_header=False,
+        separator="\x1f",
+        quote_char=None,
+        schema={"text": pl.String},
+        truncate_ragged_lines=True,
+    ).with_row_index("idx")
+
+
+def _raw_lines(path: Path, data_rows: np.ndarray) -> pl.DataFrame:
+    """``line`` (1-based, header = 1) and ``record`` text of the given 0-based data rows."""
+    wanted = pl.Series(np.unique(data_rows) + 1, dtype=pl.UInt32)
+    return (
+        _raw_scan(path)
+        .filter(pl.col("idx").is_in(wanted))
+        .select((pl.col("idx").cast(pl.Int64) + 1).alias("line"), pl.col("text").alias("record"))
+        .collect(engine="streaming")
+    )
+
+
+def _symbol_filter(symbol: str | None) -> pl.Expr:
+    return pl.lit(True) if symbol is None else pl.col("symbol") == symbol
+
+
+def _stream_flags(exchange: str, symbol: str) -> pl.Expr:
+    """Rows of another exchange/symbol than the stream's (an error unless filtered out)."""
+    return ((pl.col("exchange") != exchange) | (pl.col("symbol") != symbol)).fill_null(False)
+
+
+def _blank(columns: list[str]) -> pl.Expr:
+    return pl.all_horizontal(pl.col(c).is_null() for c in columns)
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def _finite(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    return valid & np.isfinite(np.where(valid, values, 0.0))
+
+
+def decimals_needed(values: np.ndarray, valid: np.ndarray | None = None, start: int = 0) -> int:
+    """Smallest scale s >= start at which every finite value is exact: round(x·10^s)/10^s == x.
+
+    For Tardis's shortest-round-trip float strings this is the maximum number of decimals written.
+    Values exact at no scale <= MAX_SCALE do not count (they are quarantined as off-grid later).
+    Each pass only looks at the values not yet exact, so a registered scale costs one pass.
+    """
+    x = values[np.isfinite(values)] if valid is None else values[_finite(values, valid)]
+    for s in range(start, MAX_SCALE + 1):
+        if len(x) == 0:
+            return s
+        _, exact = to_fixed(x, s)
+        x = x[~exact]
+        if len(x) == 0:
+            return s
+    return start if len(x) == len(values) else MAX_SCALE
+
+
+def to_fixed(values: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """float64 → (int64 unscaled at ``scale``, exact?). NaN/inf/off-grid/too-large are not exact."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.rint(values * 10.0**scale)
+        ok = np.isfinite(scaled) & (np.abs(scaled) < _EXACT_LIMIT)
+        scaled = np.where(ok, scaled, 0.0)
+        ok &= scaled / 10.0**scale == values
+    return scaled.astype(np.int64), ok
+
+
+def _decimal_series(name: str, unscaled: np.ndarray, scale: int, valid: np.ndarray) -> pl.Series:
+    return schemas.from_unscaled(np.where(valid, unscaled, 0), scale, valid, name)
+
+
+def _float_array(frame: pl.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
+    s = frame[col]
+    return s.fill_null(np.nan).to_numpy().astype(np.float64, copy=False), s.is_not_null().to_numpy()
+
+
+def _widest(scale: int) -> str:
+    return format(Decimal(1).scaleb(-scale), "f")
+
+
+# ----------------------------------------------------------------------------- main entry
+
+
+def read_tardis(
+    paths: Sequence[Path | str],
+    symbol: str | None = None,
+    depth: int = schemas.DEFAULT_DEPTH,
+    start_update_id: int = 0,
+    instrument: Instrument | None = None,
+) -> Capture:
+    """Parse Tardis CSV(.gz) files of one exchange and symbol (any mix of data types).
+
+    ``incremental_book_L2`` files are concatenated in the given (time) order. ``symbol`` selects
+    one symbol from grouped files (required when a file holds several). ``start_update_id``
+    numbers the synthetic update ids on from a checkpoint (see the module docstring).
+    ``instrument`` overrides the registry and scale inference (values off its grid are
+    quarantined).
+    """
+    if not paths:
+        raise CaptureError("no Tardis files given")
+    files = [classify(p) for p in paths]
+    exchanges = sorted({f.exchange for f in files if f.exchange})
+    if len(exchanges) > 1:
+        raise CaptureError(f"files of several exchanges {exchanges}: one stream at a time")
+    exchange = exchanges[0] if exchanges else (instrument.market if instrument else None)
+    if symbol is None:
+        firsts = sorted({f.symbol for f in files if f.symbol})
+        if len(firsts) > 1:
+            raise CaptureError(f"files of several symbols {firsts}; pass symbol=")
+        symbol = firsts[0] if firsts else (instrument.symbol if instrument else None)
+    if exchange is None or symbol is None:
+        raise CaptureError("no data rows to tell the exchange and symbol from")
+    symbol_filter = symbol if any(f.symbol and f.symbol != symbol for f in files) else None
+
+    stats: dict[str, int] = {}
+    parsed: list[tuple[TardisFile, pl.DataFrame, np.ndarray]] = []
+    for f in files:
+        frame, ragged = _collect(
+            f, lambda lf, f=f: _project(lf, f, exchange, symbol, symbol_filter)
+        )
+        foreign = int(frame["foreign"].sum())
+        if foreign:
+            others = _other_streams(f)
+            raise CaptureError(
+                f"{f.path}: {foreign} rows of other streams {others} in a {exchange} {symbol} "
+                "read; pass symbol= to select one"
+            )
+        parsed.append((f, frame.drop("foreign"), ragged))
+
+    if instrument is None:
+        instrument = _resolve_instrument(exchange, symbol, parsed, stats)
+    stats["price_scale"] = instrument.price_scale
+    stats["size_scale"] = instrument.size_scale
+
+    quarantined: list[pl.DataFrame] = []
+    l2 = [(f, fr, rg) for f, fr, rg in parsed if f.kind == "incremental_book_L2"]
+    events, bad = _events(l2, instrument, start_update_id, stats)
+    quarantined += bad
+    depth_frames, bbo_frames, trade_frames = [], [], []
+    for f, frame, ragged in parsed:
+        if f.kind == "book_snapshot":
+            good, q = _golden_depth(f, frame, ragged, instrument, depth)
+            depth_frames.append(good)
+        elif f.kind == "quotes":
+            good, q = _golden_bbo(f, frame, ragged, instrument)
+            bbo_frames.append(good)
+        elif f.kind == "trades":
+            good, q = _trades(f, frame, ragged, instrument, stats)
+            trade_frames.append(good)
+        else:
+            continue
+        quarantined.append(q)
+    golden_depth = _concat(depth_frames, schemas.golden_depth(instrument, depth))
+    golden_bbo = _concat(bbo_frames, schemas.golden_bbo(instrument))
+    trades = _concat(trade_frames, schemas.trades(instrument))
+    quarantine = _concat([q for q in quarantined if q.height], schemas.quarantine()).sort(
+        "file", "line", maintain_order=True
+    )
+    stats.update(
+        files=len(files),
+        golden_depth=golden_depth.height,
+        golden_bbo=golden_bbo.height,
+        trades=trades.height,
+        quarantined=quarantine.height,
+    )
+    return Capture(instrument, events, golden_bbo, golden_depth, trades, quarantine, stats)
+
+
+def _concat(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
+    frames = [f for f in frames if f.height]
+    return pl.concat(frames, rechunk=False) if frames else schemas.empty(schema)
+
+
+def _project(
+    lf: pl.LazyFrame, f: TardisFile, exchange: str, symbol: str, symbol_filter: str | None
+) -> pl.LazyFrame:
+    """The columns kept in memory per kind: numbers and flags only, text projected away."""
+    columns = _columns_of(f)
+    lf = lf.with_row_index("row").filter(_symbol_filter(symbol_filter) | _blank(columns))
+    keep: list[pl.Expr] = [
+        pl.col("row"),
+        pl.col("timestamp"),
+        pl.col("local_timestamp"),
+        _blank(columns).alias("blank"),
+        _stream_flags(exchange, symbol).alias("foreign"),
+        (pl.col("exchange").is_null() | pl.col("symbol").is_null()).alias("no_stream"),
+    ]
+    if f.kind == "incremental_book_L2":
+        keep += [
+            pl.col("is_snapshot"),
+            pl.when(pl.col("side") == "bid")
+            .then(pl.lit(schemas.BID, pl.Int8))
+            .when(pl.col("side") == "ask")
+            .then(pl.lit(schemas.ASK, pl.Int8))
+            .alias("side"),
+            pl.col("price"),
+            pl.col("amount"),
+        ]
+    elif f.kind == "trades":
+        keep += [
+            pl.col("id").cast(pl.Int64, strict=False).alias("trade_id"),
+            (
+                pl.col("id").is_not_null() & pl.col("id").cast(pl.Int64, strict=False).is_null()
+            ).alias("id_not_integer"),
+            pl.when(pl.col("side") == "sell")
+            .then(True)
+            .when(pl.col("side") == "buy")
+            .then(False)
+            .alias("is_buyer_maker"),
+            pl.col("side").is_in(["buy", "sell", "unknown"]).fill_null(False).alias("side_ok"),
+            pl.col("price"),
+            pl.col("amount"),
+        ]
+    else:
+        keep += [pl.col(c) for c in columns[4:]]
+    return lf.select(keep)
+
+
+def _other_streams(f: TardisFile) -> list[str]:
+    return (
+        pl.scan_csv(
+            f.path,
+            schema=_schema(_columns_of(f), _types_of(f)),
+            ignore_errors=True,
+            truncate_ragged_lines=True,
+            quote_char=None,
+        )
+        .select(pl.format("{} {}", "exchange", "symbol").unique().sort().head(10))
+        .collect(engine="streaming")
+        .to_series()
+        .to_list()
+    )
+
+
+def _price_size_columns(f: TardisFile) -> tuple[list[str], list[str]]:
+    if f.kind in ("incremental_book_L2", "trades"):
+        return ["price"], ["amount"]
+    if f.kind == "quotes":
+        return ["ask_price", "bid_price"], ["ask_amount", "bid_amount"]
+    cols = _columns_of(f)[4:]
+    return [c for c in cols if c.endswith(".price")], [c for c in cols if c.endswith(".amount")]
+
+
+def _resolve_instrument(
+    exchange: str,
+    symbol: str,
+    parsed: list[tuple[TardisFile, pl.DataFrame, np.ndarray]],
+    stats: dict[str, int],
+) -> Instrument:
+    """The registered instrument, widened if the input needs more decimals; else inferred scales.
+
+    The scales are the most decimals any price (size) of the input needs. A registered contract
+    is only a floor: tick sizes change over the years (Binance USD-M BTCUSDT quoted 0.01 in 2020,
+    0.1 since), and Tardis's own values are floats, so a finer value is data, not corruption.
+    """
+    registered = get_instrument(VENUE, exchange, symbol)
+    price_scale = registered.price_scale if registered else 0
+    size_scale = registered.size_scale if registered else 0
+    for f, frame, _ in parsed:
+        prices, sizes = _price_size_columns(f)
+        for c in prices:
+            price_scale = decimals_needed(*_float_array(frame, c), start=price_scale)
+        for c in sizes:
+            size_scale = decimals_needed(*_float_array(frame, c), start=size_scale)
+    if registered and (registered.price_scale, registered.size_scale) == (price_scale, size_scale):
+        return registered
+    stats["scale_widened"] = int(registered is not None)
+    return infer_instrument(VENUE, exchange, symbol, [_widest(price_scale)], [_widest(size_scale)])
+
+
+# ----------------------------------------------------------------------------- row checks
+
+
+@dataclass
+class _Checks:
+    """Per-row failure masks in priority order: a row's reason is its first failing check."""
+
+    n: int
+    masks: list[np.ndarray]
+    reasons: list[str]
+
+    def add(self, bad: np.ndarray, reason: str) -> None:
+        self.masks.append(np.asarray(bad, np.bool_))
+        self.reasons.append(reason)
+
+    def bad(self) -> np.ndarray:
+        out = np.zeros(self.n, np.bool_)
+        for m in self.masks:
+            out |= m
+        return out
+
+    def reason_of(self, idx: np.ndarray) -> list[str | None]:
+        if not self.masks or len(idx) == 0:
+            return [None] * len(idx)
+        stacked = np.stack([m[idx] for m in self.masks])
+        any_bad = stacked.any(axis=0)
+        first = stacked.argmax(axis=0)
+        return [self.reasons[k] if b else None for k, b in zip(first, any_bad, strict=True)]
+
+
+def _base_checks(frame: pl.DataFrame, ragged: np.ndarray, n_fields: int) -> _Checks:
+    c = _Checks(frame.height, [], [])
+    c.add(np.isin(frame["row"].to_numpy(), ragged), f"expected {n_fields} fields")
+    c.add(frame["no_stream"].to_numpy(), "no exchange or symbol")
+    c.add(
+        (frame["timestamp"].is_null() | frame["local_timestamp"].is_null()).to_numpy(),
+        "timestamp or local_timestamp is not an integer (µs)",
+    )
+    return c
+
+
+def _convert(
+    frame: pl.DataFrame,
+    src: str,
+    scale: int,
+    grid: str,
+    checks: _Checks,
+    what: str,
+    positive: bool,
+    required: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A float column → (unscaled int64, present); failures are added to ``checks``."""
+    values, valid = _float_array(frame, src)
+    unscaled, exact = to_fixed(values, scale)
+    if required:
+        checks.add(~valid, f"{src} is missing or not a number")
+    checks.add(valid & ~np.isfinite(values), f"{src} is not a finite number")
+    checks.add(
+        valid & np.isfinite(values) & ~exact, f"{src} is not a decimal on the {grid} {what} grid"
+    )
+    limit_bad = (unscaled <= 0) if positive else (unscaled < 0)
+    checks.add(valid & exact & limit_bad, f"{src} is {'not positive' if positive else 'negative'}")
+    return unscaled, valid
+
+
+def _quarantine(
+    f: TardisFile, frame: pl.DataFrame, idx: np.ndarray, reasons: list[str | None]
+) -> pl.DataFrame:
+    """Quarantine rows ``idx`` of a parsed frame with their reasons and original line text."""
+    if len(idx) == 0:
+        return schemas.empty(schemas.quarantine())
+    data_rows = frame["row"].to_numpy()[idx].astype(np.int64)
+    lines = _raw_lines(f.path, data_rows)
+    return (
+        pl.DataFrame({"line": data_rows + 2, "reason": pl.Series(reasons, dtype=pl.String)})
+        .join(lines, on="line", how="left", maintain_order="left")
+        .select(pl.lit(str(f.path)).alias("file"), "line", "reason", "record")
+    )
+
+
+# ----------------------------------------------------------------------------- book events
+
+
+def _events(
+    l2: list[tuple[TardisFile, pl.DataFrame, np.ndarray]],
+    instrument: Instrument,
+    start_update_id: int,
+    stats: dict[str, int],
+) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """incremental_book_L2 rows → raw_book_events (see the module docstring for every rule)."""
+    schema = schemas.raw_book_events(instrument)
+    stats.update(
+        rows=0,
+        blank_lines=0,
+        messages=0,
+        snapshot_messages=0,
+        skipped_before_snapshot_rows=0,
+        skipped_before_snapshot_messages=0,
+        quarantined_messages=0,
+        local_timestamp_regressions=0,
+        level_updates=0,
+    )
+    frames, file_checks = [], []
+    for i, (_, frame, ragged) in enumerate(l2):
+        stats["blank_lines"] += int(frame["blank"].sum())
+        frame = frame.filter(~pl.col("blank")).drop("blank")
+        c = _base_checks(frame, ragged, len(L2_COLUMNS))
+        c.add(frame["is_snapshot"].is_null().to_numpy(), "is_snapshot is not true/false")
+        c.add(frame["side"].is_null().to_numpy(), "side is not bid/ask")
+        frames.append(frame.with_columns(pl.lit(i, pl.Int32).alias("file_idx")))
+        file_checks.append(c)
+    rows = pl.concat(frames, rechunk=True) if frames else None
+    del frames
+    if rows is None or rows.height == 0:
+        return schemas.empty(schema), []
+    n = rows.height
+    stats["rows"] = n
+    checks = _Checks(n, [], [])
+    for k in range(len(file_checks[0].masks)):
+        checks.add(np.concatenate([c.masks[k] for c in file_checks]), file_checks[0].reasons[k])
+    ps, ss = instrument.price_scale, instrument.size_scale
+    price_u, _ = _convert(rows, "price", ps, str(instrument.tick_size), checks, "tick", True, True)
+    size_u, _ = _convert(rows, "amount", ss, str(instrument.lot_size), checks, "lot", False, True)
+    row_bad = checks.bad()
+
+    # Message boundaries on the forward-filled keys (a row with a broken time joins its message).
+    lt = rows["local_timestamp"]
+    snap = rows["is_snapshot"]
+    lt_f = lt.forward_fill().fill_null(-1).to_numpy()
+    snap_f = snap.forward_fill().fill_null(False).to_numpy()
+    file_idx = rows["file_idx"].to_numpy()
+    same_file = file_idx[1:] == file_idx[:-1]
+    new = np.ones(n, np.bool_)
+    new[1:] = (lt_f[1:] != lt_f[:-1]) | (snap_f[1:] != snap_f[:-1]) | ~same_file
+    stats["local_timestamp_regressions"] = int((np.diff(lt_f)[same_file] < 0).sum())
+    starts = np.flatnonzero(new)
+    del new
+    n_msgs = len(starts)
+    lengths = np.diff(np.append(starts, n))
+    msg_snap = snap_f[starts]
+    msg_bad = np.add.reduceat(row_bad.astype(np.int8), starts) > 0
+    good_snaps = np.flatnonzero(msg_snap & ~msg_bad)
+    first = int(good_snaps[0]) if len(good_snaps) else n_msgs
+    before = np.arange(n_msgs) < first
+    skipped = before & ~msg_snap & ~msg_bad
+    kept_msg = ~before & ~msg_bad
+    # Synthetic ids: diffs and quarantined messages (from the first snapshot on) advance the id.
+    ids = start_update_id + np.cumsum((~msg_snap | msg_bad) & ~before)
+    kept_idx = np.flatnonzero(kept_msg)
+    stats.update(
+        messages=len(kept_idx),
+        snapshot_messages=int((kept_msg & msg_snap).sum()),
+        skipped_before_snapshot_messages=int(skipped.sum()),
+        skipped_before_snapshot_rows=int(lengths[skipped].sum()),
+        quarantined_messages=int(msg_bad.sum()),
+    )
+
+    quarantine = []
+    if msg_bad.any():
+        msg_of_row = np.repeat(np.arange(n_msgs), lengths)
+        in_bad = np.flatnonzero(msg_bad[msg_of_row])
+        reasons = checks.reason_of(in_bad)
+        first_bad_line = np.full(n_msgs, -1, np.int64)
+        bad_rows = np.flatnonzero(row_bad)
+        rows_idx = rows["row"].to_numpy().astype(np.int64)
+        first_bad_line[msg_of_row[bad_rows[::-1]]] = rows_idx[bad_rows[::-1]] + 2
+        reasons = [
+            r if r is not None else f"dropped with its message (bad line {first_bad_line[m]})"
+            for r, m in zip(reasons, msg_of_row[in_bad], strict=True)
+        ]
+        for i, (f, _, _) in enumerate(l2):
+            sel = file_idx[in_bad] == i
+            quarantine.append(
+                _quarantine(
+                    f, rows, in_bad[sel], [r for r, s in zip(reasons, sel, strict=True) if s]
+                )
+            )
+
+    row_kept = np.repeat(kept_msg, lengths)
+    msg_of_kept = np.repeat(np.arange(n_msgs)[kept_msg], lengths[kept_msg])
+    ordinal = np.zeros(n_msgs, np.int64)
+    ordinal[kept_idx] = np.arange(len(kept_idx))
+    last_u = ids[msg_of_kept]
+    is_snap_row = msg_snap[msg_of_kept]
+    mask = pl.Series(row_kept)
+    n_kept = len(msg_of_kept)
+    present = np.ones(n_kept, np.bool_)
+    frame = pl.DataFrame(
+        [
+            (rows["timestamp"].filter(mask) * 1000).cast(schemas.TS).alias("ts_event"),
+            (lt.filter(mask) * 1000).cast(schemas.TS).alias("ts_local"),
+            pl.Series("msg_id", ordinal[msg_of_kept]),
+            pl.Series("last_update_id", last_u),
+            pl.Series("prev_update_id", last_u - 1).set(pl.Series(is_snap_row), None),
+            pl.Series("is_snapshot", is_snap_row),
+            rows["side"].filter(mask),
+            schemas.from_unscaled(price_u[row_kept], ps, present, "price"),
+            schemas.from_unscaled(size_u[row_kept], ss, present, "size"),
+        ]
+    ).with_columns(pl.col("last_update_id").alias("first_update_id"))
+    stats["level_updates"] = int(n_kept - is_snap_row.sum())
+    return schemas.conform(frame, schema, "raw_book_events"), quarantine
+
+
+# ----------------------------------------------------------------------------- golden / trades
+
+
+def _golden_levels(
+    f: TardisFile,
+    frame: pl.DataFrame,
+    ragged: np.ndarray,
+    instrument: Instrument,
+    pairs: list[tuple[str, str, str, str]],
+) -> tuple[pl.DataFrame, np.ndarray, pl.DataFrame]:
+    """(price, amount) source pairs → exact decimal columns; a level is both or neither."""
+    frame = frame.filter(~pl.col("blank"))
+    checks = _base_checks(frame, ragged, len(_columns_of(f)))
+    ps, ss = instrument.price_scale, instrument.size_scale
+    out: list[pl.Series] = [
+        (frame["timestamp"] * 1000).cast(schemas.TS).alias("ts_event"),
+        (frame["local_timestamp"] * 1000).cast(schemas.TS).alias("ts_local"),
+        pl.Series("update_id", [None] * frame.height, dtype=pl.Int64),
+    ]
+    for sp, sz, dp, dz in pairs:
+        pu, pv = _convert(frame, sp, ps, str(instrument.tick_size), checks, "tick", True, False)
+        zu, zv = _convert(frame, sz, ss, str(instrument.lot_size), checks, "lot", False, False)
+        checks.add(pv != zv, f"{sp} and {sz} must both be present or both empty")
+        out += [schemas.from_unscaled(pu, ps, pv, dp), schemas.from_unscaled(zu, ss, zv, dz)]
+    bad = checks.bad()
+    bad_idx = np.flatnonzero(bad)
+    q = _quarantine(f, frame, bad_idx, checks.reason_of(bad_idx))
+    return pl.DataFrame(out).filter(pl.Series(~bad)), bad, q
+
+
+def _golden_depth(
+    f: TardisFile, frame: pl.DataFrame, ragged: np.ndarray, instrument: Instrument, depth: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    n = min(depth, f.levels)
+    pairs = []
+    for i in range(n):
+        pairs.append(
+            (f"bids[{i}].price", f"bids[{i}].amount", f"bid_price_{i + 1}", f"bid_size_{i + 1}")
+        )
+        pairs.append(
+            (f"asks[{i}].price", f"asks[{i}].amount", f"ask_price_{i + 1}", f"ask_size_{i + 1}")
+        )
+    good, _, q = _golden_levels(f, frame, ragged, instrument, pairs)
+    schema = schemas.golden_depth(instrument, depth)
+    missing = [
+        pl.lit(None, t).alias(c)
+        for c, t in schema.items()
+        if c not in good.columns and c != "levels"
+    ]
+    good = good.with_columns(*missing, pl.lit(f.levels, pl.Int16).alias("levels"))
+    return schemas.conform(good, schema, "golden_depth"), q
+
+
+def _golden_bbo(
+    f: TardisFile, frame: pl.DataFrame, ragged: np.ndarray, instrument: Instrument
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    pairs = [
+        ("bid_price", "bid_amount", "bid_price", "bid_size"),
+        ("ask_price", "ask_amount", "ask_price", "ask_size"),
+    ]
+    good, _, q = _golden_levels(f, frame, ragged, instrument, pairs)
+    return schemas.conform(good, schemas.golden_bbo(instrument), "golden_bbo"), q
+
+
+def _trades(
+    f: TardisFile,
+    frame: pl.DataFrame,
+    ragged: np.ndarray,
+    instrument: Instrument,
+    stats: dict[str, int],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    frame = frame.filter(~pl.col("blank"))
+    checks = _base_checks(frame, ragged, len(TRADES_COLUMNS))
+    checks.add(~frame["side_ok"].to_numpy(), "side is not buy/sell/unknown")
+    ps, ss = instrument.price_scale, instrument.size_scale
+    pu, _ = _convert(frame, "price", ps, str(instrument.tick_size), checks, "tick", True, True)
+    zu, _ = _convert(frame, "amount", ss, str(instrument.lot_size), checks, "lot", False, True)
+    bad = checks.bad()
+    bad_idx = np.flatnonzero(bad)
+    q = _quarantine(f, frame, bad_idx, checks.reason_of(bad_idx))
+    good = pl.DataFrame(
+        [
+            (frame["timestamp"] * 1000).cast(schemas.TS).alias("ts_event"),
+            (frame["local_timestamp"] * 1000).cast(schemas.TS).alias("ts_local"),
+            frame["trade_id"],
+            schemas.from_unscaled(pu, ps, np.ones(len(pu), np.bool_), "price"),
+            schemas.from_unscaled(zu, ss, np.ones(len(zu), np.bool_), "size"),
+            frame["is_buyer_maker"],
+        ]
+    ).filter(pl.Series(~bad))
+    stats["trade_ids_not_integer"] = stats.get("trade_ids_not_integer", 0) + int(
+        frame["id_not_integer"].filter(pl.Series(~bad)).sum()
+    )
+    return schemas.conform(good, schemas.trades(instrument), "trades"), q
