@@ -63,11 +63,12 @@ def _sequencing_for(venue: str, market: str) -> SequencingRule:
     if venue == "binance":
         return "binance_spot" if market == "spot" else "binance_futures"
     if venue == TARDIS:
-        # Tardis has no update ids: sources/tardis.py gives each message a synthetic id chained by
-        # pu (a snapshot takes the id of the book it describes), under which the futures rule *is*
-        # Tardis's snapshot-replace semantics. "snapshot_replace" is not an update-id rule code
-        # (book/sequencing.rule_code rejects it), so Tardis instruments name the futures rule.
-        return "binance_futures"
+        # Tardis has no update ids: sources/tardis.py numbers diff messages 1, 2, 3, ... and gives
+        # a snapshot the id of the book it describes, under which the contiguous-id rule
+        # (U == previous u + 1; a snapshot at L is bridged by U <= L + 1 <= u) *is* Tardis's
+        # snapshot-replace semantics. "snapshot_replace" is not an update-id rule code
+        # (book/sequencing.rule_code rejects it), so Tardis instruments name that rule.
+        return "binance_spot"
     return "snapshot_replace"
 
 
