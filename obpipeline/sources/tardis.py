@@ -26,11 +26,12 @@ Synthetic update ids (Tardis has none), so the update-id replayers work unchange
 message takes the next integer (``first == last``), ``prev_update_id`` is the previous id; a
 snapshot takes the id of the book it describes, i.e. the id of the message before it
 (``start_update_id`` for the first one; pass a D-1 checkpoint's ``last_update_id`` there so the
-day's opening snapshot is *compared* with the carried book). With the futures rule
-(``pu == previous u``; a snapshot at L is bridged by the diff with ``pu == L``) that gives exactly
-Tardis's semantics: the first snapshot syncs the book, later snapshots equal to the book are
-checks, a later snapshot that differs is counted as a snapshot mismatch and resyncs (it replaces
-the book). A quarantined message still uses up an id, so the next message does not chain: the
+day's opening snapshot is *compared* with the carried book). Under the contiguous-id rule that
+Tardis instruments use (``binance_spot``: ``U == previous u + 1``; a snapshot at L is bridged by
+``U <= L + 1 <= u``) that gives exactly Tardis's semantics: the first snapshot syncs the book,
+later snapshots equal to the book are checks, a later snapshot that differs is counted as a
+snapshot mismatch and resyncs (it replaces the book). ``pu`` chains too, so the futures rule
+gives the same result where a replayer accepts ``pu == L`` as a bridge. A quarantined message still uses up an id, so the next message does not chain: the
 replay reports a gap and keeps the book invalid until the next snapshot, never silently wrong.
 
 Numbers. Tardis writes JSON numbers (shortest round-trip float64 strings, e.g. ``61800.2``, ``1e-7``),
