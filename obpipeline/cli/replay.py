@@ -51,7 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--checkpoint-out", type=Path, help="write the final full book here")
         p.add_argument("--market", choices=MARKETS, help="default: detected from the messages")
         p.add_argument("--symbol", help="default: detected from the stream names")
-        p.add_argument("--format", choices=("binance",), default="binance", help="capture format")
+        p.add_argument(
+            "--format", choices=("binance", "tardis"), default="binance", help="capture format"
+        )
+        p.add_argument(
+            "--golden",
+            type=Path,
+            action="append",
+            default=[],
+            help="tardis: book_snapshot_N / quotes file to compare with (repeatable)",
+        )
         p.add_argument("--engine", choices=book.ENGINES, default=book.DEFAULT_ENGINE)
         p.set_defaults(func=func)
 
@@ -60,15 +69,28 @@ def replay_files(args: argparse.Namespace) -> dict:
     """Parse, replay and compare; returns the summary and writes outputs when asked."""
     from obpipeline.sources.binance import read_capture
 
-    started = time.perf_counter()
-    capture = read_capture(args.files, market=args.market, symbol=args.symbol, depth=args.depth)
-    parsed = time.perf_counter()
     start = ckpt.read(args.checkpoint_in) if args.checkpoint_in else None
+    started = time.perf_counter()
+    gold = golden
+    if args.format == "tardis":
+        from obpipeline.fidelity import tardis_golden as gold
+        from obpipeline.sources.tardis import read_tardis
+
+        first_id = start.last_update_id if start else 0
+        paths = [*args.files, *args.golden]
+        capture = read_tardis(paths, args.symbol, args.depth, start_update_id=first_id)
+    elif args.golden:
+        raise SystemExit(
+            "--golden is for --format tardis (Binance golden streams are in the capture)"
+        )
+    else:
+        capture = read_capture(args.files, market=args.market, symbol=args.symbol, depth=args.depth)
+    parsed = time.perf_counter()
     result = book.replay(capture.events, capture.instrument, args.depth, start, engine=args.engine)
     replayed = time.perf_counter()
-    comparisons = [golden.compare_bbo(result.snapshots, capture.golden_bbo)]
+    comparisons = [gold.compare_bbo(result.snapshots, capture.golden_bbo)]
     if capture.golden_depth.height:
-        comparisons.append(golden.compare_depth(result.snapshots, capture.golden_depth))
+        comparisons.append(gold.compare_depth(result.snapshots, capture.golden_depth))
     inst = capture.instrument
     outputs: list[str] = []
     if args.out:
