@@ -113,7 +113,9 @@ def export_replay(
         raise ValueError("a message was applied twice to a valid book: cannot export it once")
     opening = None
     if checkpoint is not None and checkpoint.is_valid:
-        opening = _checkpoint_row(checkpoint, inst, depth, names)
+        # Stamped with the first message's arrival (a Tardis day file opens with its snapshot).
+        first_local = rows["local_timestamp"][0] if rows.height else checkpoint.ts_local // 1000
+        opening = _checkpoint_row(checkpoint, inst, depth, names, first_local)
         rows = pl.concat([opening, rows], how="vertical")
     raw = rows["local_timestamp"].to_numpy()
     k = np.arange(len(raw), dtype=np.int64)
@@ -222,7 +224,9 @@ def export_replay(
     return TardisExport(exchange, sym, inst, files, rows, result, stats)
 
 
-def _checkpoint_row(cp: Book, inst: Instrument, depth: int, names: list[str]) -> pl.DataFrame:
+def _checkpoint_row(
+    cp: Book, inst: Instrument, depth: int, names: list[str], local_us: int
+) -> pl.DataFrame:
     """The checkpoint's top ``depth`` levels as one exported-rows row (the opening snapshot)."""
     bp, bs, ap, asz = schemas.level_names(depth)
     cols: dict[str, pl.Series] = {}
@@ -241,7 +245,7 @@ def _checkpoint_row(cp: Book, inst: Instrument, depth: int, names: list[str]) ->
             pl.Series("msg_id", [-1], pl.Int64),
             pl.Series("is_snapshot", [True]),
             pl.Series("timestamp", [cp.ts_event // 1000], pl.Int64),
-            pl.Series("local_timestamp", [cp.ts_local // 1000], pl.Int64),
+            pl.Series("local_timestamp", [local_us], pl.Int64),
             *(cols[n] for n in names),
         ]
     )
@@ -334,6 +338,7 @@ def write_csv_gz(
                     )
             raw.flush()
             os.fsync(raw.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
