@@ -1,0 +1,64 @@
+"""The Dagster layer: decides what runs when, on which partition, with which check.
+
+All computation is a library call (``obpipeline.sources``, ``book``, ``features``, ``fidelity``,
+``lake``); these modules only wire it. ``build_definitions(config)`` is the one constructor;
+``obpipeline.definitions:defs`` calls it with ``obpipeline.yaml`` + environment overrides.
+
+Modules: ``config`` (settings), ``sources`` (one UTC day from the simulator or a landing folder),
+``resources`` (the day source seam), ``assets`` (the per-instrument factory), ``checks`` (Polars
+invariants), ``expectations`` / ``ge_checks`` (Great Expectations suites), ``alerts`` (sensors),
+``automation`` (jobs, schedule, landing sensor).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+from obpipeline.defs.config import InstrumentConfig, PlatformConfig, load_config
+
+__all__ = ["build_definitions", "load_config", "PlatformConfig", "InstrumentConfig", "partitions"]
+
+
+def partitions(cfg: PlatformConfig) -> dg.DailyPartitionsDefinition:
+    """Daily UTC partitions over the configured window (open-ended when no end is set)."""
+    end = cfg.window_end.isoformat() if cfg.window_end else None
+    return dg.DailyPartitionsDefinition(start_date=cfg.start.isoformat(), end_date=end)
+
+
+def build_definitions(cfg: PlatformConfig, day_source=None) -> dg.Definitions:
+    """Assets, checks, jobs, schedules and sensors for every configured instrument."""
+    from obpipeline.defs.alerts import build_alert_sensors
+    from obpipeline.defs.assets import SOURCE_RESOURCE, Chain, build_assets
+    from obpipeline.defs.automation import build_job, build_landing_sensor, build_schedule
+    from obpipeline.defs.ge_checks import build_ge_checks
+    from obpipeline.defs.resources import DaySource
+
+    # Partitioned checks are a preview feature in 1.13 (research/dagster.md §2.1): pinned + tested.
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    daily = partitions(cfg)
+    assets, asset_checks, jobs, schedules = [], [], [], []
+    sensors = build_alert_sensors(cfg)
+    for inst in cfg.instruments:
+        chain = Chain(cfg, inst, daily)
+        assets += build_assets(chain)
+        if cfg.great_expectations:
+            asset_checks += build_ge_checks(chain)
+        job = build_job(chain)
+        jobs.append(job)
+        schedules.append(build_schedule(chain, job))
+        if inst.source.kind == "landing":
+            sensors.append(build_landing_sensor(chain, job))
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=asset_checks,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources={SOURCE_RESOURCE: day_source or DaySource()},
+        # One process per run: steps share the imports (GE ~8-16 s, numba), parallelism comes
+        # from concurrent runs (dagster.yaml), not from steps (research/dagster.md §5).
+        executor=dg.in_process_executor,
+    )
