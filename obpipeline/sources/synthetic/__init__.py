@@ -1,0 +1,345 @@
+"""The simulated exchange: the platform's embedded default data source.
+
+A deterministic order-flow exchange for one symbol (Binance USD-M BTCUSDT by default) that
+publishes its book exactly the way Binance does, in the capture format of
+``../shared/data/binance/usdm`` (one ``<local_receive_ns> <json>`` line per record; depth@0ms diffs
+with U/u/pu, REST snapshots, bookTicker, depth20@100ms, trades), and that knows its true book.
+
+Design, in one paragraph per layer (details in each module):
+
+* ``paths``: day D's open price and volatility come from a per-block seeded daily series, so any
+  day of any range is computed on its own; the intraday fundamental price runs on a 1-second
+  grid driven by a Hawkes-type self-exciting activity with multi-scale stochastic volatility
+  (fat tails, volatility clustering) and is bridged to D+1's open.
+* ``engine``: one compiled loop of order events (limit orders quoted around the fundamental,
+  per-order cancellations, market orders walking the book, informed flow), batched into
+  fixed-window messages, with truth, depth20, REST snapshots and bookTicker taken on the way.
+* ``day``: chaining (D's last message moves the book onto D+1's deterministic opening book and
+  jumps ``u`` to D+1's base id), exchange/receive timestamps and arrival order, msg_id.
+* ``render``: compiled byte writer of the capture lines (no Python loop per line or level).
+
+Everything is a function of (venue, symbol, date, seed, profile): same inputs, same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from obpipeline import schemas
+from obpipeline.instruments import Instrument, get_instrument, resolve_instrument
+from obpipeline.sources.synthetic import render as RD
+from obpipeline.sources.synthetic.day import (
+    Book,
+    DayRecords,
+    opening_book,
+    print_format,
+    simulate_records,
+    uid_base,
+)
+from obpipeline.sources.synthetic.profiles import PROFILES, Model, Profile, get_profile
+
+__all__ = [
+    "PROFILES",
+    "Book",
+    "Model",
+    "Profile",
+    "SimulatedDay",
+    "capture_path",
+    "get_profile",
+    "instrument_for",
+    "opening_book",
+    "simulate_day",
+    "simulate_days",
+    "truth_path",
+    "uid_base",
+    "write_day",
+]
+
+CHUNK_BYTES = 48 << 20
+
+
+def instrument_for(symbol: str = "BTCUSDT", market: str = "usdm") -> Instrument:
+    """The simulated instrument: the registered one, else Binance-style 0.01 tick / 0.001 lot."""
+    inst = get_instrument("binance", market, symbol)
+    if inst is not None:
+        return inst
+    return resolve_instrument("binance", market, symbol, ["1.00"], ["1.000"])
+
+
+def _as_date(day: date | datetime | str) -> date:
+    if isinstance(day, datetime):
+        return day.date()
+    if isinstance(day, date):
+        return day
+    return (
+        date.fromisoformat(str(day))
+        if "-" in str(day)
+        else datetime.strptime(str(day), "%Y%m%d").date()
+    )
+
+
+@dataclass
+class SimulatedDay:
+    """One simulated UTC day: the capture (rendered lazily) and the true book after each message.
+
+    ``capture`` is the whole uncompressed day file (bytes); ``lines()`` the same split per line;
+    ``iter_chunks()`` streams it without holding it (the real-volume profile is ~3 GB of text).
+    ``truth`` is a ``book_snapshots`` frame (see ``day.py`` for the msg_id convention).
+    """
+
+    day: date
+    instrument: Instrument
+    profile: Profile
+    seed: int
+    records: DayRecords = field(repr=False)
+    _capture: bytes | None = field(default=None, repr=False)
+    _truth: pl.DataFrame | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_lines(self) -> int:
+        return int(self.records.kinds.shape[0])
+
+    @property
+    def n_messages(self) -> int:
+        """Depth-diff messages (the REST snapshots are not counted here)."""
+        return int(self.records.msgs.shape[0])
+
+    @property
+    def n_level_updates(self) -> int:
+        return int(self.records.lv.shape[0])
+
+    def stats(self) -> dict[str, int]:
+        r = self.records
+        return {
+            "lines": self.n_lines,
+            "messages": self.n_messages,
+            "level_updates": self.n_level_updates,
+            "snapshots": int(r.snaps.shape[0]),
+            "book_tickers": int(r.bbo.shape[0]),
+            "trades": int(r.trades.shape[0]),
+            "depth20": int(r.d20.shape[0]),
+            "first_update_id": int(r.msgs[0, 2]),
+            "last_update_id": int(r.msgs[-1, 3]),
+            "prev_update_id": int(r.msgs[0, 4]),
+        }
+
+    # ------------------------------------------------------------------ text
+    def iter_chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The capture text in chunks of whole lines (compiled rendering, bounded memory)."""
+        r = self.records
+        frag, foff = RD.fragments(self.instrument.symbol)
+        fmt = print_format(self.instrument)
+        bounds = RD.line_bounds(
+            r.kinds, r.idxs, r.msgs, r.snaps, r.d20b.shape[2] if r.d20b.ndim == 3 else 20
+        )
+        cum = np.cumsum(bounds)
+        start = 0
+        n = self.n_lines
+        while start < n:
+            base = cum[start - 1] if start else 0
+            stop = int(np.searchsorted(cum, base + chunk_bytes, side="right"))
+            stop = min(max(stop, start + 1), n)
+            buf = np.empty(int(cum[stop - 1] - base), dtype=np.uint8)
+            written = RD.render(
+                r.kinds, r.idxs, r.local_ns, start, stop, buf, frag, foff, fmt,
+                r.msgs, r.lv, r.bbo, r.trades, r.d20, r.d20b, r.snaps, r.snap_lv,
+            )  # fmt: skip
+            yield buf[:written].tobytes()
+            start = stop
+
+    @property
+    def capture(self) -> bytes:
+        """The whole uncompressed capture file."""
+        if self._capture is None:
+            self._capture = b"".join(self.iter_chunks())
+        return self._capture
+
+    def lines(self) -> list[bytes]:
+        """One bytes object per line, without the trailing newline."""
+        return self.capture.split(b"\n")[:-1]
+
+    # ------------------------------------------------------------------ truth
+    @property
+    def truth(self) -> pl.DataFrame:
+        if self._truth is None:
+            self._truth = truth_frame(self.records, self.instrument, self.profile.truth_depth)
+        return self._truth
+
+    @property
+    def opening_book(self) -> Book:
+        """The exchange's book at 00:00 (what D-1's last message moved it onto)."""
+        return self.records.open_book
+
+    @property
+    def closing_book(self) -> Book:
+        """The book after the day's last message: D+1's opening book."""
+        return self.records.close_book
+
+    def file_name(self) -> str:
+        return f"{self.instrument.symbol.lower()}_{self.day:%Y%m%d}.gz"
+
+
+def truth_frame(records: DayRecords, inst: Instrument, depth: int) -> pl.DataFrame:
+    """The true top-``depth`` book after every depth-diff message, as ``book_snapshots``."""
+    t = records.truth
+    if t.ndim != 3 or t.shape[2] < depth:
+        raise ValueError(
+            f"this day was simulated with truth depth {t.shape[2] if t.ndim == 3 else 0}"
+        )
+    m = records.msgs
+    tick_units, lot_units = inst.tick_units, inst.lot_units
+    ps, ss = inst.price_scale, inst.size_scale
+    bp, bs, ap, asz = schemas.level_names(depth)
+    cols: list[pl.Series] = [
+        pl.Series("ts_event", m[:, 1] * 1_000_000).cast(schemas.TS),
+        pl.Series("ts_local", records.msg_local_ns).cast(schemas.TS),
+        pl.Series("msg_id", records.msg_id),
+        pl.Series("last_update_id", m[:, 3]),
+    ]
+    for names, row, units, scale in (
+        (bp, 0, tick_units, ps),
+        (bs, 1, lot_units, ss),
+        (ap, 2, tick_units, ps),
+        (asz, 3, lot_units, ss),
+    ):
+        present_row = 1 if row < 2 else 3
+        for i, name in enumerate(names):
+            vals = t[:, row, i].astype(np.int64) * units
+            cols.append(schemas.from_unscaled(vals, scale, t[:, present_row, i] > 0, name))
+    n = m.shape[0]
+    cols += [
+        pl.Series("is_valid", np.ones(n, dtype=bool)),
+        pl.Series("crossed_repaired", np.zeros(n, dtype=bool)),
+        pl.Series("resynced", np.zeros(n, dtype=bool)),
+    ]
+    return schemas.conform(pl.DataFrame(cols), schemas.book_snapshots(inst, depth), "truth")
+
+
+def simulate_day(
+    day: date | datetime | str,
+    symbol: str = "BTCUSDT",
+    profile: str | Profile = "demo",
+    seed: int = 0,
+    venue: str = "binance",
+    market: str = "usdm",
+    opening_snapshot: bool = True,
+    snapshot_every: float | str | None = "profile",
+    **overrides: Any,
+) -> SimulatedDay:
+    """Simulate one UTC day of the exchange.
+
+    ``opening_snapshot``: publish a REST snapshot right after the day's first diffs (else the day
+    must chain from D-1's checkpoint). ``snapshot_every``: minutes between intraday snapshots,
+    ``None``/"none" for none, "profile" for the profile's default. ``overrides``: any ``Profile``
+    or ``Model`` field (``event_rate=``, ``msg_ms=``, ``window_ticks=``...).
+    """
+    d = _as_date(day)
+    if snapshot_every != "profile":
+        overrides["snapshot_every_min"] = (
+            None if snapshot_every in (None, "none") else float(snapshot_every)
+        )  # type: ignore[arg-type]
+    prof = get_profile(profile, **overrides)
+    inst = instrument_for(symbol, market)
+    venue_id = venue if "-" in venue else f"{venue}-{market}"
+    records = simulate_records(
+        d, inst, prof, seed=seed, venue=venue_id, opening_snapshot=opening_snapshot
+    )
+    return SimulatedDay(d, inst, prof, seed, records)
+
+
+def simulate_days(start: date | str, days: int, **kwargs: Any) -> Iterator[SimulatedDay]:
+    """Consecutive days from ``start``; with ``opening_snapshot="first"`` only day 1 has one."""
+    first = _as_date(start)
+    opening = kwargs.pop("opening_snapshot", True)
+    for k in range(days):
+        op = (k == 0) if opening == "first" else bool(opening)
+        yield simulate_day(first + timedelta(days=k), opening_snapshot=op, **kwargs)
+
+
+def capture_path(out: Path | str, symbol: str, day: date) -> Path:
+    return Path(out) / f"{symbol.lower()}_{day:%Y%m%d}.gz"
+
+
+def truth_path(out: Path | str, symbol: str, day: date) -> Path:
+    return Path(out) / "truth" / f"{symbol.upper()}_{day:%Y%m%d}.parquet"
+
+
+def _gzip_stream(chunks: Iterator[bytes], path: Path, level: int) -> int:
+    """Deterministic gzip (no name, mtime 0), compressing while the next chunk renders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    crc = 0
+    size = 0
+    comp = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    with open(tmp, "wb") as f, ThreadPoolExecutor(1) as pool:
+        f.write(
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00"
+            + (b"\x02" if level >= 9 else b"\x04" if level == 1 else b"\x00")
+            + b"\xff"
+        )
+        pending = None
+        for chunk in chunks:
+            if pending is not None:
+                f.write(pending.result())
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+            pending = pool.submit(comp.compress, chunk)
+        if pending is not None:
+            f.write(pending.result())
+        f.write(comp.flush())
+        f.write(crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little"))
+    tmp.replace(path)
+    return size
+
+
+def write_day(
+    sim: SimulatedDay,
+    out: Path | str,
+    lines: list[bytes] | None = None,
+    report: dict | None = None,
+    truth: bool = True,
+) -> dict[str, Path]:
+    """Write ``<out>/<symbol>_<YYYYMMDD>.gz`` (+ ``truth/...parquet``, + fault report JSON).
+
+    ``lines`` replaces the rendered capture (e.g. after fault injection); the truth stays the
+    clean exchange's truth, which is the point of a mutation test.
+    """
+    out = Path(out)
+    paths: dict[str, Path] = {}
+    cap = capture_path(out, sim.instrument.symbol, sim.day)
+    level = sim.profile.gzip_level
+    if lines is None:
+        _gzip_stream(sim.iter_chunks(), cap, level)
+    else:
+        _gzip_stream(iter([b"".join(x + b"\n" for x in lines)]), cap, level)
+    paths["capture"] = cap
+    if truth:
+        tp = truth_path(out, sim.instrument.symbol, sim.day)
+        tp.parent.mkdir(parents=True, exist_ok=True)
+        from obpipeline.lake import write_parquet_atomic
+
+        write_parquet_atomic(sim.truth, tp)
+        paths["truth"] = tp
+    if report is not None:
+        rp = out / "faults" / f"{sim.instrument.symbol.upper()}_{sim.day:%Y%m%d}.json"
+        rp.parent.mkdir(parents=True, exist_ok=True)
+        rp.write_text(json.dumps(report, indent=1, sort_keys=True))
+        paths["faults"] = rp
+    return paths
+
+
+def read_capture_bytes(path: Path | str) -> bytes:
+    """Decompressed bytes of a capture file written by ``write_day``."""
+    return gzip.decompress(Path(path).read_bytes())
