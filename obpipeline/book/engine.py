@@ -172,7 +172,20 @@ def build_grid(
     return Grid(int(base), int(tick), len(lo_out), int(width), lo_out, hi_out, price_of)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
+def _search(a, p):
+    """Position of ``p`` in the sorted array ``a`` (outlier slots; rare, so not inlined)."""
+    lo, hi = 0, len(a)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < p:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
 def _slot(p, base, tick, nlo, width, lo, hi):
     d = p - base
     if tick != 1:
@@ -180,8 +193,8 @@ def _slot(p, base, tick, nlo, width, lo, hi):
     if d >= 0 and d < width:
         return nlo + d
     if d < 0:
-        return np.searchsorted(lo, p)
-    return nlo + width + np.searchsorted(hi, p)
+        return _search(lo, p)
+    return nlo + width + _search(hi, p)
 
 
 @njit(cache=True)
@@ -285,26 +298,6 @@ def _set_level(q, bits, summ, i, size, best, nlev, is_bid, nslots):
 
 
 @njit(cache=True)
-def _apply_levels(r0, r1, side, price, size, g_base, g_tick, g_nlo, g_width, g_lo, g_hi,
-                  qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask, nslots):  # fmt: skip
-    """Apply rows r0:r1; returns (max bid slot set or -1, best_bid, best_ask, nbid, nask)."""
-    max_bid = -1
-    for r in range(r0, r1):
-        sd = side[r]
-        if sd == 0:
-            continue
-        i = _slot(price[r], g_base, g_tick, g_nlo, g_width, g_lo, g_hi)
-        s = size[r]
-        if sd > 0:
-            best_bid, nbid = _set_level(qb, bb, sb, i, s, best_bid, nbid, True, nslots)
-            if s != 0 and i > max_bid:
-                max_bid = i
-        else:
-            best_ask, nask = _set_level(qa, ba, sa, i, s, best_ask, nask, False, nslots)
-    return max_bid, best_bid, best_ask, nbid, nask
-
-
-@njit(cache=True)
 def _repair_crossed(max_bid, price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask,
                     nslots):  # fmt: skip
     """The reference's rule; returns (crossed, best_bid, best_ask, nbid, nask)."""
@@ -374,42 +367,6 @@ def _snapshot_equals(r0, r1, side, price, size, g_base, g_tick, g_nlo, g_width, 
     return equal and nb == nbid and na == nask
 
 
-@njit(cache=True)
-def _emit(row, k, valid, crossed, resynced, cur_u, msg_id, ts_event, ts_local, price_of,
-          qb, qa, bb, sb, ba, sa, best_bid, best_ask, nslots, depth,
-          o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as, o_nb, o_na,
-          o_valid, o_crossed, o_resynced):  # fmt: skip
-    o_ts_event[row] = ts_event[k]
-    o_ts_local[row] = ts_local[k]
-    o_msg_id[row] = msg_id[k]
-    o_last_u[row] = cur_u
-    n = 0
-    i = best_bid
-    while i >= 0 and n < depth:
-        o_bp[row, n] = price_of[i]
-        o_bs[row, n] = qb[i]
-        n += 1
-        if i > 0 and qb[i - 1] != 0:
-            i -= 1
-        else:
-            i = _prev_set(bb, sb, i)
-    o_nb[row] = n
-    n = 0
-    i = best_ask
-    while i < nslots and n < depth:
-        o_ap[row, n] = price_of[i]
-        o_as[row, n] = qa[i]
-        n += 1
-        if i + 1 < nslots and qa[i + 1] != 0:
-            i += 1
-        else:
-            i = _next_set(ba, sa, i, nslots)
-    o_na[row] = n
-    o_valid[row] = valid
-    o_crossed[row] = crossed
-    o_resynced[row] = resynced
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -425,6 +382,9 @@ def _run(rule, depth, state, counters, buf, pend, seen,
 
     Returns the number of rows written. A message is only started when ``row_cap`` leaves room
     for every row it can emit (1 + buffered diffs); otherwise ``state[S_NEED]`` says how many.
+
+    The level loop and the row emission are written once, inline: numba calls between compiled
+    functions cost ~100-300 ns each with this many array arguments, more than a message's work.
     """
     nslots = len(price_of)
     n_msg = len(msg_id)
@@ -456,118 +416,174 @@ def _run(rule, depth, state, counters, buf, pend, seen,
                 break
             k = k_next
             k_next += 1
-            if is_snapshot[k]:
-                su = last_u[k]
-                if sync == SYNCED:
-                    if su != cur_u:
-                        _emit(row, k, True, False, False, cur_u, msg_id, ts_event, ts_local,
-                              price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nslots, depth,
-                              o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as,
-                              o_nb, o_na, o_valid, o_crossed, o_resynced)  # fmt: skip
-                        row += 1
-                        tse = ts_event[k]
-                        tsl = ts_local[k]
-                        continue
+        # ---- decide: apply the message's levels? emit a row? (the reference's rules)
+        load = False  # a REST snapshot replacing the book
+        apply = False
+        emit = False
+        valid = True
+        if is_snapshot[k]:
+            su = last_u[k]
+            if sync == SYNCED:
+                if su != cur_u:
+                    emit = True
+                else:
                     counters[C_CHECKS] += 1
                     if _snapshot_equals(msg_start[k], msg_start[k + 1], side, price, size,
                                         g_base, g_tick, g_nlo, g_width, g_lo, g_hi,
                                         qb, qa, nbid, nask, seen):  # fmt: skip
-                        _emit(row, k, True, False, False, cur_u, msg_id, ts_event, ts_local,
-                              price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nslots, depth,
-                              o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as,
-                              o_nb, o_na, o_valid, o_crossed, o_resynced)  # fmt: skip
-                        row += 1
-                        tse = ts_event[k]
-                        tsl = ts_local[k]
-                        continue
-                    counters[C_MISMATCHES] += 1
-                    sync = UNSYNCED
-                # (Re)sync from this snapshot, then replay what was buffered while out of sync.
+                        emit = True
+                    else:
+                        counters[C_MISMATCHES] += 1
+                        sync = UNSYNCED
+            if not emit:  # (re)sync from this snapshot
                 if sync == UNSYNCED and ever:
                     counters[C_RESYNCS] += 1
                 ever = 1
                 _clear_side(qb, bb, sb, best_bid, True, nslots)
                 _clear_side(qa, ba, sa, best_ask, False, nslots)
                 best_bid, best_ask, nbid, nask = -1, nslots, 0, 0
-                max_bid, best_bid, best_ask, nbid, nask = _apply_levels(
-                    msg_start[k], msg_start[k + 1], side, price, size,
-                    g_base, g_tick, g_nlo, g_width, g_lo, g_hi,
-                    qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask, nslots,
-                )  # fmt: skip
-                cur_u = su
+                load = True
+                apply = True
+                emit = True
+        else:
+            lu = last_u[k]
+            if sync == SYNCED:
+                chains = prev_u[k] == cur_u if rule == seq.FUTURES else first_u[k] == cur_u + 1
+                if chains:
+                    apply = True
+                elif lu <= cur_u:
+                    counters[C_DUPLICATES] += 1
+                else:
+                    counters[C_GAPS] += 1
+                    apply = True
+                    valid = False
+            elif sync == AWAITING:
+                fu = first_u[k]
+                if rule == seq.FUTURES:
+                    stale = lu < cur_u
+                    bridges = (fu <= cur_u and cur_u <= lu) or prev_u[k] == cur_u
+                else:
+                    stale = lu <= cur_u
+                    bridges = fu <= cur_u + 1 and cur_u + 1 <= lu
+                if stale:
+                    counters[C_STALE] += 1
+                elif bridges:
+                    sync = SYNCED
+                    apply = True
+                else:
+                    counters[C_GAPS] += 1
+                    apply = True
+                    valid = False
+            else:
+                apply = True
+                valid = False
+            if apply:
+                emit = True
+                if not valid:  # lose sync: keep the diff for the next snapshot
+                    sync = UNSYNCED
+                    buf[nbuf] = k
+                    nbuf += 1
+                    emit = not draining
+        # ---- apply the levels (inline: the hot loop)
+        crossed = False
+        if apply:
+            max_bid = -1
+            for r in range(msg_start[k], msg_start[k + 1]):
+                sd = side[r]
+                if sd == 0:
+                    continue
+                p = price[r]
+                d = p - g_base
+                if g_tick != 1:
+                    d = d // g_tick
+                if d >= 0 and d < g_width:
+                    i = g_nlo + d
+                elif d < 0:
+                    i = _search(g_lo, p)
+                else:
+                    i = g_nlo + g_width + _search(g_hi, p)
+                sz = size[r]
+                if sd > 0:
+                    old = qb[i]
+                    qb[i] = sz
+                    if sz != 0:
+                        if old == 0:
+                            nbid += 1
+                            _set_bit(bb, sb, i)
+                        if i > best_bid:
+                            best_bid = i
+                        if i > max_bid:
+                            max_bid = i
+                    elif old != 0:
+                        nbid -= 1
+                        _clear_bit(bb, sb, i)
+                        if i == best_bid:
+                            best_bid = _prev_set(bb, sb, i)
+                else:
+                    old = qa[i]
+                    qa[i] = sz
+                    if sz != 0:
+                        if old == 0:
+                            nask += 1
+                            _set_bit(ba, sa, i)
+                        if i < best_ask:
+                            best_ask = i
+                    elif old != 0:
+                        nask -= 1
+                        _clear_bit(ba, sa, i)
+                        if i == best_ask:
+                            best_ask = _next_set(ba, sa, i, nslots)
+            cur_u = last_u[k]
+            if best_bid >= best_ask and best_bid >= 0 and best_ask < nslots:
                 crossed, best_bid, best_ask, nbid, nask = _repair_crossed(
                     max_bid, price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask,
                     nslots,
                 )  # fmt: skip
+            if load:
                 if crossed:
                     counters[C_CROSSED] += 1
                 sync = AWAITING
-                _emit(row, k, True, crossed, True, cur_u, msg_id, ts_event, ts_local,
-                      price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nslots, depth,
-                      o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as,
-                      o_nb, o_na, o_valid, o_crossed, o_resynced)  # fmt: skip
-                row += 1
-                tse = ts_event[k]
-                tsl = ts_local[k]
-                for j in range(nbuf):
+                for j in range(nbuf):  # replay the buffered diffs right after this row
                     pend[j] = buf[j]
                 npend = nbuf
                 dpos = 0
                 nbuf = 0
-                continue
-        # ---- a diff (read in order, or replayed from the buffer after a resync)
-        lu = last_u[k]
-        valid = True
-        if sync == SYNCED:
-            chains = prev_u[k] == cur_u if rule == seq.FUTURES else first_u[k] == cur_u + 1
-            if not chains:
-                if lu <= cur_u:
-                    counters[C_DUPLICATES] += 1
-                    continue
-                counters[C_GAPS] += 1
-                valid = False
-        elif sync == AWAITING:
-            fu = first_u[k]
-            if rule == seq.FUTURES:
-                stale = lu < cur_u
-                bridges = fu <= cur_u and cur_u <= lu
-            else:
-                stale = lu <= cur_u
-                bridges = fu <= cur_u + 1 and cur_u + 1 <= lu
-            if stale:
-                counters[C_STALE] += 1
-                continue
-            if bridges:
-                sync = SYNCED
-            else:
-                counters[C_GAPS] += 1
-                valid = False
-        else:
-            valid = False
-        emit = True
-        if not valid:
-            sync = UNSYNCED
-            buf[nbuf] = k
-            nbuf += 1
-            emit = not draining
-        max_bid, best_bid, best_ask, nbid, nask = _apply_levels(
-            msg_start[k], msg_start[k + 1], side, price, size,
-            g_base, g_tick, g_nlo, g_width, g_lo, g_hi,
-            qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask, nslots,
-        )  # fmt: skip
-        cur_u = lu
-        crossed, best_bid, best_ask, nbid, nask = _repair_crossed(
-            max_bid, price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask, nslots
-        )
+            elif emit:
+                if crossed and valid:
+                    counters[C_CROSSED] += 1
+                if not valid:
+                    counters[C_INVALID] += 1
+        # ---- emit the row: top-N of each side, walked from the best through the bitmaps
         if emit:
-            if crossed and valid:
-                counters[C_CROSSED] += 1
-            if not valid:
-                counters[C_INVALID] += 1
-            _emit(row, k, valid, crossed, False, cur_u, msg_id, ts_event, ts_local,
-                  price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nslots, depth,
-                  o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as,
-                  o_nb, o_na, o_valid, o_crossed, o_resynced)  # fmt: skip
+            o_ts_event[row] = ts_event[k]
+            o_ts_local[row] = ts_local[k]
+            o_msg_id[row] = msg_id[k]
+            o_last_u[row] = cur_u
+            n = 0
+            i = best_bid
+            while i >= 0 and n < depth:
+                o_bp[row, n] = price_of[i]
+                o_bs[row, n] = qb[i]
+                n += 1
+                if i > 0 and qb[i - 1] != 0:
+                    i -= 1
+                else:
+                    i = _prev_set(bb, sb, i)
+            o_nb[row] = n
+            n = 0
+            i = best_ask
+            while i < nslots and n < depth:
+                o_ap[row, n] = price_of[i]
+                o_as[row, n] = qa[i]
+                n += 1
+                if i + 1 < nslots and qa[i + 1] != 0:
+                    i += 1
+                else:
+                    i = _next_set(ba, sa, i, nslots)
+            o_na[row] = n
+            o_valid[row] = valid
+            o_crossed[row] = crossed
+            o_resynced[row] = load
             row += 1
             tse = ts_event[k]
             tsl = ts_local[k]

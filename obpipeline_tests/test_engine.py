@@ -1,0 +1,328 @@
+"""The compiled engine equals the reference replayer exactly: random streams and every real capture.
+
+The random streams come from a small exchange model (a true book moved by diffs) and are then
+damaged the ways real feeds are: lost messages (gaps), repeated and stale messages, snapshots
+mid-stream (aligned with the book, misaligned, or wrong), empty messages, deletions of absent
+levels, crossing updates, outliers thousands of ticks away, prices on a coarser grid than the
+scale's unit; optionally starting from a checkpoint (valid or not, possibly crossed or holding
+size-0 levels). ``max_dense`` is drawn small too, so the outlier slots and bitmap skips are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from obpipeline import book, schemas
+from obpipeline.book import engine, replayer
+from obpipeline.book.stream import Book, ReplayResult
+from obpipeline.instruments import get_instrument
+from obpipeline_tests.conftest import BINANCE, CONTINUATIONS, STANDALONE
+
+FUTURES = get_instrument("binance", "usdm", "BTCUSDT")
+SPOT = get_instrument("binance", "spot", "BTCUSDT")
+T0 = 1_720_000_000_000_000_000
+
+
+# ----------------------------------------------------------------------------- stream model
+
+
+@dataclass
+class Msg:
+    snapshot: bool
+    first_u: int
+    last_u: int
+    prev_u: int | None
+    levels: list[tuple[int, int, int]]  # (side, price, size)
+    ts: int
+
+
+@dataclass
+class Stream:
+    futures: bool
+    msgs: list[Msg] = field(default_factory=list)
+
+    def frame(self) -> pl.DataFrame:
+        inst = FUTURES if self.futures else SPOT
+        cols: dict[str, list] = {
+            k: []
+            for k in (
+                "ts_event",
+                "ts_local",
+                "msg_id",
+                "first_update_id",
+                "last_update_id",
+                "prev_update_id",
+                "is_snapshot",
+                "side",
+                "price",
+                "size",
+            )
+        }
+        for k, m in enumerate(self.msgs):
+            rows = m.levels or [(0, 0, 0)]  # an empty message keeps one null-side row
+            for side, price, size in rows:
+                cols["ts_event"].append(m.ts)
+                cols["ts_local"].append(m.ts + 7)
+                cols["msg_id"].append(k)
+                cols["first_update_id"].append(m.first_u)
+                cols["last_update_id"].append(m.last_u)
+                cols["prev_update_id"].append(m.prev_u)
+                cols["is_snapshot"].append(m.snapshot)
+                cols["side"].append(side or None)
+                cols["price"].append(price)
+                cols["size"].append(size)
+        present = np.array([s is not None for s in cols["side"]], np.bool_)
+        frame = pl.DataFrame(
+            [
+                pl.Series("ts_event", cols["ts_event"], pl.Int64).cast(schemas.TS),
+                pl.Series("ts_local", cols["ts_local"], pl.Int64).cast(schemas.TS),
+                pl.Series("msg_id", cols["msg_id"], pl.Int64),
+                pl.Series("first_update_id", cols["first_update_id"], pl.Int64),
+                pl.Series("last_update_id", cols["last_update_id"], pl.Int64),
+                pl.Series("prev_update_id", cols["prev_update_id"], pl.Int64),
+                pl.Series("is_snapshot", cols["is_snapshot"], pl.Boolean),
+                pl.Series("side", cols["side"], pl.Int8),
+                schemas.from_unscaled(
+                    np.array(cols["price"], np.int64), inst.price_scale, present, "price"
+                ),
+                schemas.from_unscaled(
+                    np.array(cols["size"], np.int64), inst.size_scale, present, "size"
+                ),
+            ]
+        )
+        return schemas.conform(frame, schemas.raw_book_events(inst), "raw_book_events")
+
+
+@st.composite
+def streams(draw) -> tuple[Stream, Book | None, int]:
+    """A damaged exchange stream, an optional starting checkpoint, and a dense window size."""
+    futures = draw(st.booleans())
+    grid = draw(st.sampled_from([1, 1, 5, 10]))  # prices on a coarser grid than the unit
+    mid = 600_000
+    width = draw(st.sampled_from([3, 8, 30]))  # ticks either side of the mid: small → crossing
+
+    def price(side: int) -> int:
+        if draw(st.integers(0, 19)) == 0:  # outlier thousands of ticks away
+            off = draw(st.integers(2_000, 60_000))
+            return (mid + (off if draw(st.booleans()) else -off)) * grid
+        off = draw(st.integers(-2, width))  # mostly on its own side, sometimes through the mid
+        return (mid - side * off) * grid
+
+    def size() -> int:
+        return draw(st.sampled_from([0, 0, 1, 2, 5, 1000, 123_456]))
+
+    truth: dict[tuple[int, int], int] = {}
+    u = draw(st.integers(1, 10**12))
+    ts = T0
+    stream = Stream(futures)
+    history: list[Msg] = []
+
+    def levels(n: int) -> list[tuple[int, int, int]]:
+        out = []
+        for _ in range(n):
+            side = draw(st.sampled_from([1, -1]))
+            out.append((side, price(side), size()))
+        return out
+
+    def book_levels() -> list[tuple[int, int, int]]:
+        return [(s, p, q) for (s, p), q in truth.items()]
+
+    checkpoint = None
+    if draw(st.booleans()):
+        bids = sorted({price(1) for _ in range(draw(st.integers(0, 6)))}, reverse=True)
+        asks = sorted({price(-1) for _ in range(draw(st.integers(0, 6)))})
+        truth.update({(1, p): draw(st.sampled_from([1, 3, 7])) for p in bids})
+        truth.update({(-1, p): draw(st.sampled_from([1, 3, 7])) for p in asks})
+        bid_size = [truth[(1, p)] for p in bids]
+        ask_size = [truth[(-1, p)] for p in asks]
+        if bids and draw(st.integers(0, 9)) == 0:
+            bid_size[0] = 0  # a size-0 level (kept by the reference as a level)
+        checkpoint = Book(
+            bid_price=np.array(bids, np.int64),
+            bid_size=np.array(bid_size, np.int64),
+            ask_price=np.array(asks, np.int64),
+            ask_size=np.array(ask_size, np.int64),
+            last_update_id=u + draw(st.sampled_from([0, 0, 0, -1, 1, 5])),
+            is_valid=draw(st.booleans()),
+            ts_event=T0 - 5,
+            ts_local=T0 - 3,
+        )
+
+    for _ in range(draw(st.integers(0, 40))):
+        ts += draw(st.integers(0, 3)) * 1_000_000
+        kind = draw(
+            st.sampled_from(
+                ["diff"] * 8 + ["empty", "gap", "dup", "stale", "snap", "snap_off", "snap_bad"]
+            )
+        )
+        if kind in ("diff", "empty", "gap"):
+            n_ids = draw(st.integers(1, 4))
+            msg = Msg(False, u + 1, u + n_ids, u if futures else None, [], ts)
+            if kind != "empty":
+                msg.levels = levels(draw(st.integers(1, 6)))
+            for s, p, q in msg.levels:
+                if q:
+                    truth[(s, p)] = q
+                else:
+                    truth.pop((s, p), None)
+            u += n_ids
+            history.append(msg)
+            if kind != "gap":  # a gap: the exchange moved on, the message was lost
+                stream.msgs.append(msg)
+        elif kind in ("dup", "stale") and history:
+            old = history[draw(st.integers(0, len(history) - 1))]
+            stream.msgs.append(Msg(False, old.first_u, old.last_u, old.prev_u, old.levels, ts))
+        elif kind.startswith("snap"):
+            lid = u
+            if kind == "snap_off":
+                lid = u + draw(st.sampled_from([-3, -1, 1, 2]))
+            lv = book_levels()
+            if kind == "snap_bad" and lv:
+                s, p, q = lv[draw(st.integers(0, len(lv) - 1))]
+                lv = [x for x in lv if x != (s, p, q)] + [(s, p, q + 1)]
+            if draw(st.integers(0, 4)) == 0:
+                lv = lv + [(1, price(1), 0)]  # a zero row in a snapshot
+            stream.msgs.append(Msg(True, lid, lid, None, lv, ts))
+    max_dense = draw(st.sampled_from([engine.MAX_DENSE, 64, 8, 1]))
+    return stream, checkpoint, max_dense
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+def assert_same(ref: ReplayResult, got: ReplayResult) -> None:
+    assert got.counters.to_dict() == ref.counters.to_dict()
+    assert got.snapshots.schema == ref.snapshots.schema
+    assert got.snapshots.equals(ref.snapshots), _first_difference(ref.snapshots, got.snapshots)
+    a, b = ref.checkpoint, got.checkpoint
+    for name in ("bid_price", "bid_size", "ask_price", "ask_size"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        assert getattr(b, name).dtype == np.int64
+    assert (a.last_update_id, a.is_valid, a.ts_event, a.ts_local) == (
+        b.last_update_id,
+        b.is_valid,
+        b.ts_event,
+        b.ts_local,
+    )
+
+
+def _first_difference(a: pl.DataFrame, b: pl.DataFrame) -> str:
+    if a.height != b.height:
+        return f"rows: reference {a.height}, engine {b.height}"
+    for col in a.columns:
+        diff = ~(a[col].eq_missing(b[col]))
+        if diff.any():
+            i = int(diff.arg_true()[0])
+            return f"row {i} column {col}: reference {a[col][i]!r}, engine {b[col][i]!r}"
+    return "equal"
+
+
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(streams())
+def test_engine_equals_reference_on_random_streams(case) -> None:
+    stream, checkpoint, max_dense = case
+    inst = FUTURES if stream.futures else SPOT
+    events = stream.frame()
+    ref = replayer.replay(events, inst, depth=5, checkpoint=checkpoint)
+    got = engine.replay(events, inst, depth=5, checkpoint=checkpoint, max_dense=max_dense)
+    assert_same(ref, got)
+
+
+def test_empty_stream_and_checkpoint_round_trip() -> None:
+    events = Stream(True).frame()
+    ck = Book(
+        np.array([600_001, 600_000], np.int64),
+        np.array([2, 1], np.int64),
+        np.array([599_999], np.int64),  # crossed: kept as is until a message repairs it
+        np.array([4], np.int64),
+        last_update_id=77,
+        is_valid=True,
+        ts_event=5,
+        ts_local=6,
+    )
+    assert_same(
+        replayer.replay(events, FUTURES, checkpoint=ck),
+        engine.replay(events, FUTURES, checkpoint=ck),
+    )
+    assert_same(replayer.replay(events, FUTURES), engine.replay(events, FUTURES))
+
+
+def test_outliers_far_apart_use_sparse_slots() -> None:
+    """Prices spread over ~10^8 ticks: the window stays small, the rest goes to outlier slots."""
+    rng = np.random.default_rng(3)
+    stream = Stream(True)
+    u = 100
+    stream.msgs.append(Msg(True, u, u, None, [(1, 600_000, 5), (-1, 600_001, 5)], T0))
+    for k in range(300):
+        lv = [
+            (int(s), int(600_000 + s * -rng.integers(0, 40)), int(rng.integers(0, 3)))
+            for s in rng.choice([1, -1], 5)
+        ]
+        lv.append((1, int(rng.integers(1, 500_000)), int(rng.integers(0, 2))))
+        lv.append((-1, int(rng.integers(700_000, 10**9)), int(rng.integers(0, 2))))
+        stream.msgs.append(Msg(False, u + 1, u + 1, u, lv, T0 + k))
+        u += 1
+    events = stream.frame()
+    grid = engine.build_grid(*_side_price(events), np.zeros(0, np.int64), max_dense=1000)
+    assert grid.width == 1000 and grid.slots - grid.width > 100  # hundreds of outlier slots
+    assert_same(
+        replayer.replay(events, FUTURES),
+        engine.replay(events, FUTURES, max_dense=1000),
+    )
+
+
+def _side_price(events: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    price, _ = schemas.to_unscaled(events["price"])
+    return events["side"].fill_null(0).to_numpy().astype(np.int8), price
+
+
+def test_grid_uses_gcd_of_price_differences() -> None:
+    side = np.array([1, 1, -1, 0], np.int8)
+    price = np.array([1_000_030, 1_000_010, 1_000_070, 3], np.int64)  # the 0-side row is ignored
+    grid = engine.build_grid(side, price, np.zeros(0, np.int64))
+    assert (grid.base, grid.tick, grid.width) == (1_000_010, 20, 4)
+
+
+# ----------------------------------------------------------------------------- real captures
+
+
+def _real_files() -> list[str]:
+    names = [a for a, _ in CONTINUATIONS] + [b for _, b in CONTINUATIONS] + STANDALONE
+    return sorted(names)
+
+
+@pytest.mark.parametrize("name", _real_files())
+def test_engine_equals_reference_on_real_capture(name: str) -> None:
+    if not BINANCE.is_dir():
+        pytest.skip(f"real Binance captures not found at {BINANCE} (../shared/data beside the repo)")
+    from obpipeline.sources.binance import read_capture
+
+    capture = read_capture([BINANCE / name])
+    ref = replayer.replay(capture.events, capture.instrument)
+    got = book.replay(capture.events, capture.instrument, engine="engine")
+    assert_same(ref, got)
+
+
+@pytest.mark.parametrize(("day1", "day2"), CONTINUATIONS)
+def test_engine_equals_reference_across_midnight(day1: str, day2: str) -> None:
+    if not BINANCE.is_dir():
+        pytest.skip(f"real Binance captures not found at {BINANCE} (../shared/data beside the repo)")
+    from obpipeline.sources.binance import read_capture
+
+    first = read_capture([BINANCE / day1])
+    ck = engine.replay(first.events, first.instrument).checkpoint
+    second = read_capture([BINANCE / day2])
+    assert_same(
+        replayer.replay(second.events, second.instrument, checkpoint=ck),
+        engine.replay(second.events, second.instrument, checkpoint=ck),
+    )
