@@ -390,72 +390,81 @@ def compare_rest(
 
 
 def compare_windowed(
-    kind: str,
-    scope: str,
-    snapshots: pl.DataFrame,
-    reference: pl.DataFrame,
-    time_col: str = "ts_local",
-    window: int = 1,
+    kind: str, scope: str, snapshots: pl.DataFrame, reference: pl.DataFrame
 ) -> ExactComparison:
-    """References without update ids (Tardis ``book_snapshot_N``, ``quotes``), matched within ±w.
+    """References without update ids (Tardis ``book_snapshot_N``, ``quotes``), within ±1 message.
 
-    ``reference`` is book_snapshots-shaped (``levels`` + level columns) with a time column; each
-    record is aligned to the last valid book row at or before its time (by ``time_col``) and
-    matches if it equals any of the valid rows ``window`` messages either side. Misaligning by one
-    event gave 90 % false alarms in the research simulation; the window removes them.
+    Alignment and matching are ``tardis_golden.align``'s (the last book row received at or before
+    the record's local time, matching the valid book after that message or its neighbours);
+    this wraps them in the gate's figures. A record that matches no neighbour is compared with
+    the nearest valid one of the three rows, so its per-level errors are reported.
     """
-    depth = min(schemas.depth_of(snapshots), schemas.depth_of(reference))
-    names = [n for group in schemas.level_names(depth) for n in group]
-    book = (
-        snapshots.filter(pl.col("is_valid"))
-        .select(time_col, "last_update_id", "msg_id", *names)
-        .with_row_index("_row")
-        .sort(time_col, "_row")
+    from obpipeline.fidelity import tardis_golden
+
+    if "levels" in reference.columns:
+        depth = min(schemas.depth_of(snapshots), schemas.depth_of(reference))
+        names = [n for g in schemas.level_names(depth) for n in g]
+        pairs = [(n, n, int(n.rsplit("_", 1)[1])) for n in names]
+        ref_wide = reference.select(
+            "ts_event", "ts_local", pl.col("levels").clip(upper_bound=depth).cast(pl.Int16), *names
+        )
+    else:
+        depth = 1
+        names = [n for g in schemas.level_names(1) for n in g]
+        pairs = [
+            ("bid_price", "bid_price_1", 1),
+            ("bid_size", "bid_size_1", 1),
+            ("ask_price", "ask_price_1", 1),
+            ("ask_size", "ask_size_1", 1),
+        ]
+        ref_wide = reference.select(
+            "ts_event",
+            "ts_local",
+            pl.lit(1, pl.Int16).alias("levels"),
+            *[pl.col(r).alias(b) for r, b, _ in pairs],
+        )
+    a = (
+        tardis_golden.align(snapshots, reference, pairs)
+        if reference.height
+        else pl.DataFrame(schema={"pos": pl.Int64, "aligned": pl.Boolean, "offset": pl.Int8})
     )
-    ref = reference.select(
-        pl.col(time_col), pl.col("ts_event"), pl.col("levels").cast(pl.Int16), *names
-    ).with_row_index("_order")
-    base = ref.sort(time_col).join_asof(
-        book.select(time_col, "_row"), on=time_col, strategy="backward"
+    valid = snapshots["is_valid"].fill_null(False).to_numpy()
+    n_book = snapshots.height
+
+    def valid_at(p: np.ndarray) -> np.ndarray:
+        ok = (p >= 0) & (p < n_book)
+        out = np.zeros(p.size, bool)
+        out[ok] = valid[p[ok]]
+        return out
+
+    pos = a["pos"].fill_null(-1).to_numpy().astype(np.int64)
+    matched = a["offset"].is_not_null().to_numpy()
+    off_filled = a["offset"].fill_null(0).cast(pl.Int64).to_numpy()
+    chosen = np.full(pos.size, -1, np.int64)
+    chosen[matched] = pos[matched] + off_filled[matched]
+    for o in (0, -1, 1):  # mismatches: the nearest valid neighbour
+        cand = pos + o
+        take = (chosen < 0) & valid_at(cand)
+        chosen[take] = cand[take]
+    aligned = a["aligned"].to_numpy() & (chosen >= 0)
+    idx = np.flatnonzero(aligned)
+    ref_frame = ref_wide[idx.tolist()].with_columns(pl.Series("update_id", idx.astype(np.int64)))
+    rows = snapshots[chosen[idx].tolist()] if idx.size else snapshots.head(0)
+    rec_frame = rows.select(
+        pl.Series("last_update_id", idx.astype(np.int64)), "msg_id", "is_valid", *names
     )
-    aligned = base.filter(pl.col("_row").is_not_null())
-    match_any = pl.Series("m", np.zeros(aligned.height, bool))
-    nearest_row = aligned["_row"].to_numpy().astype(np.int64)
-    chosen = nearest_row.copy()
-    n_book = book.height
-    for off in [0, *[o for k in range(1, window + 1) for o in (-k, k)]]:
-        rows = np.clip(nearest_row + off, 0, max(n_book - 1, 0))
-        cand = book[rows.tolist()] if n_book else book
-        eq = np.ones(aligned.height, bool)
-        levels = aligned["levels"].to_numpy()
-        for n in names:
-            lvl = int(n.rsplit("_", 1)[1])
-            a = aligned[n]
-            b = cand[n]
-            same = a.eq_missing(b).to_numpy() | (levels < lvl)
-            eq &= same
-        newly = eq & ~match_any.to_numpy()
-        chosen[newly] = rows[newly]
-        match_any = pl.Series("m", match_any.to_numpy() | eq)
-    rec_rows = book[chosen.tolist()] if n_book else book
-    ref_frame = aligned.select(
-        pl.col("_order").cast(pl.Int64).alias("update_id"),
-        "ts_event",
-        pl.col(time_col).alias("ts_local"),
-        "levels",
-        *names,
+    cmp = _compare(
+        kind,
+        scope,
+        ref_frame.select("update_id", "ts_event", "ts_local", "levels", *names),
+        rec_frame,
+        depth,
+        None,
     )
-    rec_frame = rec_rows.select(
-        pl.Series("last_update_id", ref_frame["update_id"]),
-        "msg_id",
-        pl.lit(True).alias("is_valid"),
-        *names,
-    )
-    cmp = _compare(kind, scope, ref_frame, rec_frame, depth, None)
     cmp.records = reference.height
     cmp.not_aligned = (
-        {"before_first_valid_book": reference.height - aligned.height}
-        if reference.height > aligned.height
+        {"no_valid_book_near": reference.height - int(aligned.sum())}
+        if reference.height > aligned.sum()
         else {}
     )
     return cmp

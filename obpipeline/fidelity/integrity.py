@@ -1,0 +1,507 @@
+"""Gate A0: integrity figures of one replayed day, with no reference needed.
+
+What is measured (FIDELITY.md, Gate A0), and why each is a detector:
+
+* **sequence gaps** and **unhandled gaps** (a gap not followed by a resync), with every invalid
+  interval logged: a lost message always breaks Binance's ``pu``/``U`` chain;
+* **invalid seconds**: exchange time spent with an invalid book after the first sync (the
+  buffering before a day's opening snapshot is reported separately: it is how Binance sync works);
+* **crossed/locked before repair** (valid rows) and **uncross repairs** (all rows): each firing of
+  the uncross rule means the book was wrong (0 on faithful data, hundreds per million events
+  under 1 % drops in the research simulation); plus crossed rows left in the output (must be 0);
+* **grid conformity** of every price and size in raw_book_events and book_snapshots, **no
+  negative / zero-size / null-price levels**, levels strictly ordered away from the touch;
+* **duplicates** dropped by the replayer and **quarantined** records (a corrupted value that is
+  not exact on the grid is quarantined by the parser, which also breaks the chain);
+* **REST snapshot checks** (the replayer's aligned full-depth comparison) and the **carried
+  book**: when day D starts from the D-1 checkpoint and also has its own REST snapshot, the
+  checkpoint replayed up to the snapshot's ``lastUpdateId`` must equal it, level for level
+  (within the snapshot's depth: deeper levels were never published).
+
+Inputs: the replay's own ``ReplayCounters`` when available; otherwise (reading the lake) the same
+figures are derived from book_snapshots' ``is_valid`` / ``crossed_repaired`` / ``resynced`` flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from obpipeline import schemas
+from obpipeline.book.stream import Book, ReplayCounters
+from obpipeline.fidelity.config import Thresholds
+from obpipeline.fidelity.gates import FAIL, PASS, SKIPPED, GateResult
+from obpipeline.instruments import Instrument
+
+NS = 1_000_000_000
+
+
+@dataclass
+class CarriedBookCheck:
+    """The D-1 checkpoint carried to the first REST snapshot of D, compared at full depth."""
+
+    status: str  # "compared", "no_checkpoint", "no_snapshot", "not_aligned"
+    snapshot_update_id: int | None = None
+    levels_compared: int = 0
+    levels_mismatched: int = 0
+    detail: str = ""
+    ts_ns: int | None = None
+    msg_id: int | None = None
+
+
+@dataclass
+class IntegrityReport:
+    """A0 figures of one day; ``results`` turns them into verdicts."""
+
+    figures: dict[str, float]
+    invalid_intervals: pl.DataFrame  # start_ns, end_ns, seconds, rows, kind (startup | gap)
+    carried: CarriedBookCheck
+    first: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+
+    def results(self, t: Thresholds) -> list[GateResult]:
+        f = self.figures
+
+        def check(name: str, value: float, limit: float, detail: str = "") -> GateResult:
+            bad = value > limit
+            ts, msg = self.first.get(name, (None, None))
+            return GateResult(
+                "A0",
+                name,
+                FAIL if bad else PASS,
+                value,
+                limit,
+                detail if bad else "",
+                first_failure_ns=ts if bad else None,
+                first_failure_msg_id=msg if bad else None,
+            )
+
+        out = [
+            check("gaps", f["gaps"], t.max_gaps, f"{int(f['gaps'])} sequence gap(s)"),
+            check(
+                "unhandled_gaps",
+                f["unhandled_gaps"],
+                t.max_unhandled_gaps,
+                "book out of sync at the end of the day"
+                if f["unsynced_at_end"]
+                else "gap(s) without resync",
+            ),
+            check(
+                "gap_invalid_fraction",
+                f["gap_invalid_fraction"],
+                t.max_gap_invalid_fraction,
+                f"{f['gap_invalid_seconds']:.1f} s invalid after the first sync",
+            ),
+            check("crossed", f["crossed"], t.max_crossed, "crossed/locked valid book(s)"),
+            check(
+                "uncross_repairs",
+                f["uncross_repairs"],
+                t.max_uncross_repairs,
+                "uncross repairs fired",
+            ),
+            check(
+                "crossed_in_output",
+                f["crossed_in_output"],
+                0,
+                "valid output rows still crossed or locked",
+            ),
+            check("off_grid", f["off_grid"], t.max_off_grid, "prices/sizes off the tick/lot grid"),
+            check(
+                "negative_or_nan",
+                f["negative_or_nan"],
+                t.max_negative_or_nan,
+                "negative, zero-size, null or unordered levels",
+            ),
+            check("duplicates", f["duplicates"], t.max_duplicates, "duplicate diffs dropped"),
+            check("quarantined", f["quarantined"], 0, "records quarantined by the parser"),
+            check(
+                "snapshot_mismatches",
+                f["snapshot_mismatches"],
+                t.max_snapshot_mismatches,
+                "aligned REST snapshots differ from the book",
+            ),
+        ]
+        c = self.carried
+        if c.status == "compared":
+            bad = c.levels_mismatched > t.max_carried_book_mismatches
+            out.append(
+                GateResult(
+                    "A0",
+                    "carried_book",
+                    FAIL if bad else PASS,
+                    c.levels_mismatched,
+                    t.max_carried_book_mismatches,
+                    f"{c.levels_mismatched} of {c.levels_compared} levels differ" if bad else "",
+                    first_failure_ns=c.ts_ns if bad else None,
+                    first_failure_msg_id=c.msg_id if bad else None,
+                    metrics={"levels_compared": c.levels_compared},
+                )
+            )
+        else:
+            out.append(GateResult("A0", "carried_book", SKIPPED, detail=c.detail or c.status))
+        out.append(
+            GateResult("A0", "checksum", SKIPPED, detail="the venue publishes no book checksum")
+        )
+        # the figures that are reported, not judged, ride on the gaps check
+        out[0].metrics = {
+            k: v
+            for k, v in f.items()
+            if k
+            in (
+                "messages",
+                "rows",
+                "resyncs",
+                "stale",
+                "invalid_rows",
+                "startup_invalid_seconds",
+                "gap_invalid_seconds",
+                "span_seconds",
+                "snapshot_checks",
+                "unsynced_at_end",
+                "values_checked",
+            )
+        }
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# figures from book_snapshots
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, stop) indices of runs of True."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+def invalid_intervals(snapshots: pl.DataFrame, day_end_ns: int | None = None) -> pl.DataFrame:
+    """Runs of invalid rows as intervals of exchange time (from the first invalid row to the next
+    valid row, or the day's end); ``kind`` is ``startup`` before the first valid row, else ``gap``.
+    """
+    schema = {
+        "start_ns": pl.Int64,
+        "end_ns": pl.Int64,
+        "seconds": pl.Float64,
+        "rows": pl.Int64,
+        "first_msg_id": pl.Int64,
+        "kind": pl.String,
+    }
+    n = snapshots.height
+    if n == 0:
+        return pl.DataFrame(schema=schema)
+    valid = snapshots["is_valid"].fill_null(False).to_numpy()
+    t = np.maximum.accumulate(snapshots["ts_event"].dt.epoch("ns").to_numpy())
+    msg = snapshots["msg_id"].to_numpy()
+    starts, stops = _runs(~valid)
+    end_of_day = int(t[-1]) if day_end_ns is None else max(int(day_end_ns), int(t[-1]))
+    first_valid = int(np.argmax(valid)) if valid.any() else n
+    rows = []
+    for a, b in zip(starts, stops, strict=True):
+        end = int(t[b]) if b < n else end_of_day
+        rows.append(
+            {
+                "start_ns": int(t[a]),
+                "end_ns": end,
+                "seconds": (end - int(t[a])) / NS,
+                "rows": int(b - a),
+                "first_msg_id": int(msg[a]),
+                "kind": "startup" if a < first_valid else "gap",
+            }
+        )
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _derived_counters(snapshots: pl.DataFrame) -> dict[str, int]:
+    """Replay counters recovered from book_snapshots flags (when the replay's are not at hand)."""
+    valid = snapshots["is_valid"].fill_null(False).to_numpy()
+    crossed = snapshots["crossed_repaired"].fill_null(False).to_numpy()
+    resynced = snapshots["resynced"].fill_null(False).to_numpy()
+    ever = np.maximum.accumulate(valid) if valid.size else valid
+    prev_valid = np.concatenate(([False], valid[:-1])) if valid.size else valid
+    # a gap: a valid book followed by an invalid row
+    gaps = int((~valid & prev_valid).sum())
+    # a resync: a snapshot row that brings the book back after it was valid once
+    prev_ever = np.concatenate(([False], ever[:-1])) if ever.size else ever
+    resyncs = int((resynced & prev_ever & ~prev_valid).sum()) if valid.size else 0
+    return {
+        "messages": snapshots.height,
+        "rows": snapshots.height,
+        "gaps": gaps,
+        "resyncs": resyncs,
+        "crossed": int((crossed & valid).sum()),
+        "duplicates": 0,
+        "stale": 0,
+        "invalid_rows": int((~valid).sum()),
+        "snapshot_checks": 0,
+        "snapshot_mismatches": 0,
+        "unsynced_at_end": int(valid.size > 0 and not valid[-1]),
+    }
+
+
+def _first(snapshots: pl.DataFrame, mask: pl.Expr) -> tuple[int | None, int | None]:
+    hit = snapshots.filter(mask).head(1)
+    if hit.height == 0:
+        return None, None
+    return int(hit["ts_event"].dt.epoch("ns")[0]), int(hit["msg_id"][0])
+
+
+# --------------------------------------------------------------------------------------------
+# grid conformity and value sanity
+
+
+def _grid_violations(
+    frame: pl.DataFrame, price_cols: list[str], size_cols: list[str], inst: Instrument
+) -> tuple[int, int, pl.Expr]:
+    """(off-grid values, values checked, row mask of violations) over the given Decimal columns."""
+    tick, lot = inst.tick_units, inst.lot_units
+    ps, ss = inst.price_scale, inst.size_scale
+    bad_exprs = []
+    off = 0
+    checked = 0
+    for cols, unit, scale in ((price_cols, tick, ps), (size_cols, lot, ss)):
+        for c in cols:
+            dtype = frame.schema[c]
+            if not isinstance(dtype, pl.Decimal):
+                raise TypeError(f"{c}: expected Decimal, got {dtype}")
+            # rescale to the instrument's scale, then test the multiple of the tick / lot
+            raw = pl.col(c).to_physical().cast(pl.Int64)
+            if dtype.scale != scale:
+                factor = 10 ** abs(dtype.scale - scale)
+                exact = raw % factor == 0 if dtype.scale > scale else pl.lit(True)
+                raw = raw // factor if dtype.scale > scale else raw * factor
+            else:
+                exact = pl.lit(True)
+            bad = pl.col(c).is_not_null() & (~exact | (raw % unit != 0))
+            bad_exprs.append(bad)
+    if not bad_exprs:
+        return 0, 0, pl.lit(False)
+    counts = frame.select(
+        pl.sum_horizontal([e.cast(pl.Int64).sum() for e in bad_exprs]).alias("off"),
+        pl.sum_horizontal([pl.col(c).is_not_null().sum() for c in price_cols + size_cols]).alias(
+            "n"
+        ),
+    ).row(0)
+    off, checked = int(counts[0] or 0), int(counts[1] or 0)
+    return off, checked, pl.any_horizontal(bad_exprs)
+
+
+def _book_sanity(snapshots: pl.DataFrame) -> tuple[int, pl.Expr]:
+    """Negative or zero sizes of present levels, null prices with sizes, non-positive prices,
+    and levels not strictly ordered away from the touch (in valid rows)."""
+    depth = schemas.depth_of(snapshots)
+    bp, bs, ap, asz = schemas.level_names(depth)
+    bad = []
+    for p, s in zip(bp + ap, bs + asz, strict=True):
+        bad.append(pl.col(p).is_not_null() & (pl.col(s).is_null() | (pl.col(s) <= 0)))
+        bad.append(pl.col(p).is_null() & pl.col(s).is_not_null())
+        bad.append(pl.col(p) <= 0)
+    for i in range(1, depth):
+        bad.append(pl.col(bp[i]) >= pl.col(bp[i - 1]))
+        bad.append(pl.col(ap[i]) <= pl.col(ap[i - 1]))
+    mask = pl.col("is_valid") & pl.any_horizontal([b.fill_null(False) for b in bad])
+    return int(snapshots.select(mask.sum()).item() or 0), mask
+
+
+def _event_sanity(events: pl.DataFrame) -> tuple[int, pl.Expr]:
+    """Negative sizes, non-positive prices, a size without a price (raw_book_events)."""
+    mask = (
+        (pl.col("size") < 0)
+        | (pl.col("price") <= 0)
+        | (pl.col("price").is_null() & pl.col("size").is_not_null())
+        | (pl.col("price").is_not_null() & pl.col("side").is_null())
+    ).fill_null(False)
+    return int(events.select(mask.sum()).item() or 0), mask
+
+
+# --------------------------------------------------------------------------------------------
+# carried book vs the opening snapshot
+
+
+def carried_book_check(
+    checkpoint: Book | None,
+    events: pl.DataFrame | None,
+    instrument: Instrument,
+    depth: int = schemas.DEFAULT_DEPTH,
+    engine: str | None = None,
+) -> CarriedBookCheck:
+    """Replay the checkpoint up to the day's first REST snapshot and compare at full depth.
+
+    Only the diffs that arrive before the snapshot and end at or before its ``lastUpdateId`` are
+    replayed; when the chain does not end exactly at that id (the id falls inside a message, or
+    the checkpoint is newer than the snapshot) the books cannot be compared and say so.
+    """
+    from obpipeline import book as replay_mod
+
+    if checkpoint is None:
+        return CarriedBookCheck("no_checkpoint", detail="day did not start from a checkpoint")
+    if events is None or events.height == 0:
+        return CarriedBookCheck("no_snapshot", detail="no events")
+    snaps = events.filter(pl.col("is_snapshot"))
+    if snaps.height == 0:
+        return CarriedBookCheck("no_snapshot", detail="the day has no REST snapshot of its own")
+    snap_msg = int(snaps["msg_id"][0])
+    L = int(snaps["last_update_id"][0])
+    ts_ns = int(snaps["ts_event"].dt.epoch("ns")[0])
+    if not checkpoint.is_valid:
+        return CarriedBookCheck("not_aligned", L, detail="the carried checkpoint is not valid")
+    if checkpoint.last_update_id > L:
+        return CarriedBookCheck(
+            "not_aligned", L, detail="the snapshot is older than the carried book"
+        )
+    prefix = events.filter(
+        (pl.col("msg_id") < snap_msg) & ~pl.col("is_snapshot") & (pl.col("last_update_id") <= L)
+    )
+    if prefix.height:
+        kwargs = {"engine": engine} if engine else {}
+        result = replay_mod.replay(prefix, instrument, depth, checkpoint, **kwargs)
+        carried = result.checkpoint
+    else:
+        carried = checkpoint
+    if not carried.is_valid or carried.last_update_id != L:
+        return CarriedBookCheck(
+            "not_aligned",
+            L,
+            detail=f"carried book ends at id {carried.last_update_id}, snapshot is at {L}",
+        )
+    snap = events.filter((pl.col("msg_id") == snap_msg) & pl.col("side").is_not_null())
+    price, _ = schemas.to_unscaled(snap["price"])
+    size, _ = schemas.to_unscaled(snap["size"])
+    side = snap["side"].to_numpy()
+    keep = size > 0
+    sb = dict(
+        zip(
+            price[keep & (side == schemas.BID)].tolist(),
+            size[keep & (side == schemas.BID)].tolist(),
+            strict=True,
+        )
+    )
+    sa = dict(
+        zip(
+            price[keep & (side == schemas.ASK)].tolist(),
+            size[keep & (side == schemas.ASK)].tolist(),
+            strict=True,
+        )
+    )
+    cb = dict(zip(carried.bid_price.tolist(), carried.bid_size.tolist(), strict=True))
+    ca = dict(zip(carried.ask_price.tolist(), carried.ask_size.tolist(), strict=True))
+    # only the price range the snapshot covers: deeper levels were never published
+    if sb:
+        lo = min(sb)
+        cb = {p: q for p, q in cb.items() if p >= lo}
+    if sa:
+        hi = max(sa)
+        ca = {p: q for p, q in ca.items() if p <= hi}
+    compared = len(set(sb) | set(cb)) + len(set(sa) | set(ca))
+    bad = sum(1 for p in set(sb) | set(cb) if sb.get(p) != cb.get(p)) + sum(
+        1 for p in set(sa) | set(ca) if sa.get(p) != ca.get(p)
+    )
+    return CarriedBookCheck("compared", L, compared, bad, "", ts_ns, snap_msg)
+
+
+# --------------------------------------------------------------------------------------------
+# the day
+
+
+def integrity(
+    snapshots: pl.DataFrame,
+    instrument: Instrument,
+    events: pl.DataFrame | None = None,
+    counters: ReplayCounters | dict | None = None,
+    checkpoint_in: Book | None = None,
+    quarantined: int = 0,
+    day_end_ns: int | None = None,
+) -> IntegrityReport:
+    """A0 figures for one day's replay (see the module docstring)."""
+    c = counters.to_dict() if isinstance(counters, ReplayCounters) else counters
+    derived = _derived_counters(snapshots)
+    c = {**derived, **(c or {})}
+    intervals = invalid_intervals(snapshots, day_end_ns)
+    startup = float(intervals.filter(pl.col("kind") == "startup")["seconds"].sum())
+    gap_secs = float(intervals.filter(pl.col("kind") == "gap")["seconds"].sum())
+    if snapshots.height:
+        t = snapshots["ts_event"].dt.epoch("ns")
+        span = (max(int(t.max()), day_end_ns or 0) - int(t.min())) / NS
+    else:
+        span = 0.0
+    gap_resyncs = max(0, c["resyncs"] - c["snapshot_mismatches"])
+    unhandled = max(0, c["gaps"] - gap_resyncs)
+    if c["unsynced_at_end"] and c["gaps"] == 0 and snapshots.height:
+        unhandled = max(unhandled, 1)  # never synced (e.g. a continuation day without checkpoint)
+
+    depth = schemas.depth_of(snapshots)
+    bp, bs, ap, asz = schemas.level_names(depth)
+    off_b, n_b, grid_mask_b = _grid_violations(snapshots, bp + ap, bs + asz, instrument)
+    insane_b, insane_mask_b = _book_sanity(snapshots)
+    bid1, ask1 = pl.col("bid_price_1"), pl.col("ask_price_1")
+    crossed_out_mask = pl.col("is_valid") & (bid1 >= ask1).fill_null(False)
+    crossed_out = int(snapshots.select(crossed_out_mask.sum()).item() or 0)
+    off_e = n_e = insane_e = 0
+    first: dict[str, tuple[int | None, int | None]] = {}
+    if events is not None and events.height:
+        off_e, n_e, grid_mask_e = _grid_violations(events, ["price"], ["size"], instrument)
+        insane_e, insane_mask_e = _event_sanity(events)
+        first["off_grid"] = _first(events, grid_mask_e)
+        first["negative_or_nan"] = _first(events, insane_mask_e)
+    if "off_grid" not in first or first["off_grid"][0] is None:
+        first["off_grid"] = _first(snapshots, grid_mask_b)
+    if "negative_or_nan" not in first or first["negative_or_nan"][0] is None:
+        first["negative_or_nan"] = _first(snapshots, insane_mask_b)
+
+    valid = pl.col("is_valid")
+    prev_valid = pl.col("is_valid").shift(1).fill_null(False)
+    first["gaps"] = _first(snapshots, ~valid & prev_valid)
+    first["unhandled_gaps"] = first["gaps"]
+    first["gap_invalid_fraction"] = first["gaps"]
+    first["crossed"] = _first(snapshots, valid & pl.col("crossed_repaired"))
+    first["uncross_repairs"] = _first(snapshots, pl.col("crossed_repaired"))
+    first["crossed_in_output"] = _first(snapshots, crossed_out_mask)
+    first["snapshot_mismatches"] = _first(snapshots, pl.col("resynced") & prev_valid)
+    if events is not None and c.get("duplicates"):
+        first["duplicates"] = _first_duplicate(events)
+
+    figures: dict[str, float] = {
+        "messages": c["messages"],
+        "rows": c["rows"],
+        "gaps": c["gaps"],
+        "resyncs": c["resyncs"],
+        "unhandled_gaps": unhandled,
+        "unsynced_at_end": c["unsynced_at_end"],
+        "invalid_rows": c["invalid_rows"],
+        "startup_invalid_seconds": startup,
+        "gap_invalid_seconds": gap_secs,
+        "span_seconds": span,
+        "gap_invalid_fraction": gap_secs / span if span > 0 else 0.0,
+        "crossed": c["crossed"],
+        "uncross_repairs": int(snapshots["crossed_repaired"].fill_null(False).sum()),
+        "crossed_in_output": crossed_out,
+        "off_grid": off_b + off_e,
+        "values_checked": n_b + n_e,
+        "negative_or_nan": insane_b + insane_e,
+        "duplicates": c["duplicates"],
+        "stale": c["stale"],
+        "quarantined": quarantined,
+        "snapshot_checks": c["snapshot_checks"],
+        "snapshot_mismatches": c["snapshot_mismatches"],
+    }
+    carried = carried_book_check(checkpoint_in, events, instrument, depth)
+    return IntegrityReport(figures, intervals, carried, first)
+
+
+def _first_duplicate(events: pl.DataFrame) -> tuple[int | None, int | None]:
+    """The first diff whose ``u`` is not above the running maximum before it (a re-sent diff)."""
+    msgs = (
+        events.filter(~pl.col("is_snapshot"))
+        .group_by("msg_id", maintain_order=True)
+        .agg(pl.col("last_update_id").first(), pl.col("ts_event").first())
+    )
+    dup = msgs.filter(
+        pl.col("last_update_id") <= pl.col("last_update_id").cum_max().shift(1).fill_null(-1)
+    ).head(1)
+    if dup.height == 0:
+        return None, None
+    return int(dup["ts_event"].dt.epoch("ns")[0]), int(dup["msg_id"][0])
+
+
+def integrity_results(report: IntegrityReport, thresholds: Thresholds) -> list[GateResult]:
+    return report.results(thresholds)
