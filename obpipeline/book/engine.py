@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 from numba import njit
-from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+from numba.cpython.unsafe.numbers import leading_zeros
 
 from obpipeline import schemas
 from obpipeline.book import sequencing as seq
@@ -60,18 +60,16 @@ SYNCED, AWAITING, UNSYNCED = 0, 1, 2
 
 # state vector layout (int64): resumable scalars of the loop
 S_NEXT = 0  # next message to read
-S_BEST_BID = 1  # slot of the best bid, -1 when no bids
-S_BEST_ASK = 2  # slot of the best ask, R when no asks
-S_NBID = 3  # number of bid levels
-S_NASK = 4
-S_CUR_U = 5
-S_SYNC = 6
-S_EVER_SYNCED = 7
-S_TS_EVENT = 8
-S_TS_LOCAL = 9
-S_NBUF = 10  # diffs buffered while out of sync
-S_NEED = 11  # rows of output space the next message needs (set when a chunk stops early)
-N_STATE = 12
+S_BEST_BID = 1  # position of the best bid (= its slot), -1 when no bids
+S_BEST_ASK = 2  # position of the best ask (mirrored: nslots - 1 - slot), -1 when no asks
+S_CUR_U = 3
+S_SYNC = 4
+S_EVER_SYNCED = 5
+S_TS_EVENT = 6
+S_TS_LOCAL = 7
+S_NBUF = 8  # diffs buffered while out of sync
+S_NEED = 9  # rows of output space the next message needs (set when a chunk stops early)
+N_STATE = 10
 
 # counters (int64), in ReplayCounters order for the ones the loop updates
 C_GAPS, C_RESYNCS, C_CROSSED, C_DUPLICATES, C_STALE = 0, 1, 2, 3, 4
@@ -206,165 +204,142 @@ def _slots(prices, base, tick, nlo, width, lo, hi):
 
 
 # ----------------------------------------------------------------------------- bitmaps
+#
+# Both sides live in one (2, nslots) array pair, the ask side mirrored (j = nslots - 1 - slot), so
+# that for either side the best level is the highest occupied j and "the next level" is always the
+# next occupied j below: one code path, no unpredictable branch on the side of each update.
 
 
 @njit(cache=True, inline="always")
-def _set_bit(bits, summ, i):
-    w = i >> 6
-    bits[w] |= _ONE << np.uint64(i & 63)
-    summ[w >> 6] |= _ONE << np.uint64(w & 63)
+def _set_bit(bits, summ, s, j):
+    w = j >> 6
+    bits[s, w] |= _ONE << np.uint64(j & 63)
+    summ[s, w >> 6] |= _ONE << np.uint64(w & 63)
 
 
 @njit(cache=True, inline="always")
-def _clear_bit(bits, summ, i):
-    w = i >> 6
-    x = bits[w] & ~(_ONE << np.uint64(i & 63))
-    bits[w] = x
+def _clear_bit(bits, summ, s, j):
+    w = j >> 6
+    x = bits[s, w] & ~(_ONE << np.uint64(j & 63))
+    bits[s, w] = x
     if x == 0:
-        summ[w >> 6] &= ~(_ONE << np.uint64(w & 63))
+        summ[s, w >> 6] &= ~(_ONE << np.uint64(w & 63))
 
 
 @njit(cache=True, inline="always")
-def _prev_set(bits, summ, i):
-    """Highest occupied slot below ``i``, or -1."""
-    i -= 1
-    if i < 0:
-        return -1
-    w = i >> 6
-    m = bits[w] & (_ALL >> np.uint64(63 - (i & 63)))
-    if m != 0:
-        return (w << 6) + 63 - np.int64(leading_zeros(m))
+def _prev_word(summ, s, w):
+    """Highest non-empty bitmap word of side ``s`` below word ``w``, or -1."""
     w -= 1
     if w < 0:
         return -1
-    s = w >> 6
-    m = summ[s] & (_ALL >> np.uint64(63 - (w & 63)))
+    t = w >> 6
+    m = summ[s, t] & (_ALL >> np.uint64(63 - (w & 63)))
     while m == 0:
-        s -= 1
-        if s < 0:
+        t -= 1
+        if t < 0:
             return -1
-        m = summ[s]
-    w = (s << 6) + 63 - np.int64(leading_zeros(m))
-    return (w << 6) + 63 - np.int64(leading_zeros(bits[w]))
+        m = summ[s, t]
+    return (t << 6) + 63 - np.int64(leading_zeros(m))
 
 
 @njit(cache=True, inline="always")
-def _next_set(bits, summ, i, nslots):
-    """Lowest occupied slot above ``i``, or ``nslots``."""
-    i += 1
-    if i >= nslots:
-        return nslots
-    w = i >> 6
-    m = bits[w] & (_ALL << np.uint64(i & 63))
+def _prev_set(bits, summ, s, j):
+    """Highest occupied position of side ``s`` below ``j``, or -1 (the next level after j)."""
+    j -= 1
+    if j < 0:
+        return -1
+    w = j >> 6
+    m = bits[s, w] & (_ALL >> np.uint64(63 - (j & 63)))
     if m != 0:
-        return (w << 6) + np.int64(trailing_zeros(m))
-    w += 1
-    if w >= len(bits):
-        return nslots
-    s = w >> 6
-    m = summ[s] & (_ALL << np.uint64(w & 63))
-    while m == 0:
-        s += 1
-        if s >= len(summ):
-            return nslots
-        m = summ[s]
-    w = (s << 6) + np.int64(trailing_zeros(m))
-    return (w << 6) + np.int64(trailing_zeros(bits[w]))
+        return (w << 6) + 63 - np.int64(leading_zeros(m))
+    w = _prev_word(summ, s, w)
+    if w < 0:
+        return -1
+    return (w << 6) + 63 - np.int64(leading_zeros(bits[s, w]))
+
+
+@njit(cache=True)
+def _popcount(x):
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@njit(cache=True)
+def _count_levels(bits, s):
+    n = 0
+    for w in range(bits.shape[1]):
+        if bits[s, w] != 0:
+            n += _popcount(bits[s, w])
+    return n
 
 
 # ----------------------------------------------------------------------------- book primitives
 
 
-@njit(cache=True, inline="always")
-def _set_level(q, bits, summ, i, size, best, nlev, is_bid, nslots):
-    """Set one level's size (0 deletes); returns the side's (best, level count)."""
-    old = q[i]
-    q[i] = size
-    if size != 0:
-        if old == 0:
-            nlev += 1
-            _set_bit(bits, summ, i)
-        if is_bid:
-            if i > best:
-                best = i
-        elif i < best:
-            best = i
-    elif old != 0:
-        nlev -= 1
-        _clear_bit(bits, summ, i)
-        if i == best:
-            best = _prev_set(bits, summ, i) if is_bid else _next_set(bits, summ, i, nslots)
-    return best, nlev
-
-
 @njit(cache=True)
-def _repair_crossed(max_bid, price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask,
-                    nslots):  # fmt: skip
-    """The reference's rule; returns (crossed, best_bid, best_ask, nbid, nask)."""
-    if best_bid < 0 or best_ask >= nslots or best_bid < best_ask:
-        return False, best_bid, best_ask, nbid, nask
+def _repair_crossed(max_bid, price_of, q, bits, summ, best):
+    """The reference's crossed-book rule, on a book known to be crossed."""
+    last = len(price_of) - 1
+    bid_slot = best[0]
+    ask_slot = last - best[1]
     # the reference compares prices: max(-1, highest bid price set) >= best ask price
     mbs = -1
     if max_bid >= 0 and price_of[max_bid] > -1:
         mbs = price_of[max_bid]
-    if mbs >= price_of[best_ask]:
-        limit = best_bid
-        while best_ask < nslots and best_ask <= limit:
-            i = best_ask
-            qa[i] = 0
-            nask -= 1
-            _clear_bit(ba, sa, i)
-            best_ask = _next_set(ba, sa, i, nslots)
-    else:
-        limit = best_ask
-        while best_bid >= 0 and best_bid >= limit:
-            i = best_bid
-            qb[i] = 0
-            nbid -= 1
-            _clear_bit(bb, sb, i)
-            best_bid = _prev_set(bb, sb, i)
-    return True, best_bid, best_ask, nbid, nask
+    if mbs >= price_of[ask_slot]:  # the bid is news: asks at or below it are stale
+        while best[1] >= 0 and last - best[1] <= bid_slot:
+            j = best[1]
+            q[1, j] = 0
+            _clear_bit(bits, summ, 1, j)
+            best[1] = _prev_set(bits, summ, 1, j)
+    else:  # otherwise the bids at or above the best ask are
+        while best[0] >= 0 and best[0] >= ask_slot:
+            j = best[0]
+            q[0, j] = 0
+            _clear_bit(bits, summ, 0, j)
+            best[0] = _prev_set(bits, summ, 0, j)
 
 
 @njit(cache=True)
-def _clear_side(q, bits, summ, best, is_bid, nslots):
-    i = best
-    while 0 <= i < nslots:
-        q[i] = 0
-        _clear_bit(bits, summ, i)
-        i = _prev_set(bits, summ, i) if is_bid else _next_set(bits, summ, i, nslots)
+def _clear_book(q, bits, summ, best):
+    for s in range(2):
+        j = best[s]
+        while j >= 0:
+            q[s, j] = 0
+            _clear_bit(bits, summ, s, j)
+            j = _prev_set(bits, summ, s, j)
+        best[s] = -1
 
 
 @njit(cache=True)
 def _snapshot_equals(r0, r1, side, price, size, g_base, g_tick, g_nlo, g_width, g_lo, g_hi,
-                     qb, qa, nbid, nask, seen):  # fmt: skip
+                     q, bits, seen):  # fmt: skip
     """The reference's check: {price: size} of the snapshot's non-zero rows (last wins) == book."""
+    last = q.shape[1] - 1
     equal = True
-    nb = 0
-    na = 0
+    n = np.zeros(2, np.int64)
     for r in range(r1 - 1, r0 - 1, -1):  # backwards: the first row seen per price is the last one
         sd = side[r]
-        s = size[r]
-        if sd == 0 or s == 0:
+        sz = size[r]
+        if sd == 0 or sz == 0:
             continue
         i = _slot(price[r], g_base, g_tick, g_nlo, g_width, g_lo, g_hi)
-        j = 0 if sd > 0 else 1
-        if seen[j, i]:
+        s = 0 if sd > 0 else 1
+        j = i if s == 0 else last - i
+        if seen[s, j]:
             continue
-        seen[j, i] = 1
-        if sd > 0:
-            nb += 1
-            if qb[i] != s:
-                equal = False
-        else:
-            na += 1
-            if qa[i] != s:
-                equal = False
+        seen[s, j] = 1
+        n[s] += 1
+        if q[s, j] != sz:
+            equal = False
     for r in range(r0, r1):  # reset the scratch marks
         if side[r] != 0:
             i = _slot(price[r], g_base, g_tick, g_nlo, g_width, g_lo, g_hi)
-            seen[0 if side[r] > 0 else 1, i] = 0
-    return equal and nb == nbid and na == nask
+            s = 0 if side[r] > 0 else 1
+            seen[s, i if s == 0 else last - i] = 0
+    return equal and n[0] == _count_levels(bits, 0) and n[1] == _count_levels(bits, 1)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -374,8 +349,8 @@ def _snapshot_equals(r0, r1, side, price, size, g_base, g_tick, g_nlo, g_width, 
 def _run(rule, depth, state, counters, buf, pend, seen,
          msg_start, msg_id, first_u, last_u, prev_u, is_snapshot, ts_event, ts_local,
          side, price, size,
-         g_base, g_tick, g_nlo, g_width, g_lo, g_hi, price_of,
-         qb, qa, bb, sb, ba, sa,
+         g_base, g_tick, g_nlo, g_width, g_lo, g_hi, price_of, pos,
+         q, bits, summ,
          o_ts_event, o_ts_local, o_msg_id, o_last_u, o_bp, o_bs, o_ap, o_as, o_nb, o_na,
          o_valid, o_crossed, o_resynced, row_cap):  # fmt: skip
     """Process messages from ``state[S_NEXT]`` until the end or until the output is full.
@@ -387,12 +362,12 @@ def _run(rule, depth, state, counters, buf, pend, seen,
     functions cost ~100-300 ns each with this many array arguments, more than a message's work.
     """
     nslots = len(price_of)
+    last = nslots - 1
     n_msg = len(msg_id)
+    best = np.empty(2, np.int64)  # best position per side (-1: side empty)
+    best[0] = state[S_BEST_BID]
+    best[1] = state[S_BEST_ASK]
     k_next = state[S_NEXT]
-    best_bid = state[S_BEST_BID]
-    best_ask = state[S_BEST_ASK]
-    nbid = state[S_NBID]
-    nask = state[S_NASK]
     cur_u = state[S_CUR_U]
     sync = state[S_SYNC]
     ever = state[S_EVER_SYNCED]
@@ -430,7 +405,7 @@ def _run(rule, depth, state, counters, buf, pend, seen,
                     counters[C_CHECKS] += 1
                     if _snapshot_equals(msg_start[k], msg_start[k + 1], side, price, size,
                                         g_base, g_tick, g_nlo, g_width, g_lo, g_hi,
-                                        qb, qa, nbid, nask, seen):  # fmt: skip
+                                        q, bits, seen):  # fmt: skip
                         emit = True
                     else:
                         counters[C_MISMATCHES] += 1
@@ -439,9 +414,7 @@ def _run(rule, depth, state, counters, buf, pend, seen,
                 if sync == UNSYNCED and ever:
                     counters[C_RESYNCS] += 1
                 ever = 1
-                _clear_side(qb, bb, sb, best_bid, True, nslots)
-                _clear_side(qa, ba, sa, best_ask, False, nslots)
-                best_bid, best_ask, nbid, nask = -1, nslots, 0, 0
+                _clear_book(q, bits, summ, best)
                 load = True
                 apply = True
                 emit = True
@@ -502,49 +475,37 @@ def _run(rule, depth, state, counters, buf, pend, seen,
                     i = _search(g_lo, p)
                 else:
                     i = g_nlo + g_width + _search(g_hi, p)
+                s = np.int64(sd < 0)
+                j = last - i if sd < 0 else i
                 sz = size[r]
-                if sd > 0:
-                    old = qb[i]
-                    qb[i] = sz
-                    if sz != 0:
-                        if old == 0:
-                            nbid += 1
-                            _set_bit(bb, sb, i)
-                        if i > best_bid:
-                            best_bid = i
-                        if i > max_bid:
-                            max_bid = i
-                    elif old != 0:
-                        nbid -= 1
-                        _clear_bit(bb, sb, i)
-                        if i == best_bid:
-                            best_bid = _prev_set(bb, sb, i)
+                q[s, j] = sz
+                w = j >> 6
+                bit = _ONE << np.uint64(j & 63)
+                if sz != 0:
+                    bits[s, w] |= bit
+                    summ[s, w >> 6] |= _ONE << np.uint64(w & 63)
+                    if j > best[s]:
+                        best[s] = j
+                    mb = -1 if sd < 0 else j
+                    if mb > max_bid:
+                        max_bid = mb
                 else:
-                    old = qa[i]
-                    qa[i] = sz
-                    if sz != 0:
-                        if old == 0:
-                            nask += 1
-                            _set_bit(ba, sa, i)
-                        if i < best_ask:
-                            best_ask = i
-                    elif old != 0:
-                        nask -= 1
-                        _clear_bit(ba, sa, i)
-                        if i == best_ask:
-                            best_ask = _next_set(ba, sa, i, nslots)
+                    x = bits[s, w] & ~bit
+                    bits[s, w] = x
+                    if x == 0:
+                        summ[s, w >> 6] &= ~(_ONE << np.uint64(w & 63))
+                    if j == best[s]:
+                        best[s] = _prev_set(bits, summ, s, j)
             cur_u = last_u[k]
-            if best_bid >= best_ask and best_bid >= 0 and best_ask < nslots:
-                crossed, best_bid, best_ask, nbid, nask = _repair_crossed(
-                    max_bid, price_of, qb, qa, bb, sb, ba, sa, best_bid, best_ask, nbid, nask,
-                    nslots,
-                )  # fmt: skip
+            if best[0] >= 0 and best[1] >= 0 and best[0] >= last - best[1]:
+                crossed = True
+                _repair_crossed(max_bid, price_of, q, bits, summ, best)
             if load:
                 if crossed:
                     counters[C_CROSSED] += 1
                 sync = AWAITING
-                for j in range(nbuf):  # replay the buffered diffs right after this row
-                    pend[j] = buf[j]
+                for b in range(nbuf):  # replay the buffered diffs right after this row
+                    pend[b] = buf[b]
                 npend = nbuf
                 dpos = 0
                 nbuf = 0
@@ -553,34 +514,38 @@ def _run(rule, depth, state, counters, buf, pend, seen,
                     counters[C_CROSSED] += 1
                 if not valid:
                     counters[C_INVALID] += 1
-        # ---- emit the row: top-N of each side, walked from the best through the bitmaps
+        # ---- emit the row: top-N of each side, walking the occupancy bits from the best
         if emit:
             o_ts_event[row] = ts_event[k]
             o_ts_local[row] = ts_local[k]
             o_msg_id[row] = msg_id[k]
             o_last_u[row] = cur_u
-            n = 0
-            i = best_bid
-            while i >= 0 and n < depth:
-                o_bp[row, n] = price_of[i]
-                o_bs[row, n] = qb[i]
-                n += 1
-                if i > 0 and qb[i - 1] != 0:
-                    i -= 1
+            for s in range(2):
+                o_p = o_bp if s == 0 else o_ap
+                o_q = o_bs if s == 0 else o_as
+                n = 0
+                j = best[s]
+                if j >= 0 and depth > 0:
+                    w = j >> 6
+                    m = bits[s, w] & (_ALL >> np.uint64(63 - (j & 63)))
+                    while True:
+                        if m == 0:
+                            w = _prev_word(summ, s, w)
+                            if w < 0:
+                                break
+                            m = bits[s, w]
+                        b = 63 - np.int64(leading_zeros(m))
+                        m ^= _ONE << np.uint64(b)
+                        j = (w << 6) + b
+                        o_p[row, n] = pos[s, j]
+                        o_q[row, n] = q[s, j]
+                        n += 1
+                        if n == depth:
+                            break
+                if s == 0:
+                    o_nb[row] = n
                 else:
-                    i = _prev_set(bb, sb, i)
-            o_nb[row] = n
-            n = 0
-            i = best_ask
-            while i < nslots and n < depth:
-                o_ap[row, n] = price_of[i]
-                o_as[row, n] = qa[i]
-                n += 1
-                if i + 1 < nslots and qa[i + 1] != 0:
-                    i += 1
-                else:
-                    i = _next_set(ba, sa, i, nslots)
-            o_na[row] = n
+                    o_na[row] = n
             o_valid[row] = valid
             o_crossed[row] = crossed
             o_resynced[row] = load
@@ -588,10 +553,8 @@ def _run(rule, depth, state, counters, buf, pend, seen,
             tse = ts_event[k]
             tsl = ts_local[k]
     state[S_NEXT] = k_next
-    state[S_BEST_BID] = best_bid
-    state[S_BEST_ASK] = best_ask
-    state[S_NBID] = nbid
-    state[S_NASK] = nask
+    state[S_BEST_BID] = best[0]
+    state[S_BEST_ASK] = best[1]
     state[S_CUR_U] = cur_u
     state[S_SYNC] = sync
     state[S_EVER_SYNCED] = ever
@@ -602,29 +565,32 @@ def _run(rule, depth, state, counters, buf, pend, seen,
 
 
 @njit(cache=True)
-def _load_side(q, bits, summ, slots, sizes, zero_size, is_bid, nslots):
-    best = -1 if is_bid else nslots
-    nlev = 0
-    for j in range(len(slots)):
-        s = sizes[j]
-        if s == 0:
-            s = zero_size
-        best, nlev = _set_level(q, bits, summ, slots[j], s, best, nlev, is_bid, nslots)
-    return best, nlev
+def _load_side(q, bits, summ, s, slots, sizes, zero_size):
+    """Checkpoint levels in order (a repeated price: the last one wins); returns the best."""
+    last = q.shape[1] - 1
+    best = -1
+    for k in range(len(slots)):
+        j = slots[k] if s == 0 else last - slots[k]
+        sz = sizes[k]
+        q[s, j] = zero_size if sz == 0 else sz
+        _set_bit(bits, summ, s, j)
+        if j > best:
+            best = j
+    return best
 
 
 @njit(cache=True)
-def _dump_side(q, bits, summ, best, nlev, price_of, zero_size, is_bid, nslots):
-    prices = np.empty(nlev, np.int64)
-    sizes = np.empty(nlev, np.int64)
-    i = best
-    n = 0
-    while 0 <= i < nslots and n < nlev:
-        prices[n] = price_of[i]
-        s = q[i]
-        sizes[n] = 0 if s == zero_size else s
-        n += 1
-        i = _prev_set(bits, summ, i) if is_bid else _next_set(bits, summ, i, nslots)
+def _dump_side(q, bits, summ, s, best, pos, zero_size):
+    """Levels of side ``s`` best first, as (prices, sizes)."""
+    n = _count_levels(bits, s)
+    prices = np.empty(n, np.int64)
+    sizes = np.empty(n, np.int64)
+    j = best
+    for k in range(n):
+        prices[k] = pos[s, j]
+        sz = q[s, j]
+        sizes[k] = 0 if sz == zero_size else sz
+        j = _prev_set(bits, summ, s, j)
     return prices, sizes
 
 
@@ -663,12 +629,10 @@ class Engine:
         n = g.slots
         nw = (n + 63) // 64
         ns = (nw + 63) // 64
-        self.qb = np.zeros(n, np.int64)
-        self.qa = np.zeros(n, np.int64)
-        self.bb = np.zeros(nw, np.uint64)
-        self.ba = np.zeros(nw, np.uint64)
-        self.sb = np.zeros(ns, np.uint64)
-        self.sa = np.zeros(ns, np.uint64)
+        self.q = np.zeros((2, n), np.int64)  # sizes: [0] bids by slot, [1] asks mirrored
+        self.bits = np.zeros((2, nw), np.uint64)
+        self.summ = np.zeros((2, ns), np.uint64)
+        self.pos = np.stack([g.price_of, g.price_of[::-1]])  # position → price, per side
         self.seen = np.zeros((2, n), np.uint8)
         self.buf = np.empty(max(ev.n_messages, 1), np.int64)
         self.pend = np.empty(max(ev.n_messages, 1), np.int64)
@@ -678,17 +642,17 @@ class Engine:
             (checkpoint.bid_size == 0).any() or (checkpoint.ask_size == 0).any()
         )
         st = self.state = np.zeros(N_STATE, np.int64)
-        st[S_BEST_BID], st[S_BEST_ASK] = -1, n
+        st[S_BEST_BID] = st[S_BEST_ASK] = -1
         st[S_SYNC] = UNSYNCED
         if checkpoint is not None:
-            st[S_BEST_BID], st[S_NBID] = _load_side(
-                self.qb, self.bb, self.sb, self._slots(checkpoint.bid_price),
-                np.ascontiguousarray(checkpoint.bid_size, np.int64), self.zero_size, True, n,
-            )  # fmt: skip
-            st[S_BEST_ASK], st[S_NASK] = _load_side(
-                self.qa, self.ba, self.sa, self._slots(checkpoint.ask_price),
-                np.ascontiguousarray(checkpoint.ask_size, np.int64), self.zero_size, False, n,
-            )  # fmt: skip
+            for s, (prices, sizes) in enumerate(
+                ((checkpoint.bid_price, checkpoint.bid_size),
+                 (checkpoint.ask_price, checkpoint.ask_size))
+            ):  # fmt: skip
+                st[S_BEST_BID + s] = _load_side(
+                    self.q, self.bits, self.summ, s, self._slots(prices),
+                    np.ascontiguousarray(sizes, np.int64), self.zero_size,
+                )  # fmt: skip
             st[S_CUR_U] = checkpoint.last_update_id
             st[S_SYNC] = SYNCED if checkpoint.is_valid else UNSYNCED
             st[S_EVER_SYNCED] = int(bool(checkpoint.is_valid))
@@ -719,8 +683,8 @@ class Engine:
             self.rule, self.depth, self.state, self.counters, self.buf, self.pend, self.seen,
             ev.msg_start, ev.msg_id, ev.first_u, ev.last_u, ev.prev_u, ev.is_snapshot,
             ev.ts_event, ev.ts_local, ev.side, ev.price, ev.size,
-            g.base, g.tick, g.nlo, g.width, g.lo, g.hi, g.price_of,
-            self.qb, self.qa, self.bb, self.sb, self.ba, self.sa,
+            g.base, g.tick, g.nlo, g.width, g.lo, g.hi, g.price_of, self.pos,
+            self.q, self.bits, self.summ,
             tail(out.ts_event), tail(out.ts_local), tail(out.msg_id), tail(out.last_update_id),
             tail(out.bid_price), tail(out.bid_size), tail(out.ask_price), tail(out.ask_size),
             tail(out.n_bid), tail(out.n_ask), tail(out.is_valid), tail(out.crossed_repaired),
@@ -750,11 +714,11 @@ class Engine:
         return c
 
     def book(self) -> Book:
-        st, g, n = self.state, self.grid, self.grid.slots
-        bp, bs = _dump_side(self.qb, self.bb, self.sb, st[S_BEST_BID], st[S_NBID], g.price_of,
-                            self.zero_size, True, n)  # fmt: skip
-        ap, asz = _dump_side(self.qa, self.ba, self.sa, st[S_BEST_ASK], st[S_NASK], g.price_of,
-                             self.zero_size, False, n)  # fmt: skip
+        st = self.state
+        bp, bs = _dump_side(self.q, self.bits, self.summ, 0, st[S_BEST_BID], self.pos,
+                            self.zero_size)  # fmt: skip
+        ap, asz = _dump_side(self.q, self.bits, self.summ, 1, st[S_BEST_ASK], self.pos,
+                             self.zero_size)  # fmt: skip
         return Book(
             bid_price=bp,
             bid_size=bs,
