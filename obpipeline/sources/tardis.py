@@ -178,18 +178,7 @@ def _collect(f: TardisFile, build) -> tuple[pl.DataFrame, np.ndarray]:
         if "more fields" not in str(exc):
             raise
     frame = build(_scan(f, columns, types, True)).collect(engine="streaming")
-    expected = len(columns) - 1
-    ragged = (
-        _raw_scan(f.path)
-        .filter(
-            (pl.col("idx") > 0) & (pl.col("text").str.count_matches(",", literal=True) != expected)
-        )
-        .select((pl.col("idx") - 1).cast(pl.Int64))
-        .collect(engine="streaming")
-        .to_series()
-        .to_numpy()
-    )
-    return frame, ragged
+    return frame, _ragged_rows(f)
 
 
 def _columns_of(f: TardisFile) -> list[str]:
@@ -230,10 +219,6 @@ def _raw_lines(path: Path, data_rows: np.ndarray) -> pl.DataFrame:
         .select((pl.col("idx").cast(pl.Int64) + 1).alias("line"), pl.col("text").alias("record"))
         .collect(engine="streaming")
     )
-
-
-def _symbol_filter(symbol: str | None) -> pl.Expr:
-    return pl.lit(True) if symbol is None else pl.col("symbol") == symbol
 
 
 def _stream_flags(exchange: str, symbol: str) -> pl.Expr:
@@ -328,29 +313,44 @@ def read_tardis(
     symbol_filter = symbol if any(f.symbol and f.symbol != symbol for f in files) else None
 
     stats: dict[str, int] = {}
+    # Golden and trade files are parsed whole (they are small); book files are streamed.
     parsed: list[tuple[TardisFile, pl.DataFrame, np.ndarray]] = []
     for f in files:
+        if f.kind == "incremental_book_L2":
+            continue
         frame, ragged = _collect(
             f, lambda lf, f=f: _project(lf, f, exchange, symbol, symbol_filter)
         )
-        foreign = int(frame["foreign"].sum())
-        if foreign:
-            others = _other_streams(f)
-            raise CaptureError(
-                f"{f.path}: {foreign} rows of other streams {others} in a {exchange} {symbol} "
-                "read; pass symbol= to select one"
-            )
+        if int(frame["foreign"].sum()):
+            _foreign_error(f, exchange, symbol, int(frame["foreign"].sum()))
         parsed.append((f, frame.drop("foreign"), ragged))
 
+    registered = get_instrument(VENUE, exchange, symbol)
+    base = instrument or registered
+    scales = [base.price_scale, base.size_scale] if base else [0, 0]
     if instrument is None:
-        instrument = _resolve_instrument(exchange, symbol, parsed, stats)
+        for f, frame, _ in parsed:
+            prices, sizes = _price_size_columns(f)
+            for c in prices:
+                scales[0] = decimals_needed(*_float_array(frame, c), start=scales[0])
+            for c in sizes:
+                scales[1] = decimals_needed(*_float_array(frame, c), start=scales[1])
+    book = _BookStream(exchange, symbol, symbol_filter, scales, instrument, start_update_id, stats)
+    for f in files:
+        if f.kind == "incremental_book_L2":
+            book.add_file(f)
+    if instrument is None:
+        if registered and (registered.price_scale, registered.size_scale) == tuple(scales):
+            instrument = registered
+        else:
+            stats["scale_widened"] = int(registered is not None)
+            instrument = infer_instrument(
+                VENUE, exchange, symbol, [_widest(scales[0])], [_widest(scales[1])]
+            )
     stats["price_scale"] = instrument.price_scale
     stats["size_scale"] = instrument.size_scale
-
-    quarantined: list[pl.DataFrame] = []
-    l2 = [(f, fr, rg) for f, fr, rg in parsed if f.kind == "incremental_book_L2"]
-    events, bad = _events(l2, instrument, start_update_id, stats)
-    quarantined += bad
+    events = book.events(instrument)
+    quarantined: list[pl.DataFrame] = book.quarantine()
     depth_frames, bbo_frames, trade_frames = [], [], []
     for f, frame, ragged in parsed:
         if f.kind == "book_snapshot":
@@ -391,7 +391,9 @@ def _project(
 ) -> pl.LazyFrame:
     """The columns kept in memory per kind: numbers and flags only, text projected away."""
     columns = _columns_of(f)
-    lf = lf.with_row_index("row").filter(_symbol_filter(symbol_filter) | _blank(columns))
+    lf = lf.with_row_index("row")
+    if symbol_filter is not None:  # grouped files: keep one symbol (and blank lines, to count)
+        lf = lf.filter((pl.col("symbol") == symbol_filter) | _blank(columns))
     keep: list[pl.Expr] = [
         pl.col("row"),
         pl.col("timestamp"),
@@ -456,31 +458,11 @@ def _price_size_columns(f: TardisFile) -> tuple[list[str], list[str]]:
     return [c for c in cols if c.endswith(".price")], [c for c in cols if c.endswith(".amount")]
 
 
-def _resolve_instrument(
-    exchange: str,
-    symbol: str,
-    parsed: list[tuple[TardisFile, pl.DataFrame, np.ndarray]],
-    stats: dict[str, int],
-) -> Instrument:
-    """The registered instrument, widened if the input needs more decimals; else inferred scales.
-
-    The scales are the most decimals any price (size) of the input needs. A registered contract
-    is only a floor: tick sizes change over the years (Binance USD-M BTCUSDT quoted 0.01 in 2020,
-    0.1 since), and Tardis's own values are floats, so a finer value is data, not corruption.
-    """
-    registered = get_instrument(VENUE, exchange, symbol)
-    price_scale = registered.price_scale if registered else 0
-    size_scale = registered.size_scale if registered else 0
-    for f, frame, _ in parsed:
-        prices, sizes = _price_size_columns(f)
-        for c in prices:
-            price_scale = decimals_needed(*_float_array(frame, c), start=price_scale)
-        for c in sizes:
-            size_scale = decimals_needed(*_float_array(frame, c), start=size_scale)
-    if registered and (registered.price_scale, registered.size_scale) == (price_scale, size_scale):
-        return registered
-    stats["scale_widened"] = int(registered is not None)
-    return infer_instrument(VENUE, exchange, symbol, [_widest(price_scale)], [_widest(size_scale)])
+def _foreign_error(f: TardisFile, exchange: str, symbol: str, rows: int) -> None:
+    raise CaptureError(
+        f"{f.path}: {rows} rows of other streams {_other_streams(f)} in a {exchange} {symbol} "
+        "read; pass symbol= to select one"
+    )
 
 
 # ----------------------------------------------------------------------------- row checks
@@ -552,9 +534,13 @@ def _quarantine(
     f: TardisFile, frame: pl.DataFrame, idx: np.ndarray, reasons: list[str | None]
 ) -> pl.DataFrame:
     """Quarantine rows ``idx`` of a parsed frame with their reasons and original line text."""
-    if len(idx) == 0:
+    return _quarantine_rows(f, frame["row"].to_numpy()[idx].astype(np.int64), reasons)
+
+
+def _quarantine_rows(f: TardisFile, data_rows: np.ndarray, reasons: list) -> pl.DataFrame:
+    """Quarantine frame for 0-based data rows of a file (line = row + 2: the header is line 1)."""
+    if len(data_rows) == 0:
         return schemas.empty(schemas.quarantine())
-    data_rows = frame["row"].to_numpy()[idx].astype(np.int64)
     lines = _raw_lines(f.path, data_rows)
     return (
         pl.DataFrame({"line": data_rows + 2, "reason": pl.Series(reasons, dtype=pl.String)})
@@ -566,125 +552,271 @@ def _quarantine(
 # ----------------------------------------------------------------------------- book events
 
 
-def _events(
-    l2: list[tuple[TardisFile, pl.DataFrame, np.ndarray]],
-    instrument: Instrument,
-    start_update_id: int,
-    stats: dict[str, int],
-) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """incremental_book_L2 rows → raw_book_events (see the module docstring for every rule)."""
-    schema = schemas.raw_book_events(instrument)
-    stats.update(
-        rows=0,
-        blank_lines=0,
-        messages=0,
-        snapshot_messages=0,
-        skipped_before_snapshot_rows=0,
-        skipped_before_snapshot_messages=0,
-        quarantined_messages=0,
-        local_timestamp_regressions=0,
-        level_updates=0,
-    )
-    frames, file_checks = [], []
-    for i, (_, frame, ragged) in enumerate(l2):
-        stats["blank_lines"] += int(frame["blank"].sum())
-        frame = frame.filter(~pl.col("blank")).drop("blank")
-        c = _base_checks(frame, ragged, len(L2_COLUMNS))
-        c.add(frame["is_snapshot"].is_null().to_numpy(), "is_snapshot is not true/false")
-        c.add(frame["side"].is_null().to_numpy(), "side is not bid/ask")
-        frames.append(frame.with_columns(pl.lit(i, pl.Int32).alias("file_idx")))
-        file_checks.append(c)
-    rows = pl.concat(frames, rechunk=True) if frames else None
-    del frames
-    if rows is None or rows.height == 0:
-        return schemas.empty(schema), []
-    n = rows.height
-    stats["rows"] = n
-    checks = _Checks(n, [], [])
-    for k in range(len(file_checks[0].masks)):
-        checks.add(np.concatenate([c.masks[k] for c in file_checks]), file_checks[0].reasons[k])
-    ps, ss = instrument.price_scale, instrument.size_scale
-    price_u, _ = _convert(rows, "price", ps, str(instrument.tick_size), checks, "tick", True, True)
-    size_u, _ = _convert(rows, "amount", ss, str(instrument.lot_size), checks, "lot", False, True)
-    row_bad = checks.bad()
+BATCH_ROWS = 1_000_000
 
-    # Message boundaries on the forward-filled keys (a row with a broken time joins its message).
-    lt = rows["local_timestamp"]
-    snap = rows["is_snapshot"]
-    lt_f = lt.forward_fill().fill_null(-1).to_numpy()
-    snap_f = snap.forward_fill().fill_null(False).to_numpy()
-    file_idx = rows["file_idx"].to_numpy()
-    same_file = file_idx[1:] == file_idx[:-1]
-    new = np.ones(n, np.bool_)
-    new[1:] = (lt_f[1:] != lt_f[:-1]) | (snap_f[1:] != snap_f[:-1]) | ~same_file
-    stats["local_timestamp_regressions"] = int((np.diff(lt_f)[same_file] < 0).sum())
-    starts = np.flatnonzero(new)
-    del new
-    n_msgs = len(starts)
-    lengths = np.diff(np.append(starts, n))
-    msg_snap = snap_f[starts]
-    msg_bad = np.add.reduceat(row_bad.astype(np.int8), starts) > 0
-    good_snaps = np.flatnonzero(msg_snap & ~msg_bad)
-    first = int(good_snaps[0]) if len(good_snaps) else n_msgs
-    before = np.arange(n_msgs) < first
-    skipped = before & ~msg_snap & ~msg_bad
-    kept_msg = ~before & ~msg_bad
-    # Synthetic ids: diffs and quarantined messages (from the first snapshot on) advance the id.
-    ids = start_update_id + np.cumsum((~msg_snap | msg_bad) & ~before)
-    kept_idx = np.flatnonzero(kept_msg)
-    stats.update(
-        messages=len(kept_idx),
-        snapshot_messages=int((kept_msg & msg_snap).sum()),
-        skipped_before_snapshot_messages=int(skipped.sum()),
-        skipped_before_snapshot_rows=int(lengths[skipped].sum()),
-        quarantined_messages=int(msg_bad.sum()),
-    )
 
-    quarantine = []
-    if msg_bad.any():
-        msg_of_row = np.repeat(np.arange(n_msgs), lengths)
+class _BookStream:
+    """incremental_book_L2 files → raw_book_events, one batch of rows at a time.
+
+    Memory holds the canonical chunks built so far plus one batch: the trailing message of a
+    batch (it may continue in the next one) is held back and prepended to the next batch, so a
+    message is always judged whole. ``scales`` (price, size) only grow: a batch that needs more
+    decimals widens them, and earlier chunks are cast up (exactly) when the frame is assembled.
+    """
+
+    def __init__(
+        self,
+        exchange: str,
+        symbol: str,
+        symbol_filter: str | None,
+        scales: list[int],
+        fixed: Instrument | None,
+        start_update_id: int,
+        stats: dict[str, int],
+    ):
+        self.exchange, self.symbol, self.symbol_filter = exchange, symbol, symbol_filter
+        self.scales = scales  # shared with the caller, widened in place
+        self.fixed = fixed
+        self.stats = stats
+        for key in (
+            "rows",
+            "blank_lines",
+            "messages",
+            "snapshot_messages",
+            "skipped_before_snapshot_rows",
+            "skipped_before_snapshot_messages",
+            "quarantined_messages",
+            "local_timestamp_regressions",
+            "level_updates",
+        ):
+            stats[key] = 0
+        self.last_id = start_update_id
+        self.ordinal = 0
+        self.synced = False  # a good snapshot has been seen
+        self.chunks: list[tuple[pl.DataFrame, int, int]] = []
+        self.bad: list[tuple[int, np.ndarray, list[str]]] = []  # (file index, data rows, reasons)
+        self.files: list[TardisFile] = []
+
+    # -------------------------------------------------------------- files
+    def add_file(self, f: TardisFile) -> None:
+        """Stream one file; on a line with too many fields, redo it tolerant of ragged lines."""
+        saved = self._state()
+        try:
+            self._stream(f, ragged=False, ragged_rows=np.zeros(0, np.int64))
+        except pl.exceptions.ComputeError as exc:
+            if "more fields" not in str(exc):
+                raise
+            self._restore(saved)
+            ragged_rows = _ragged_rows(f)
+            self._stream(f, ragged=True, ragged_rows=ragged_rows)
+        self.files.append(f)
+
+    def _state(self) -> tuple:
+        return (
+            self.last_id,
+            self.ordinal,
+            self.synced,
+            len(self.chunks),
+            len(self.bad),
+            dict(self.stats),
+            list(self.scales),
+        )
+
+    def _restore(self, saved: tuple) -> None:
+        self.last_id, self.ordinal, self.synced, n_chunks, n_bad, stats, scales = saved
+        del self.chunks[n_chunks:]
+        del self.bad[n_bad:]
+        self.stats.clear()
+        self.stats.update(stats)
+        self.scales[:] = scales
+
+    def _stream(self, f: TardisFile, ragged: bool, ragged_rows: np.ndarray) -> None:
+        lf = _project(
+            _scan(f, L2_COLUMNS, _types_of(f), ragged),
+            f,
+            self.exchange,
+            self.symbol,
+            self.symbol_filter,
+        )
+        self.pending: pl.DataFrame | None = None
+        self.prev_lt: int | None = None
+        file_i = len(self.files)
+        for batch in lf.collect_batches(chunk_size=BATCH_ROWS, engine="streaming"):
+            self._feed(f, file_i, batch, ragged_rows, last=False)
+        self._feed(f, file_i, None, ragged_rows, last=True)
+
+    # -------------------------------------------------------------- one batch
+    def _feed(
+        self,
+        f: TardisFile,
+        file_i: int,
+        batch: pl.DataFrame | None,
+        ragged_rows: np.ndarray,
+        last: bool,
+    ) -> None:
+        parts = [] if self.pending is None else [self.pending]
+        if batch is not None:
+            foreign = int(batch["foreign"].sum())
+            if foreign:
+                _foreign_error(f, self.exchange, self.symbol, foreign)
+            self.stats["blank_lines"] += int(batch["blank"].sum())
+            parts.append(batch.filter(~pl.col("blank")))
+        self.pending = None
+        frame = pl.concat(parts) if len(parts) > 1 else (parts[0] if parts else None)
+        if frame is None or frame.height == 0:
+            return
+        n = frame.height
+        checks = _base_checks(frame, ragged_rows, len(L2_COLUMNS))
+        checks.add(frame["is_snapshot"].is_null().to_numpy(), "is_snapshot is not true/false")
+        checks.add(frame["side"].is_null().to_numpy(), "side is not bid/ask")
+        if self.fixed is None:
+            self.scales[0] = decimals_needed(*_float_array(frame, "price"), start=self.scales[0])
+            self.scales[1] = decimals_needed(*_float_array(frame, "amount"), start=self.scales[1])
+        ps, ss = self.scales
+        tick = str(self.fixed.tick_size) if self.fixed else _widest(ps)
+        lot = str(self.fixed.lot_size) if self.fixed else _widest(ss)
+        price_u, _ = _convert(frame, "price", ps, tick, checks, "tick", True, True)
+        size_u, _ = _convert(frame, "amount", ss, lot, checks, "lot", False, True)
+        row_bad = checks.bad()
+
+        # Message boundaries on the forward-filled keys (a row with a broken time joins its message).
+        lt_f = frame["local_timestamp"].forward_fill().fill_null(-1).to_numpy()
+        snap_f = frame["is_snapshot"].forward_fill().fill_null(False).to_numpy()
+        new = np.ones(n, np.bool_)
+        new[1:] = (lt_f[1:] != lt_f[:-1]) | (snap_f[1:] != snap_f[:-1])
+        starts = np.flatnonzero(new)
+        cut = n if last else int(starts[-1])
+        if cut == 0:  # one (possibly unfinished) message: wait for the rest of it
+            self.pending = frame
+            return
+        if cut < n:
+            self.pending = frame.slice(cut)
+            starts = starts[starts < cut]
+        if self.prev_lt is not None and lt_f[0] < self.prev_lt:
+            self.stats["local_timestamp_regressions"] += 1
+        self.stats["local_timestamp_regressions"] += int((np.diff(lt_f[:cut]) < 0).sum())
+        self.prev_lt = int(lt_f[cut - 1])
+        self.stats["rows"] += cut
+
+        n_msgs = len(starts)
+        lengths = np.diff(np.append(starts, cut))
+        msg_snap = snap_f[starts]
+        msg_bad = np.add.reduceat(row_bad[:cut].astype(np.int8), starts) > 0
+        first = 0
+        if not self.synced:
+            good_snaps = np.flatnonzero(msg_snap & ~msg_bad)
+            first = int(good_snaps[0]) if len(good_snaps) else n_msgs
+            self.synced = len(good_snaps) > 0
+        before = np.arange(n_msgs) < first
+        skipped = before & ~msg_snap & ~msg_bad
+        kept_msg = ~before & ~msg_bad
+        # Synthetic ids: diffs and quarantined messages (once synced) advance the id.
+        ids = self.last_id + np.cumsum((~msg_snap | msg_bad) & ~before)
+        if n_msgs:
+            self.last_id = int(ids[-1])
+        n_kept_msgs = int(kept_msg.sum())
+        st = self.stats
+        st["messages"] += n_kept_msgs
+        st["snapshot_messages"] += int((kept_msg & msg_snap).sum())
+        st["skipped_before_snapshot_messages"] += int(skipped.sum())
+        st["skipped_before_snapshot_rows"] += int(lengths[skipped].sum())
+        st["quarantined_messages"] += int(msg_bad.sum())
+        rows_idx = frame["row"].to_numpy()[:cut].astype(np.int64)
+        if msg_bad.any():
+            self._quarantine(file_i, checks, row_bad[:cut], msg_bad, lengths, rows_idx)
+
+        row_kept = np.repeat(kept_msg, lengths)
+        msg_of_kept = np.repeat(np.flatnonzero(kept_msg), lengths[kept_msg])
+        ordinal = np.zeros(n_msgs, np.int64)
+        ordinal[kept_msg] = self.ordinal + np.arange(n_kept_msgs)
+        self.ordinal += n_kept_msgs
+        last_u = ids[msg_of_kept]
+        is_snap_row = msg_snap[msg_of_kept]
+        del msg_of_kept
+        mask = pl.Series(np.concatenate([row_kept, np.zeros(n - cut, np.bool_)]))
+        present = np.ones(len(last_u), np.bool_)
+        chunk = pl.DataFrame(
+            [
+                (frame["timestamp"].filter(mask) * 1000).cast(schemas.TS).alias("ts_event"),
+                (frame["local_timestamp"].filter(mask) * 1000).cast(schemas.TS).alias("ts_local"),
+                pl.Series("msg_id", ordinal[np.repeat(np.arange(n_msgs), lengths)][row_kept]),
+                pl.Series("first_update_id", last_u),
+                pl.Series("last_update_id", last_u),
+                pl.Series("prev_update_id", last_u - 1).set(pl.Series(is_snap_row), None),
+                pl.Series("is_snapshot", is_snap_row),
+                frame["side"].filter(mask),
+                schemas.from_unscaled(price_u[:cut][row_kept], ps, present, "price"),
+                schemas.from_unscaled(size_u[:cut][row_kept], ss, present, "size"),
+            ]
+        )
+        st["level_updates"] += int(len(last_u) - is_snap_row.sum())
+        if chunk.height:
+            self.chunks.append((chunk, ps, ss))
+
+    def _quarantine(
+        self,
+        file_i: int,
+        checks: _Checks,
+        row_bad: np.ndarray,
+        msg_bad: np.ndarray,
+        lengths: np.ndarray,
+        rows_idx: np.ndarray,
+    ) -> None:
+        """Every row of a rejected message, with its own reason or the bad line it went down with."""
+        msg_of_row = np.repeat(np.arange(len(lengths)), lengths)
         in_bad = np.flatnonzero(msg_bad[msg_of_row])
         reasons = checks.reason_of(in_bad)
-        first_bad_line = np.full(n_msgs, -1, np.int64)
-        bad_rows = np.flatnonzero(row_bad)
-        rows_idx = rows["row"].to_numpy().astype(np.int64)
-        first_bad_line[msg_of_row[bad_rows[::-1]]] = rows_idx[bad_rows[::-1]] + 2
+        first_bad_line = np.full(len(lengths), -1, np.int64)
+        bad_rows = np.flatnonzero(row_bad)[::-1]  # reversed: the first bad row wins
+        first_bad_line[msg_of_row[bad_rows]] = rows_idx[bad_rows] + 2
         reasons = [
             r if r is not None else f"dropped with its message (bad line {first_bad_line[m]})"
             for r, m in zip(reasons, msg_of_row[in_bad], strict=True)
         ]
-        for i, (f, _, _) in enumerate(l2):
-            sel = file_idx[in_bad] == i
-            quarantine.append(
-                _quarantine(
-                    f, rows, in_bad[sel], [r for r, s in zip(reasons, sel, strict=True) if s]
-                )
-            )
+        self.bad.append((file_i, rows_idx[in_bad], reasons))
 
-    row_kept = np.repeat(kept_msg, lengths)
-    msg_of_kept = np.repeat(np.arange(n_msgs)[kept_msg], lengths[kept_msg])
-    ordinal = np.zeros(n_msgs, np.int64)
-    ordinal[kept_idx] = np.arange(len(kept_idx))
-    last_u = ids[msg_of_kept]
-    is_snap_row = msg_snap[msg_of_kept]
-    mask = pl.Series(row_kept)
-    n_kept = len(msg_of_kept)
-    present = np.ones(n_kept, np.bool_)
-    frame = pl.DataFrame(
-        [
-            (rows["timestamp"].filter(mask) * 1000).cast(schemas.TS).alias("ts_event"),
-            (lt.filter(mask) * 1000).cast(schemas.TS).alias("ts_local"),
-            pl.Series("msg_id", ordinal[msg_of_kept]),
-            pl.Series("last_update_id", last_u),
-            pl.Series("prev_update_id", last_u - 1).set(pl.Series(is_snap_row), None),
-            pl.Series("is_snapshot", is_snap_row),
-            rows["side"].filter(mask),
-            schemas.from_unscaled(price_u[row_kept], ps, present, "price"),
-            schemas.from_unscaled(size_u[row_kept], ss, present, "size"),
+    # -------------------------------------------------------------- results
+    def events(self, instrument: Instrument) -> pl.DataFrame:
+        """The canonical frame at the final scales (earlier, narrower chunks cast up exactly)."""
+        schema = schemas.raw_book_events(instrument)
+        p, s = schemas.price_dtype(instrument), schemas.size_dtype(instrument)
+        chunks = [
+            c
+            if (ps, ss) == (instrument.price_scale, instrument.size_scale)
+            else c.with_columns(pl.col("price").cast(p), pl.col("size").cast(s))
+            for c, ps, ss in self.chunks
         ]
-    ).with_columns(pl.col("last_update_id").alias("first_update_id"))
-    stats["level_updates"] = int(n_kept - is_snap_row.sum())
-    return schemas.conform(frame, schema, "raw_book_events"), quarantine
+        self.chunks = []
+        if not chunks:
+            return schemas.empty(schema)
+        frame = pl.concat(chunks, rechunk=False) if len(chunks) > 1 else chunks[0]
+        return schemas.conform(frame, schema, "raw_book_events")
+
+    def quarantine(self) -> list[pl.DataFrame]:
+        out = []
+        for i, f in enumerate(self.files):
+            parts = [(rows, reasons) for fi, rows, reasons in self.bad if fi == i]
+            if not parts:
+                continue
+            rows = np.concatenate([r for r, _ in parts])
+            reasons = [x for _, rs in parts for x in rs]
+            out.append(_quarantine_rows(f, rows, reasons))
+        return out
+
+
+def _ragged_rows(f: TardisFile) -> np.ndarray:
+    """0-based data rows whose field count differs from the header's (a raw-line pass)."""
+    expected = len(_columns_of(f)) - 1
+    return (
+        _raw_scan(f.path)
+        .filter(
+            (pl.col("idx") > 0) & (pl.col("text").str.count_matches(",", literal=True) != expected)
+        )
+        .select((pl.col("idx") - 1).cast(pl.Int64))
+        .collect(engine="streaming")
+        .to_series()
+        .to_numpy()
+    )
 
 
 # ----------------------------------------------------------------------------- golden / trades
