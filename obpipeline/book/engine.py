@@ -520,32 +520,47 @@ def _run(rule, depth, state, counters, buf, pend, seen,
             o_ts_local[row] = ts_local[k]
             o_msg_id[row] = msg_id[k]
             o_last_u[row] = cur_u
-            for s in range(2):
-                o_p = o_bp if s == 0 else o_ap
-                o_q = o_bs if s == 0 else o_as
-                n = 0
-                j = best[s]
-                if j >= 0 and depth > 0:
-                    w = j >> 6
-                    m = bits[s, w] & (_ALL >> np.uint64(63 - (j & 63)))
-                    while True:
-                        if m == 0:
-                            w = _prev_word(summ, s, w)
-                            if w < 0:
-                                break
-                            m = bits[s, w]
-                        b = 63 - np.int64(leading_zeros(m))
-                        m ^= _ONE << np.uint64(b)
-                        j = (w << 6) + b
-                        o_p[row, n] = pos[s, j]
-                        o_q[row, n] = q[s, j]
-                        n += 1
-                        if n == depth:
+            # (written out per side: selecting between output arrays costs reference counting)
+            n = 0
+            j = best[0]
+            if j >= 0 and depth > 0:
+                w = j >> 6
+                m = bits[0, w] & (_ALL >> np.uint64(63 - (j & 63)))
+                while True:
+                    if m == 0:
+                        w = _prev_word(summ, 0, w)
+                        if w < 0:
                             break
-                if s == 0:
-                    o_nb[row] = n
-                else:
-                    o_na[row] = n
+                        m = bits[0, w]
+                    b = 63 - np.int64(leading_zeros(m))
+                    m ^= _ONE << np.uint64(b)
+                    j = (w << 6) + b
+                    o_bp[row, n] = pos[0, j]
+                    o_bs[row, n] = q[0, j]
+                    n += 1
+                    if n == depth:
+                        break
+            o_nb[row] = n
+            n = 0
+            j = best[1]
+            if j >= 0 and depth > 0:
+                w = j >> 6
+                m = bits[1, w] & (_ALL >> np.uint64(63 - (j & 63)))
+                while True:
+                    if m == 0:
+                        w = _prev_word(summ, 1, w)
+                        if w < 0:
+                            break
+                        m = bits[1, w]
+                    b = 63 - np.int64(leading_zeros(m))
+                    m ^= _ONE << np.uint64(b)
+                    j = (w << 6) + b
+                    o_ap[row, n] = pos[1, j]
+                    o_as[row, n] = q[1, j]
+                    n += 1
+                    if n == depth:
+                        break
+            o_na[row] = n
             o_valid[row] = valid
             o_crossed[row] = crossed
             o_resynced[row] = load
