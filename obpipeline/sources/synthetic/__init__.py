@@ -56,6 +56,7 @@ __all__ = [
     "Profile",
     "SimulatedDay",
     "capture_path",
+    "day_range",
     "get_profile",
     "instrument_for",
     "opening_book",
@@ -257,6 +258,11 @@ def simulate_day(
         d, inst, prof, seed=seed, venue=venue_id, opening_snapshot=opening_snapshot
     )
     return SimulatedDay(d, inst, prof, seed, records)
+
+
+def day_range(start: date | str, days: int) -> list[date]:
+    first = _as_date(start)
+    return [first + timedelta(days=k) for k in range(days)]
 
 
 def simulate_days(start: date | str, days: int, **kwargs: Any) -> Iterator[SimulatedDay]:

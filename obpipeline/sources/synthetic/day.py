@@ -344,6 +344,9 @@ def _publish(
     )
     send_ms = np.concatenate([m_e, b_e, t_t, d_e])
     send = send_ms * 1_000_000 + g.integers(0, 1_000_000, send_ms.size)
+    # each stream is sent in its own record order
+    for a, b in ((0, nm), (nm, nm + nb), (nm + nb, nm + nb + nt), (nm + nb + nt, send.size)):
+        send[a:b] = np.maximum.accumulate(send[a:b]) if b > a else send[a:b]
     order = np.lexsort((idxs, kinds, send))
     kinds, idxs, send = kinds[order], idxs[order], send[order]
     lat = 3_000_000 + g.exponential(1_500_000, send.size).astype(np.int64)

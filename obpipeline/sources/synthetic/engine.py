@@ -51,7 +51,7 @@ P_TOUCH_MULT = 8
 P_MO_MU = 9
 P_MO_SIGMA = 10
 P_MO_CAP = 11
-P_SPARE = 12
+P_WALK = 12
 P_THETA = 13
 P_SWEEP = 14
 P_KAPPA = 15
@@ -224,7 +224,11 @@ def _distance(rs, par):
 
 @njit(cache=True)
 def _walk(book, fw, st, stamp, touched, side_taken, size, limit_idx, t_ns, lo, trades, record):
-    """Consume ``side_taken`` from its best up to ``size`` lots (or every level up to limit_idx)."""
+    """Consume ``side_taken`` from its best up to ``size`` lots, not past ``limit_idx``.
+
+    The last lot of a side is never taken (the order's remainder expires): a BTC book never
+    empties, and an empty side would print as "0.0" in bookTicker.
+    """
     ntr = st[S_NTR]
     cap = trades.shape[0]
     R_ = book.shape[1]
@@ -240,6 +244,11 @@ def _walk(book, fw, st, stamp, touched, side_taken, size, limit_idx, t_ns, lo, t
                 break
         q = book[side_taken, i]
         fill = q if q <= remaining else remaining
+        if fill == q and st[S_NB + side_taken] == 1:
+            fill = q - 1
+            remaining = fill
+            if fill == 0:
+                break
         remaining -= fill
         left = q - fill
         n = book[2 + side_taken, i]
@@ -295,8 +304,11 @@ def _one_event(book, fw, st, stamp, touched, rs, t_ns, f, par, lo, trades, recor
     theta = par[P_THETA]
     # informed flow: the touch is stale against the fundamental price
     if has_a and f - ba > theta and R.uniform(rs) < par[P_ARB_REACT]:
+        sweep = R.uniform(rs) < par[P_SWEEP]
+        if not sweep and st[S_NA] == 1:
+            return  # never pull the last ask level
         _new_event(st, rs, t_ns, par[P_UID_INC])
-        if R.uniform(rs) < par[P_SWEEP]:
+        if sweep:
             size = _lognormal_lots(
                 rs, par[P_MO_MU] + par[P_INFORMED], par[P_MO_SIGMA], int(par[P_MO_CAP])
             )
@@ -318,8 +330,11 @@ def _one_event(book, fw, st, stamp, touched, rs, t_ns, f, par, lo, trades, recor
             _set(book, fw, st, stamp, touched, ASK, ba, 0, 0, record)
         return
     if has_b and bb - f > theta and R.uniform(rs) < par[P_ARB_REACT]:
+        sweep = R.uniform(rs) < par[P_SWEEP]
+        if not sweep and st[S_NB] == 1:
+            return
         _new_event(st, rs, t_ns, par[P_UID_INC])
-        if R.uniform(rs) < par[P_SWEEP]:
+        if sweep:
             size = _lognormal_lots(
                 rs, par[P_MO_MU] + par[P_INFORMED], par[P_MO_SIGMA], int(par[P_MO_CAP])
             )
@@ -349,9 +364,11 @@ def _one_event(book, fw, st, stamp, touched, rs, t_ns, f, par, lo, trades, recor
         size = _lognormal_lots(rs, par[P_MO_MU], par[P_MO_SIGMA], int(par[P_MO_CAP]))
         _new_event(st, rs, t_ns, par[P_UID_INC])
         if R.uniform(rs) < p_buy:
-            _walk(book, fw, st, stamp, touched, ASK, size, R_, t_ns, lo, trades, record)
+            lim = ba + int(par[P_WALK])  # slippage protection band
+            _walk(book, fw, st, stamp, touched, ASK, size, lim, t_ns, lo, trades, record)
         else:
-            _walk(book, fw, st, stamp, touched, BID, size, -1, t_ns, lo, trades, record)
+            lim = bb - int(par[P_WALK])
+            _walk(book, fw, st, stamp, touched, BID, size, lim, t_ns, lo, trades, record)
         return
     side = BID if R.uniform(rs) < 0.5 else ASK
     # quotes are placed around the fundamental price: the touch it implies on each side
@@ -398,6 +415,8 @@ def _one_event(book, fw, st, stamp, touched, rs, t_ns, f, par, lo, trades, recor
     q = book[side, i]
     n = book[2 + side, i]
     if n <= 1:
+        if st[S_NB + side] == 1:
+            return  # the last level of a side stays
         newq = 0
     else:
         rem = int(q / n * (0.5 + R.uniform(rs)) + 0.5)

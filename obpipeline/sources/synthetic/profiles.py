@@ -27,6 +27,7 @@ class Model:
     market_size_median: float = 0.016
     market_size_sigma: float = 2.0
     market_size_cap: float = 60.0
+    walk_ticks: int = 300  # market orders do not trade further than this from the touch
     theta_ticks: float = 2.0  # informed flow reacts when the touch is this stale
     p_sweep: float = 0.5  # ... by sweeping (else the stale quote is pulled)
     kappa: float = 0.3  # market-order side lean toward the fundamental price, per tick
@@ -48,6 +49,7 @@ class Model:
         p[E.P_MO_MU] = np.log(self.market_size_median / lot)
         p[E.P_MO_SIGMA] = self.market_size_sigma
         p[E.P_MO_CAP] = self.market_size_cap / lot
+        p[E.P_WALK] = self.walk_ticks
         p[E.P_THETA] = self.theta_ticks
         p[E.P_SWEEP] = self.p_sweep
         p[E.P_KAPPA] = self.kappa
@@ -107,7 +109,13 @@ PROFILES: dict[str, Profile] = {
         bbo_share=0.1,
         snapshot_every_min=60.0,
         vol_scale=0.08,
-        model=Model(window_ticks=200, target_orders=600, p_sweep=0.3, informed_size_mult=2.0),
+        model=Model(
+            window_ticks=200,
+            target_orders=600,
+            p_sweep=0.3,
+            informed_size_mult=2.0,
+            walk_ticks=40,
+        ),
         warmup_events=100_000,
     ),
     # Binance USD-M BTCUSDT volume: ~1.8 M messages (48 ms windows), ~30 M level updates.
