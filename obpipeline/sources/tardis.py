@@ -50,12 +50,14 @@ bad lines) for the quarantine record.
 from __future__ import annotations
 
 import gzip
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import numba
 import numpy as np
 import polars as pl
 
@@ -69,7 +71,6 @@ L2_COLUMNS = [*COMMON, "is_snapshot", "side", "price", "amount"]
 TRADES_COLUMNS = [*COMMON, "id", "side", "price", "amount"]
 QUOTES_COLUMNS = [*COMMON, "ask_amount", "ask_price", "bid_price", "bid_amount"]
 MAX_SCALE = 12  # decimals tried when inferring a scale; beyond that a value is off-grid
-_EXACT_LIMIT = 2**53  # unscaled magnitudes a float64 represents exactly
 _SNAPSHOT_HEADER = re.compile(r"^(asks|bids)\[(\d+)\]\.(price|amount)$")
 
 
@@ -245,24 +246,42 @@ def decimals_needed(values: np.ndarray, valid: np.ndarray | None = None, start: 
     Each pass only looks at the values not yet exact, so a registered scale costs one pass.
     """
     x = values[np.isfinite(values)] if valid is None else values[_finite(values, valid)]
+    best = start
     for s in range(start, MAX_SCALE + 1):
         if len(x) == 0:
-            return s
+            break
         _, exact = to_fixed(x, s)
-        x = x[~exact]
-        if len(x) == 0:
-            return s
-    return start if len(x) == len(values) else MAX_SCALE
+        if exact.any():
+            best = s
+            x = x[~exact]
+    return best
 
 
 def to_fixed(values: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """float64 → (int64 unscaled at ``scale``, exact?). NaN/inf/off-grid/too-large are not exact."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        scaled = np.rint(values * 10.0**scale)
-        ok = np.isfinite(scaled) & (np.abs(scaled) < _EXACT_LIMIT)
-        scaled = np.where(ok, scaled, 0.0)
-        ok &= scaled / 10.0**scale == values
-    return scaled.astype(np.int64), ok
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    units = np.empty(len(values), np.int64)
+    ok = np.empty(len(values), np.bool_)
+    _to_fixed_kernel(values, 10.0**scale, units, ok)
+    return units, ok
+
+
+@numba.njit(cache=True, nogil=True)
+def _to_fixed_kernel(values, factor, units, ok):  # pragma: no cover - compiled
+    """One pass: round(x·10^s), exact iff it divides back to x (a tie k+0.5 never does)."""
+    for i in range(len(values)):
+        x = values[i]
+        if not math.isfinite(x):
+            units[i] = 0
+            ok[i] = False
+            continue
+        y = math.floor(x * factor + 0.5)
+        if abs(y) >= 9007199254740992.0:  # 2**53: beyond it a float64 is not exact
+            units[i] = 0
+            ok[i] = False
+            continue
+        units[i] = np.int64(y)
+        ok[i] = y / factor == x
 
 
 def _decimal_series(name: str, unscaled: np.ndarray, scale: int, valid: np.ndarray) -> pl.Series:
@@ -515,19 +534,31 @@ def _convert(
     what: str,
     positive: bool,
     required: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A float column → (unscaled int64, present); failures are added to ``checks``."""
+    widen: bool = False,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """A float column → (unscaled int64, present, scale); failures are added to ``checks``.
+
+    ``widen``: values exact at no smaller scale than needed raise the scale (one extra pass over
+    just the values that were not exact) instead of failing.
+    """
     values, valid = _float_array(frame, src)
     unscaled, exact = to_fixed(values, scale)
+    finite = np.isfinite(values)
+    if widen:
+        misses = valid & finite & ~exact
+        if misses.any():
+            needed = decimals_needed(values[misses], start=scale)
+            if needed > scale:
+                scale = needed
+                unscaled, exact = to_fixed(values, scale)
+                grid = _widest(scale)
     if required:
         checks.add(~valid, f"{src} is missing or not a number")
-    checks.add(valid & ~np.isfinite(values), f"{src} is not a finite number")
-    checks.add(
-        valid & np.isfinite(values) & ~exact, f"{src} is not a decimal on the {grid} {what} grid"
-    )
+    checks.add(valid & ~finite, f"{src} is not a finite number")
+    checks.add(valid & finite & ~exact, f"{src} is not a decimal on the {grid} {what} grid")
     limit_bad = (unscaled <= 0) if positive else (unscaled < 0)
     checks.add(valid & exact & limit_bad, f"{src} is {'not positive' if positive else 'negative'}")
-    return unscaled, valid
+    return unscaled, valid, scale
 
 
 def _quarantine(
@@ -665,18 +696,18 @@ class _BookStream:
         frame = pl.concat(parts) if len(parts) > 1 else (parts[0] if parts else None)
         if frame is None or frame.height == 0:
             return
+        frame = frame.rechunk()  # streaming batches arrive in many small chunks
         n = frame.height
         checks = _base_checks(frame, ragged_rows, len(L2_COLUMNS))
         checks.add(frame["is_snapshot"].is_null().to_numpy(), "is_snapshot is not true/false")
         checks.add(frame["side"].is_null().to_numpy(), "side is not bid/ask")
-        if self.fixed is None:
-            self.scales[0] = decimals_needed(*_float_array(frame, "price"), start=self.scales[0])
-            self.scales[1] = decimals_needed(*_float_array(frame, "amount"), start=self.scales[1])
         ps, ss = self.scales
         tick = str(self.fixed.tick_size) if self.fixed else _widest(ps)
         lot = str(self.fixed.lot_size) if self.fixed else _widest(ss)
-        price_u, _ = _convert(frame, "price", ps, tick, checks, "tick", True, True)
-        size_u, _ = _convert(frame, "amount", ss, lot, checks, "lot", False, True)
+        widen = self.fixed is None
+        price_u, _, ps = _convert(frame, "price", ps, tick, checks, "tick", True, True, widen)
+        size_u, _, ss = _convert(frame, "amount", ss, lot, checks, "lot", False, True, widen)
+        self.scales[:] = [ps, ss]
         row_bad = checks.bad()
 
         # Message boundaries on the forward-filled keys (a row with a broken time joins its message).
@@ -751,7 +782,9 @@ class _BookStream:
         )
         st["level_updates"] += int(len(last_u) - is_snap_row.sum())
         if chunk.height:
-            self.chunks.append((chunk, ps, ss))
+            # One contiguous chunk per batch: a frame of many tiny chunks gets rechunked (copied
+            # whole) by polars later, doubling the peak.
+            self.chunks.append((chunk.rechunk(), ps, ss))
 
     def _quarantine(
         self,
@@ -839,8 +872,8 @@ def _golden_levels(
         pl.Series("update_id", [None] * frame.height, dtype=pl.Int64),
     ]
     for sp, sz, dp, dz in pairs:
-        pu, pv = _convert(frame, sp, ps, str(instrument.tick_size), checks, "tick", True, False)
-        zu, zv = _convert(frame, sz, ss, str(instrument.lot_size), checks, "lot", False, False)
+        pu, pv, _ = _convert(frame, sp, ps, str(instrument.tick_size), checks, "tick", True, False)
+        zu, zv, _ = _convert(frame, sz, ss, str(instrument.lot_size), checks, "lot", False, False)
         checks.add(pv != zv, f"{sp} and {sz} must both be present or both empty")
         out += [schemas.from_unscaled(pu, ps, pv, dp), schemas.from_unscaled(zu, ss, zv, dz)]
     bad = checks.bad()
@@ -894,8 +927,8 @@ def _trades(
     checks = _base_checks(frame, ragged, len(TRADES_COLUMNS))
     checks.add(~frame["side_ok"].to_numpy(), "side is not buy/sell/unknown")
     ps, ss = instrument.price_scale, instrument.size_scale
-    pu, _ = _convert(frame, "price", ps, str(instrument.tick_size), checks, "tick", True, True)
-    zu, _ = _convert(frame, "amount", ss, str(instrument.lot_size), checks, "lot", False, True)
+    pu, _, _ = _convert(frame, "price", ps, str(instrument.tick_size), checks, "tick", True, True)
+    zu, _, _ = _convert(frame, "amount", ss, str(instrument.lot_size), checks, "lot", False, True)
     bad = checks.bad()
     bad_idx = np.flatnonzero(bad)
     q = _quarantine(f, frame, bad_idx, checks.reason_of(bad_idx))
