@@ -304,7 +304,9 @@ def _real_files() -> list[str]:
 @pytest.mark.parametrize("name", _real_files())
 def test_engine_equals_reference_on_real_capture(name: str) -> None:
     if not BINANCE.is_dir():
-        pytest.skip(f"real Binance captures not found at {BINANCE} (../shared/data beside the repo)")
+        pytest.skip(
+            f"real Binance captures not found at {BINANCE} (../shared/data beside the repo)"
+        )
     from obpipeline.sources.binance import read_capture
 
     capture = read_capture([BINANCE / name])
@@ -316,7 +318,9 @@ def test_engine_equals_reference_on_real_capture(name: str) -> None:
 @pytest.mark.parametrize(("day1", "day2"), CONTINUATIONS)
 def test_engine_equals_reference_across_midnight(day1: str, day2: str) -> None:
     if not BINANCE.is_dir():
-        pytest.skip(f"real Binance captures not found at {BINANCE} (../shared/data beside the repo)")
+        pytest.skip(
+            f"real Binance captures not found at {BINANCE} (../shared/data beside the repo)"
+        )
     from obpipeline.sources.binance import read_capture
 
     first = read_capture([BINANCE / day1])
@@ -326,3 +330,91 @@ def test_engine_equals_reference_across_midnight(day1: str, day2: str) -> None:
         replayer.replay(second.events, second.instrument, checkpoint=ck),
         engine.replay(second.events, second.instrument, checkpoint=ck),
     )
+
+
+# ----------------------------------------------------------------------------- stream conversions
+
+
+def _event_arrays_plain(events: pl.DataFrame) -> dict[str, np.ndarray]:
+    """The straightforward conversion (the foundation's original code) as the oracle."""
+    n = events.height
+    msg = events["msg_id"].to_numpy()
+    if n:
+        boundaries = np.flatnonzero(np.diff(msg) != 0) + 1
+        starts = np.concatenate(([0], boundaries, [n])).astype(np.int64)
+    else:
+        starts = np.zeros(1, np.int64)
+    first = starts[:-1]
+
+    def ids(col: str) -> np.ndarray:
+        return events[col].fill_null(-1).to_numpy()[first].astype(np.int64)
+
+    price, _ = schemas.to_unscaled(events["price"])
+    size, _ = schemas.to_unscaled(events["size"])
+    return {
+        "msg_start": starts,
+        "msg_id": msg[first].astype(np.int64),
+        "first_u": ids("first_update_id"),
+        "last_u": ids("last_update_id"),
+        "prev_u": ids("prev_update_id"),
+        "is_snapshot": events["is_snapshot"].to_numpy()[first].astype(np.bool_),
+        "ts_event": events["ts_event"].dt.epoch("ns").to_numpy()[first].astype(np.int64),
+        "ts_local": events["ts_local"].dt.epoch("ns").to_numpy()[first].astype(np.int64),
+        "side": events["side"].fill_null(0).to_numpy().astype(np.int8),
+        "price": price,
+        "size": size,
+    }
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams())
+def test_event_arrays_and_snapshots_frame_match_plain_conversions(case) -> None:
+    from obpipeline.book import stream as st_
+
+    stream, checkpoint, _ = case
+    inst = FUTURES if stream.futures else SPOT
+    events = stream.frame()
+    got = st_.event_arrays(events)
+    for name, want in _event_arrays_plain(events).items():
+        have = getattr(got, name)
+        assert have.dtype == want.dtype and np.array_equal(have, want), name
+    out, rows, _, _ = engine.replay_arrays(
+        got, engine.seq.rule_code(inst.sequencing), 4, checkpoint
+    )
+    frame = st_.snapshots_frame(out, rows, inst)
+    levels = np.arange(4)
+    cols = [
+        pl.Series("ts_event", out.ts_event[:rows]).cast(schemas.TS),
+        pl.Series("ts_local", out.ts_local[:rows]).cast(schemas.TS),
+        pl.Series("msg_id", out.msg_id[:rows]),
+        pl.Series("last_update_id", out.last_update_id[:rows]),
+    ]
+    for names, values, n, scale in zip(
+        schemas.level_names(4),
+        (out.bid_price, out.bid_size, out.ask_price, out.ask_size),
+        (out.n_bid, out.n_bid, out.n_ask, out.n_ask),
+        (inst.price_scale, inst.size_scale, inst.price_scale, inst.size_scale),
+        strict=True,
+    ):
+        present = levels[None, :] < n[:rows, None]
+        cols += [
+            schemas.from_unscaled(values[:rows, i], scale, present[:, i], name)
+            for i, name in enumerate(names)
+        ]
+    cols += [
+        pl.Series(c, getattr(out, c)[:rows]) for c in ("is_valid", "crossed_repaired", "resynced")
+    ]
+    assert frame.equals(pl.DataFrame(cols))
+
+
+def test_event_arrays_rejects_split_messages() -> None:
+    from obpipeline.book import stream as st_
+
+    s = Stream(True)
+    for k in range(3):
+        s.msgs.append(Msg(False, k + 1, k + 1, k, [(1, 600_000, 1)], T0))
+    events = s.frame().with_columns(
+        pl.Series("msg_id", [0, 1, 0], pl.Int64)
+    )  # message 0 split around message 1
+    with pytest.raises(ValueError, match="not contiguous"):
+        st_.event_arrays(events)
