@@ -179,6 +179,11 @@ class SimulatedDay:
         return self._truth
 
     @property
+    def snapshot_msg_ids(self) -> list[int]:
+        """msg_id of each REST snapshot line (book rows a replayer emits that truth has not)."""
+        return self.records.snap_msg_id.tolist()
+
+    @property
     def opening_book(self) -> Book:
         """The exchange's book at 00:00 (what D-1's last message moved it onto)."""
         return self.records.open_book

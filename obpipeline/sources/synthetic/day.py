@@ -86,6 +86,7 @@ class DayRecords:
     local_ns: np.ndarray  # receive time per line
     msg_local_ns: np.ndarray  # receive time per depth message
     msg_id: np.ndarray  # msg_id per depth message
+    snap_msg_id: np.ndarray  # msg_id per REST snapshot line
     open_book: Book
     close_book: Book
     mid_path: np.ndarray  # fundamental price per second (float ticks), for diagnostics
@@ -372,10 +373,14 @@ def _publish(
     msg_local = np.empty(nm, dtype=np.int64)
     dmask = kinds == RD.K_DEPTH
     msg_id[idxs[dmask]] = ordinal[dmask]
+    smask = kinds == RD.K_SNAP
+    snap_msg_id = np.empty(ns, dtype=np.int64)
+    snap_msg_id[idxs[smask]] = ordinal[smask]
     msg_local[idxs[dmask]] = local[dmask]
     return DayRecords(
         day=day, msgs=m_out.astype(np.int64), lv=lv, bbo=b_out.astype(np.int64), trades=t_out.astype(np.int64),
         d20=d_out.astype(np.int64), d20b=d20b, snaps=s_out.astype(np.int64), snap_lv=snap_lv, truth=truth,
         kinds=kinds, idxs=idxs, local_ns=local.astype(np.int64), msg_local_ns=msg_local, msg_id=msg_id,
+        snap_msg_id=snap_msg_id,
         open_book=open_book, close_book=next_book, mid_path=f_ticks,
     )  # fmt: skip

@@ -60,9 +60,10 @@ P_BBO = 18
 P_SPAN = 19
 P_ARB_REACT = 20
 P_INFORMED = 16
+P_MIN_LEVELS = 23
 P_CANCEL_SHARE = 21
 P_TARGET_ORDERS = 3
-N_PARAMS = 22
+N_PARAMS = 24
 
 # indices in the scalar state vector
 S_BB = 0  # best bid index (-1 if none)
@@ -223,11 +224,14 @@ def _distance(rs, par):
 
 
 @njit(cache=True)
-def _walk(book, fw, st, stamp, touched, side_taken, size, limit_idx, t_ns, lo, trades, record):
+def _walk(
+    book, fw, st, stamp, touched, side_taken, size, limit_idx, t_ns, lo, trades, record, min_lv
+):
     """Consume ``side_taken`` from its best up to ``size`` lots, not past ``limit_idx``.
 
-    The last lot of a side is never taken (the order's remainder expires): a BTC book never
-    empties, and an empty side would print as "0.0" in bookTicker.
+    A side never drops below ``min_lv`` levels: at that depth the last lot of a level is left
+    and the order's remainder expires (a BTC book always shows its 20 levels; an empty side
+    would print as "0.0" in bookTicker).
     """
     ntr = st[S_NTR]
     cap = trades.shape[0]
@@ -244,7 +248,7 @@ def _walk(book, fw, st, stamp, touched, side_taken, size, limit_idx, t_ns, lo, t
                 break
         q = book[side_taken, i]
         fill = q if q <= remaining else remaining
-        if fill == q and st[S_NB + side_taken] == 1:
+        if fill == q and st[S_NB + side_taken] <= min_lv:
             fill = q - 1
             remaining = fill
             if fill == 0:
@@ -271,11 +275,12 @@ def _enforce_window(book, fw, st, stamp, touched, rs, t_ns, par, record):
     """Cancel resting orders further than W ticks behind their best (each is one event)."""
     w = int(par[P_W])
     n = 0
-    while st[S_NB] > 0 and st[S_BMIN] < st[S_BB] - w:
+    min_lv = par[P_MIN_LEVELS]
+    while st[S_NB] > min_lv and st[S_BMIN] < st[S_BB] - w:
         _new_event(st, rs, t_ns, par[P_UID_INC])
         _set(book, fw, st, stamp, touched, BID, st[S_BMIN], 0, 0, record)
         n += 1
-    while st[S_NA] > 0 and st[S_AMAX] > st[S_BA] + w:
+    while st[S_NA] > min_lv and st[S_AMAX] > st[S_BA] + w:
         _new_event(st, rs, t_ns, par[P_UID_INC])
         _set(book, fw, st, stamp, touched, ASK, st[S_AMAX], 0, 0, record)
         n += 1
@@ -305,8 +310,8 @@ def _one_event(book, fw, st, stamp, touched, rs, t_ns, f, par, lo, trades, recor
     # informed flow: the touch is stale against the fundamental price
     if has_a and f - ba > theta and R.uniform(rs) < par[P_ARB_REACT]:
         sweep = R.uniform(rs) < par[P_SWEEP]
-        if not sweep and st[S_NA] == 1:
-            return  # never pull the last ask level
+        if not sweep and st[S_NA] <= par[P_MIN_LEVELS]:
+            return  # the ladder keeps its minimum depth
         _new_event(st, rs, t_ns, par[P_UID_INC])
         if sweep:
             size = _lognormal_lots(
@@ -325,13 +330,14 @@ def _one_event(book, fw, st, stamp, touched, rs, t_ns, f, par, lo, trades, recor
                 lo,
                 trades,
                 record,
+                int(par[P_MIN_LEVELS]),
             )
         else:
             _set(book, fw, st, stamp, touched, ASK, ba, 0, 0, record)
         return
     if has_b and bb - f > theta and R.uniform(rs) < par[P_ARB_REACT]:
         sweep = R.uniform(rs) < par[P_SWEEP]
-        if not sweep and st[S_NB] == 1:
+        if not sweep and st[S_NB] <= par[P_MIN_LEVELS]:
             return
         _new_event(st, rs, t_ns, par[P_UID_INC])
         if sweep:
@@ -351,6 +357,7 @@ def _one_event(book, fw, st, stamp, touched, rs, t_ns, f, par, lo, trades, recor
                 lo,
                 trades,
                 record,
+                int(par[P_MIN_LEVELS]),
             )
         else:
             _set(book, fw, st, stamp, touched, BID, bb, 0, 0, record)
@@ -365,10 +372,38 @@ def _one_event(book, fw, st, stamp, touched, rs, t_ns, f, par, lo, trades, recor
         _new_event(st, rs, t_ns, par[P_UID_INC])
         if R.uniform(rs) < p_buy:
             lim = ba + int(par[P_WALK])  # slippage protection band
-            _walk(book, fw, st, stamp, touched, ASK, size, lim, t_ns, lo, trades, record)
+            _walk(
+                book,
+                fw,
+                st,
+                stamp,
+                touched,
+                ASK,
+                size,
+                lim,
+                t_ns,
+                lo,
+                trades,
+                record,
+                int(par[P_MIN_LEVELS]),
+            )
         else:
             lim = bb - int(par[P_WALK])
-            _walk(book, fw, st, stamp, touched, BID, size, lim, t_ns, lo, trades, record)
+            _walk(
+                book,
+                fw,
+                st,
+                stamp,
+                touched,
+                BID,
+                size,
+                lim,
+                t_ns,
+                lo,
+                trades,
+                record,
+                int(par[P_MIN_LEVELS]),
+            )
         return
     side = BID if R.uniform(rs) < 0.5 else ASK
     # quotes are placed around the fundamental price: the touch it implies on each side
@@ -415,8 +450,8 @@ def _one_event(book, fw, st, stamp, touched, rs, t_ns, f, par, lo, trades, recor
     q = book[side, i]
     n = book[2 + side, i]
     if n <= 1:
-        if st[S_NB + side] == 1:
-            return  # the last level of a side stays
+        if st[S_NB + side] <= par[P_MIN_LEVELS]:
+            return  # the ladder keeps its minimum depth
         newq = 0
     else:
         rem = int(q / n * (0.5 + R.uniform(rs)) + 0.5)

@@ -16,6 +16,7 @@ class Model:
 
     window_ticks: int = 1500  # resting orders further than this behind their best are cancelled
     max_levels: int = 1000  # levels per side (the REST snapshot limit: a snapshot is the full book)
+    min_levels: int = 20  # nothing removes a level from a side this thin (a ladder always shows)
     p_market: float = 0.05
     cancel_share: float = 0.47  # share of non-market events that cancel, at target_orders resting
     target_orders: int = 4000  # resting orders (both sides) at which that share applies
@@ -39,6 +40,7 @@ class Model:
         p = np.zeros(E.N_PARAMS)
         p[E.P_W] = self.window_ticks
         p[E.P_MAX_LEVELS] = self.max_levels
+        p[E.P_MIN_LEVELS] = self.min_levels
         p[E.P_MO] = self.p_market
         p[E.P_TARGET_ORDERS] = self.target_orders
         p[E.P_TOUCH] = self.p_touch
