@@ -242,6 +242,7 @@ def inject(
         total = int(counts.sum())
         ends = np.cumsum(counts)
         taken = np.zeros(0, dtype=np.int64)
+        plan: dict[int, list[tuple[int, str]]] = {}
         for kind in level_kinds:
             k = _count(getattr(spec, kind), total)
             pool = np.setdiff1d(np.arange(total), taken, assume_unique=True)
@@ -249,11 +250,10 @@ def inject(
             taken = np.union1d(taken, pick)
             msg = np.searchsorted(ends, pick, side="right")
             pos = pick - np.where(msg > 0, ends[np.maximum(msg - 1, 0)], 0)
-            by_line: dict[int, list[int]] = {}
             for mi, p in zip(msg.tolist(), pos.tolist(), strict=True):
-                by_line.setdefault(int(eligible[mi]), []).append(p)
-            for line_no, positions in by_line.items():
-                _mutate_levels(out, line_no, kind, positions, spec, step, injections, g)
+                plan.setdefault(int(eligible[mi]), []).append((p, kind))
+        for line_no in sorted(plan):
+            _mutate_levels(out, line_no, plan[line_no], spec, step, injections, g)
     # apply message faults
     for kind in MESSAGE_KINDS:
         for p in chosen[kind].tolist():
@@ -320,9 +320,9 @@ def inject(
         if i in detail_of and detail_of[i][0] == "duplicate":
             result.append(line)
     for i, (kind, detail) in sorted(detail_of.items()):
-        if kind == "reorder":
-            where_i = where[detail["with_line"]]  # the original now sits at its partner's slot
-            injections.append(Injection(kind, i, where_i, detail))
+        if kind == "reorder":  # the two lines traded places
+            detail["with_out_line"] = where[i]
+            injections.append(Injection(kind, i, where[detail["with_line"]], detail))
         elif kind == "duplicate":
             injections.append(Injection(kind, i, where[i] + 1, detail))
         else:
@@ -346,46 +346,62 @@ def _u_of(line: bytes) -> int:
 def _mutate_levels(
     out: list[bytes | None],
     line_no: int,
-    kind: str,
-    positions: list[int],
+    items: list[tuple[int, str]],
     spec: FaultSpec,
     step: Decimal | None,
     injections: list[Injection],
     g: np.random.Generator,
 ) -> None:
-    """Apply one level fault to the given level positions (b then a order) of one line."""
+    """Apply the planned level faults of one line in one pass (positions: bids then asks).
+
+    A size fault on a zero size moves to the nearest untouched non-zero level of the message; a
+    price shift that would land on a price already in the message tries the other direction, and
+    is skipped if both collide, so every reported change is exactly what the line now says.
+    """
     line = out[line_no]
     assert line is not None
     ts, obj = _split(line)
     data = obj["data"]
-    bids, asks = data["b"], data["a"]
-    flat = [("b", j) for j in range(len(bids))] + [("a", j) for j in range(len(asks))]
+    sides = {"b": data["b"], "a": data["a"]}
+    flat = [("b", j) for j in range(len(sides["b"]))] + [("a", j) for j in range(len(sides["a"]))]
+    used = {flat[p] for p, _ in items if p < len(flat)}
     removed: list[tuple[str, int]] = []
-    for p in positions:
+    for p, kind in sorted(items):
         if p >= len(flat):
             continue
         side, j = flat[p]
-        levels = bids if side == "b" else asks
+        levels = sides[side]
         price, size = levels[j]
         if kind == "drop_level":
             removed.append((side, j))
             detail = {"side": side, "price": price, "size": size}
         elif kind == "scale_size":
             if Decimal(size) == 0:
-                alt = [k for k, (_, s) in enumerate(levels) if Decimal(s) != 0]
+                alt = [
+                    k
+                    for k, (_, s) in enumerate(levels)
+                    if Decimal(s) != 0 and (side, k) not in used
+                ]
                 if not alt:
                     continue
-                j = alt[0]
+                j = min(alt, key=lambda k: abs(k - j))
+                used.add((side, j))
                 price, size = levels[j]
             new = _scaled(size, spec.scale_factor)
             levels[j] = [price, new]
             detail = {"side": side, "price": price, "size": size, "new_size": new}
         else:
-            ticks = spec.shift_ticks if g.random() < 0.5 else -spec.shift_ticks
-            new = _shifted(price, ticks, step)
+            sign = 1 if g.random() < 0.5 else -1
+            present = {lv[0] for lv in levels}
+            for ticks in (sign * spec.shift_ticks, -sign * spec.shift_ticks):
+                new = _shifted(price, ticks, step)
+                if new not in present:
+                    break
+            else:
+                continue
             levels[j] = [new, size]
             detail = {"side": side, "price": price, "new_price": new, "size": size, "ticks": ticks}
         injections.append(Injection(kind, line_no, None, detail))
     for side, j in sorted(removed, key=lambda x: -x[1]):
-        del (bids if side == "b" else asks)[j]
+        del sides[side][j]
     out[line_no] = ts + b" " + _dumps(obj)
