@@ -44,6 +44,9 @@ class Thresholds:
     max_carried_book_mismatches: int = 0
     #: REST snapshots aligned with the book that differ (the replayer then resyncs).
     max_snapshot_mismatches: int = 0
+    #: REST snapshot levels that disagree with the absolute sizes the diffs gave them up to the
+    #: snapshot's ``lastUpdateId`` (a snapshot older than the id it claims).
+    max_snapshot_inconsistencies: int = 0
 
     # ---------------------------------------------------------------- A1 exact
     #: one-sided Clopper–Pearson confidence of the certified mismatch-rate bound.

@@ -351,23 +351,38 @@ def rest_snapshot_records(events: pl.DataFrame, depth: int) -> pl.DataFrame:
 def compare_rest(
     snapshots: pl.DataFrame, events: pl.DataFrame, depth: int | None = None
 ) -> ExactComparison:
-    """REST snapshots that arrive while the book is valid, against the book at their id.
+    """REST snapshots against the valid book at their ``lastUpdateId``, independent of them.
 
-    The book row used is the last valid row at ``lastUpdateId`` emitted *before* the snapshot
-    (msg_id smaller): the state the snapshot is a sample of. A snapshot that (re)synced an invalid
-    book has no such row and is not a comparison.
+    The book row used is a valid row at the snapshot's id that does not derive from the
+    snapshot: any such row except the snapshot's own when the snapshot did not sync the book (it
+    arrived while the book was valid, before or after the message at its id), and only rows
+    emitted before it when it (re)synced the book (everything after comes from it). The nearest
+    such row in output order wins. A snapshot that synced an invalid book has none: not compared.
     """
     depth = depth or schemas.depth_of(snapshots)
     recs = rest_snapshot_records(events, depth)
     names = [n for group in schemas.level_names(depth) for n in group]
-    before = snapshots.filter(pl.col("is_valid")).select(
-        pl.col("msg_id").alias("_book_msg"), "last_update_id", *names
+    rows = snapshots.with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
+    own = (
+        rows.filter(pl.col("msg_id").is_in(recs["msg_id"].implode()))
+        .select(
+            pl.col("msg_id"), pl.col("_row").alias("_own_row"), pl.col("resynced").alias("_synced")
+        )
+        .unique("msg_id", keep="last")
     )
-    # for each snapshot: the last valid book row at its id and earlier in arrival order
-    joined = recs.join(
-        before, left_on="update_id", right_on="last_update_id", how="inner", suffix="_book"
-    ).filter(pl.col("_book_msg") < pl.col("msg_id"))
-    chosen = joined.sort("msg_id", "_book_msg").unique("msg_id", keep="last", maintain_order=True)
+    valid = rows.filter(pl.col("is_valid")).select(
+        pl.col("_row"), pl.col("msg_id").alias("_book_msg"), "last_update_id", *names
+    )
+    joined = (
+        recs.join(own, on="msg_id", how="inner")
+        .join(valid, left_on="update_id", right_on="last_update_id", how="inner", suffix="_book")
+        .filter(
+            (pl.col("_row") != pl.col("_own_row"))
+            & (~pl.col("_synced") | (pl.col("_row") < pl.col("_own_row")))
+        )
+        .with_columns((pl.col("_row") - pl.col("_own_row")).abs().alias("_dist"))
+    )
+    chosen = joined.sort("msg_id", "_dist").unique("msg_id", keep="first", maintain_order=True)
     ref = chosen.select("update_id", "ts_event", "ts_local", "levels", *names)
     book_rows = chosen.select(
         pl.col("update_id").alias("last_update_id"),
@@ -378,7 +393,7 @@ def compare_rest(
     cmp = _compare("rest", TOP, ref, book_rows, depth, None)
     cmp.records = recs.height
     cmp.not_aligned = (
-        {"book_not_valid_before": recs.height - chosen.height}
+        {"no_independent_valid_book": recs.height - chosen.height}
         if recs.height > chosen.height
         else {}
     )
