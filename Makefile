@@ -37,3 +37,9 @@ format: setup
 
 clean:
 	rm -rf data/lake data/bench data/demo
+
+ui: setup
+	@mkdir -p "$(DAGSTER_HOME)"
+	@cp -u dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	@echo "Dagster UI on http://127.0.0.1:$${DAGSTER_PORT:-3000} (webserver + daemon, DAGSTER_HOME=$(DAGSTER_HOME)); Ctrl-C stops both"
+	$(RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}

@@ -54,6 +54,8 @@ class SourceConfig:
     pattern: str = "*"
     format: str = "binance"
     edge_seconds: int = 120
+    faults: str | None = None  # simulator only: obpipeline.sources.faults spec, for drills
+    fault_days: tuple[date, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:
@@ -151,6 +153,7 @@ def _source(raw: dict[str, Any], base: Path) -> SourceConfig:
     if raw.get("path") is not None:
         raw["path"] = _path(raw["path"], base)
     raw["options"] = dict(raw.get("options") or {})
+    raw["fault_days"] = tuple(_date(d) for d in raw.get("fault_days") or ())
     unknown = set(raw) - set(SourceConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown source settings {sorted(unknown)}")

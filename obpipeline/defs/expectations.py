@@ -54,11 +54,16 @@ def _raw_suite(gxe: Any) -> list[Any]:
 
 
 def _snapshots_suite(gxe: Any) -> list[Any]:
-    # Run on the rows that claim to be in sync (is_valid): those must be sane books.
+    # Run on the rows that claim to be in sync (is_valid): those must be sane books. A side may
+    # be empty for a moment on a thin book (the simulator's demo profile does it), hence mostly.
     return [
         *[
             gxe.ExpectColumnValuesToNotBeNull(column=c)
-            for c in ("ts_event", "msg_id", "last_update_id", "bid_price_1", "ask_price_1")
+            for c in ("ts_event", "msg_id", "last_update_id")
+        ],
+        *[
+            gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=0.999)
+            for c in ("bid_price_1", "ask_price_1")
         ],
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A="ask_price_1", column_B="bid_price_1", ignore_row_if="either_value_is_missing"

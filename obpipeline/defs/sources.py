@@ -168,17 +168,42 @@ def _capture_bytes(result: Any) -> bytes:
 
 
 def simulator_lines(inst: InstrumentConfig, day: date) -> pl.DataFrame:
-    """The simulated exchange's capture of ``day`` as ``file, line, text`` rows."""
+    """The simulated exchange's capture of ``day`` as ``file, line, text`` rows.
+
+    ``source.options`` go to ``simulate_day`` as profile overrides (e.g. ``event_rate``); a
+    ``source.faults`` spec (``obpipeline.sources.faults``) is injected into the lines of the days
+    in ``source.fault_days`` (all days when empty) — for alerting drills.
+    """
     fn = _simulator()
     source = inst.source
-    kwargs: dict[str, Any] = {"symbol": inst.symbol, "profile": source.profile, "seed": source.seed}
+    kwargs: dict[str, Any] = {
+        "symbol": inst.symbol,
+        "profile": source.profile,
+        "seed": source.seed,
+        "venue": inst.venue,
+        "market": inst.market,
+    }
     params = inspect.signature(fn).parameters
-    if "venue" in params:
-        kwargs["venue"] = inst.venue
     kwargs = {k: v for k, v in kwargs.items() if k in params or _has_var_kw(params)}
     result = fn(day, **kwargs, **source.options)
     name = f"simulator/{inst.venue_id}/{inst.symbol.lower()}_{day:%Y%m%d}"
-    return lines_frame(_capture_bytes(result), name)
+    raw = _capture_bytes(result)
+    if source.faults and (not source.fault_days or day in source.fault_days):
+        from obpipeline.sources.faults import inject
+
+        lines, _ = inject(raw.split(b"\n"), source.faults, seed=source.seed)
+        raw = b"\n".join(lines) + b"\n"
+    return lines_frame(raw, name)
+
+
+def inject_faults(lines: pl.DataFrame, spec: str, seed: int = 0) -> pl.DataFrame:
+    """``file, line, text`` rows with ``obpipeline.sources.faults`` applied (a ``lines_hook``)."""
+    from obpipeline.sources.faults import inject
+
+    texts = [t for t in lines["text"].to_list() if t is not None]
+    out, _ = inject(texts, spec, seed=seed)
+    file = lines["file"][0] if lines.height else "faulty"
+    return lines_frame(b"\n".join(out) + b"\n", file)
 
 
 def _has_var_kw(params: Any) -> bool:
