@@ -26,18 +26,18 @@ book_rows AS (
     ) = 1
 ),
 g_long AS (
-    UNPIVOT INCLUDE NULLS (
+    SELECT * FROM (
         SELECT venue, symbol, date, update_id, golden_row, levels,
                COLUMNS('^(bid|ask)_(price|size)_[0-9]+$')
         FROM golden)
-    ON COLUMNS('^(bid|ask)_(price|size)_[0-9]+$') INTO NAME col VALUE golden_value
+    UNPIVOT INCLUDE NULLS (golden_value FOR col IN (COLUMNS('^(bid|ask)_(price|size)_[0-9]+$')))
 ),
 b_long AS (
-    UNPIVOT INCLUDE NULLS (
+    SELECT * FROM (
         SELECT venue, symbol, last_update_id, COLUMNS('^(bid|ask)_(price|size)_[0-9]+$')
         FROM book_rows
         WHERE last_update_id IN (SELECT update_id FROM golden))
-    ON COLUMNS('^(bid|ask)_(price|size)_[0-9]+$') INTO NAME col VALUE book_value
+    UNPIVOT INCLUDE NULLS (book_value FOR col IN (COLUMNS('^(bid|ask)_(price|size)_[0-9]+$')))
 ),
 cells AS (
     SELECT g.venue, g.symbol, g.date, g.update_id, g.golden_row,

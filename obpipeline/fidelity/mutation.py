@@ -322,18 +322,25 @@ def real_datasets(
     """The real Binance captures: day-1 files, and each continuation day from the clean day-1
     checkpoint (its replay must chain across midnight without a snapshot)."""
     base = Path(data_dir)
+
+    def wanted(name: str) -> bool:
+        return not names or any(n in name for n in names)
+
     out: list[Dataset] = []
     for day1, day2 in CONTINUATIONS:
+        label1, label2 = f"real {day1}", f"real {day2} (from checkpoint)"
+        if not (wanted(label1) or wanted(label2)):
+            continue
         lines1 = without_trades(_file_lines(base / day1))
-        out.append(Dataset(f"real {day1}", "real", lines1))
-        cap = parse(lines1, day1)
-        start = book.replay(cap.events, cap.instrument, engine=engine).checkpoint
-        out.append(Dataset(f"real {day2} (from checkpoint)", "real", without_trades(
-            _file_lines(base / day2)), start))  # fmt: skip
+        if wanted(label1):
+            out.append(Dataset(label1, "real", lines1))
+        if wanted(label2):
+            cap = parse(lines1, day1)
+            start = book.replay(cap.events, cap.instrument, engine=engine).checkpoint
+            out.append(Dataset(label2, "real", without_trades(_file_lines(base / day2)), start))
     for name in STANDALONE:
-        out.append(Dataset(f"real {name}", "real", without_trades(_file_lines(base / name))))
-    if names:
-        out = [d for d in out if any(n in d.name for n in names)]
+        if wanted(f"real {name}"):
+            out.append(Dataset(f"real {name}", "real", without_trades(_file_lines(base / name))))
     return out
 
 
