@@ -32,26 +32,38 @@ size no input row carries, and reported as 0.
 
 from __future__ import annotations
 
+import os
+import queue
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros
 
 from obpipeline import schemas
 from obpipeline.book import sequencing as seq
 from obpipeline.book.stream import (
+    NO_ID,
     Book,
     EventArrays,
     ReplayCounters,
     ReplayResult,
     SnapshotArrays,
     event_arrays,
+    level_validity,
     snapshots_frame,
 )
 from obpipeline.instruments import Instrument
 
+POOL = 3  # column buffers in flight in replay_parquet: being filled, queued, being written
 MAX_DENSE = 1 << 21  # slots in the dense window (16 MB of sizes per side at most)
 INT64_MIN = np.iinfo(np.int64).min
 
@@ -345,7 +357,7 @@ def _snapshot_equals(r0, r1, side, price, size, g_base, g_tick, g_nlo, g_width, 
 # ----------------------------------------------------------------------------- the loop
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _run(rule, depth, state, counters, buf, pend, seen,
          msg_start, msg_id, first_u, last_u, prev_u, is_snapshot, ts_event, ts_local,
          side, price, size,
@@ -795,3 +807,266 @@ def replay(
     )
     counters.rows = rows
     return ReplayResult(snapshots_frame(out, rows, instrument), book, counters)
+
+
+# ----------------------------------------------------------------------------- parquet → parquet
+
+EVENT_COLUMNS = [
+    "ts_event",
+    "ts_local",
+    "msg_id",
+    "first_update_id",
+    "last_update_id",
+    "prev_update_id",
+    "is_snapshot",
+    "side",
+    "price",
+    "size",
+]
+
+
+def _arrow_ints(arr: pa.Array, null: int = NO_ID) -> np.ndarray:
+    """An integer/timestamp Arrow array as int64 numpy (nulls → ``null``)."""
+    if arr.null_count:
+        arr = pc.fill_null(arr, pa.scalar(null, arr.type))
+    if pa.types.is_timestamp(arr.type):
+        arr = arr.view(pa.int64())
+    return arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _read_messages(path: Path | str, n: int, batch_rows: int) -> tuple[dict, np.ndarray]:
+    """Per-message columns (at each message's first row) and the whole ``side`` column."""
+    pf = pq.ParquetFile(path)
+    side = np.empty(n, np.int8)
+    heads: dict[str, list[np.ndarray]] = {c: [] for c in EVENT_COLUMNS[:7]}
+    starts: list[np.ndarray] = []
+    row = 0
+    last_msg = None
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=EVENT_COLUMNS[:8]):
+        m = len(batch)
+        msg = _arrow_ints(batch.column("msg_id"))
+        new = np.empty(m, np.bool_)
+        new[1:] = msg[1:] != msg[:-1]
+        new[0] = last_msg is None or msg[0] != last_msg
+        first = np.flatnonzero(new)
+        last_msg = msg[-1]
+        starts.append(first + row)
+        idx = pa.array(first)
+        for col in heads:
+            arr = batch.column(col).take(idx)
+            heads[col].append(
+                arr.to_numpy(zero_copy_only=False) if col == "is_snapshot" else _arrow_ints(arr)
+            )
+        side[row : row + m] = _arrow_ints(batch.column("side"), 0)
+        row += m
+    cat = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in heads.items()}
+    cat["msg_start"] = np.concatenate([*starts, [row]]).astype(np.int64) if row else np.zeros(1)
+    return cat, side
+
+
+def _read_unscaled(path: Path | str, column: str, n: int) -> np.ndarray:
+    """A decimal column's unscaled int64 values (0 for nulls), decoded by Polars.
+
+    Polars reads parquet INT64 decimals ~10x faster than pyarrow (which converts every value to
+    decimal128); its 128-bit physical values are narrowed chunk by chunk into one int64 array.
+    """
+    out = np.empty(n, np.int64)
+    series = (
+        pl.scan_parquet(path)
+        .select(pl.col(column).to_physical().cast(pl.Int64).fill_null(0))
+        .collect()
+        .to_series()
+    )
+    row = 0
+    for chunk in series.get_chunks():
+        m = chunk.len()
+        out[row : row + m] = chunk.to_numpy()
+        row += m
+    return out
+
+
+def read_event_arrays(path: Path | str, batch_rows: int = 1 << 20) -> EventArrays:
+    """raw_book_events parquet → ``EventArrays``, without materialising the frame.
+
+    Only the level columns (side, price, size: 17 B a row) are kept whole; the message columns are
+    gathered at each message's first row batch by batch, so a 30 M-row day needs ~0.6 GB instead
+    of the ~2.7 GB of the full frame (Polars holds decimals as 128-bit integers). The message
+    columns (pyarrow) and the decimal columns (Polars) are decoded in parallel threads.
+    """
+    n = pq.ParquetFile(path).metadata.num_rows
+    with ThreadPoolExecutor(2) as pool:
+        messages = pool.submit(_read_messages, path, n, batch_rows)
+        price = _read_unscaled(path, "price", n)
+        size = _read_unscaled(path, "size", n)
+        cat, side = messages.result()
+    msg_id = cat["msg_id"]
+    if np.any(msg_id[1:] <= msg_id[:-1]) and len(np.unique(msg_id)) != len(msg_id):
+        raise ValueError("raw_book_events: rows of one message are not contiguous")
+    return EventArrays(
+        msg_start=cat["msg_start"].astype(np.int64),
+        msg_id=msg_id,
+        first_u=cat["first_update_id"],
+        last_u=cat["last_update_id"],
+        prev_u=cat["prev_update_id"],
+        is_snapshot=cat["is_snapshot"].astype(np.bool_),
+        ts_event=cat["ts_event"],
+        ts_local=cat["ts_local"],
+        side=side,
+        price=price,
+        size=size,
+    )
+
+
+@njit(cache=True, nogil=True)
+def _level_columns(values, present, rows, out):
+    """(rows, depth) levels → one contiguous column per level (absent levels written 0).
+
+    Transposed in blocks of rows that stay in L1, ~5x faster than a row-by-row scatter.
+    """
+    depth = values.shape[1]
+    block = 256
+    for r0 in range(0, rows, block):
+        r1 = min(rows, r0 + block)
+        for i in range(depth):
+            for r in range(r0, r1):
+                out[i, r] = values[r, i] if i < present[r] else 0
+
+
+def snapshots_table(
+    out: SnapshotArrays, rows: int, instrument: Instrument, columns: np.ndarray | None = None
+) -> pa.Table:
+    """Output rows as an Arrow table of the book_snapshots schema, decimals as decimal64.
+
+    For writing parquet: decimal64 columns are plain int64 buffers (no 128-bit copy, no Polars
+    conversion) and are stored as INT64 decimals, as Polars writes them; read back they are the
+    schema's ``Decimal(18, scale)``. ``columns`` (4, depth, >= rows) int64 is scratch space for
+    the per-level columns (reused by the streaming writer; the table references it).
+    """
+    d = out.depth
+    if columns is None:
+        columns = np.empty((4, d, rows), np.int64)
+    bp, bs, ap, asz = schemas.level_names(d)
+    names = ["ts_event", "ts_local", "msg_id", "last_update_id"]
+    ts = pa.timestamp("ns", "UTC")
+    # copies: the table must not share memory with ``out``, which the engine refills next
+    cols: list[pa.Array] = [
+        pa.array(out.ts_event[:rows].copy()).view(ts),
+        pa.array(out.ts_local[:rows].copy()).view(ts),
+        pa.array(out.msg_id[:rows].copy()),
+        pa.array(out.last_update_id[:rows].copy()),
+    ]
+    for g, (level_names, values, count, scale) in enumerate(
+        (
+            (bp, out.bid_price, out.n_bid, instrument.price_scale),
+            (bs, out.bid_size, out.n_bid, instrument.size_scale),
+            (ap, out.ask_price, out.n_ask, instrument.price_scale),
+            (asz, out.ask_size, out.n_ask, instrument.size_scale),
+        )
+    ):
+        present = np.ascontiguousarray(count[:rows])
+        buf = columns[g]
+        _level_columns(values, present, rows, buf)
+        bits, nulls = level_validity(present, rows, d)
+        dtype = pa.decimal64(18, scale)
+        for i, name in enumerate(level_names):
+            validity = pa.py_buffer(bits[i]) if nulls[i] else None
+            data = pa.py_buffer(buf[i, :rows])
+            cols.append(pa.Array.from_buffers(dtype, rows, [validity, data]))
+            names.append(name)
+    for name in ("is_valid", "crossed_repaired", "resynced"):
+        cols.append(pa.array(getattr(out, name)[:rows].copy()))
+        names.append(name)
+    return pa.Table.from_arrays(cols, names=names)
+
+
+def write_options(depth: int) -> dict:
+    """Parquet settings for book_snapshots written by the streaming replay.
+
+    Every integer column here suits delta encoding (prices move by a few ticks from row to row,
+    ids and stamps increase), which bit-packs them to about the size zstd reaches, at half the
+    write time of the lake's default (dictionary + zstd-3) and ~0.8x its size (measured on the
+    simulator's real-volume day; the writer is the end-to-end bottleneck). Statistics only on
+    the columns one filters by (time, ids).
+    """
+    bp, bs, ap, asz = schemas.level_names(depth)
+    keys = ["ts_event", "ts_local", "msg_id", "last_update_id"]
+    return {
+        "compression": "none",
+        "use_dictionary": False,
+        "column_encoding": dict.fromkeys([*keys, *bp, *bs, *ap, *asz], "DELTA_BINARY_PACKED"),
+        "write_statistics": keys,
+        "store_decimal_as_integer": True,
+        "store_schema": False,
+    }
+
+
+def replay_parquet(
+    events_path: Path | str,
+    out_path: Path | str,
+    instrument: Instrument,
+    depth: int = schemas.DEFAULT_DEPTH,
+    checkpoint: Book | None = None,
+    chunk_rows: int = 1 << 16,
+) -> tuple[Book, ReplayCounters]:
+    """raw_book_events parquet → book_snapshots parquet, streamed in bounded memory.
+
+    The engine fills ``chunk_rows`` rows at a time; a writer thread encodes earlier chunks
+    meanwhile (the numba loop and pyarrow's encoder both release the GIL, so two cores overlap).
+    Each chunk is transposed into one of ``POOL`` column buffers, enough that a buffer is never
+    refilled while the writer still holds it (the queue holds at most ``POOL - 2`` tables).
+    The file appears atomically (temporary file, fsync, rename), like ``lake`` writes.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    ev = read_event_arrays(events_path)
+    eng = Engine(ev, seq.rule_code(instrument.sequencing), depth, checkpoint)
+    schema = snapshots_table(SnapshotArrays(depth, 0), 0, instrument).schema
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    chunks: queue.Queue = queue.Queue(maxsize=POOL - 2)
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with pq.ParquetWriter(tmp, schema, **write_options(depth)) as writer:
+                while (table := chunks.get()) is not None:
+                    writer.write_table(table, row_group_size=len(table) or None)
+        except BaseException as exc:  # surfaced in the caller
+            failure.append(exc)
+            while chunks.get() is not None:  # unblock the producer
+                pass
+
+    writer = threading.Thread(target=write, name="book_snapshots-writer", daemon=True)
+    writer.start()
+    rows_total = 0
+    out = SnapshotArrays(depth, chunk_rows)
+    pool: list[np.ndarray] = []  # per-level column scratch, referenced by queued tables
+    try:
+        turn = 0
+        while not eng.done and not failure:
+            rows = eng.run(out)
+            if rows == 0 and eng.rows_needed > out.capacity:
+                # a long out-of-sync stretch drains at once: larger buffers (old ones stay alive
+                # as long as queued tables reference them)
+                out = SnapshotArrays(depth, eng.rows_needed)
+                pool, turn = [], 0
+                continue
+            if len(pool) < POOL:
+                pool.append(np.empty((4, depth, out.capacity), np.int64))
+            if eng.zero_size_used:
+                eng.fix_zero_sizes(out, 0, rows)
+            chunks.put(snapshots_table(out, rows, instrument, pool[turn % POOL]))
+            rows_total += rows
+            turn += 1
+    finally:
+        chunks.put(None)
+        writer.join()
+    if failure:
+        Path(tmp).unlink(missing_ok=True)
+        raise failure[0]
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out_path)
+    counters = eng.counters_result()
+    counters.rows = rows_total
+    return eng.book(), counters

@@ -233,19 +233,30 @@ def _decimal128_columns(values, present, rows, out):
 
 
 @njit(cache=True, nogil=True)
-def _validity(present, rows, depth):
-    """Arrow validity bitmaps (little-endian bits) per level and each level's null count."""
+def level_validity(present, rows, depth):
+    """Arrow validity bitmaps (little-endian bits) per level and each level's null count.
+
+    Level i of row r is present when ``i < present[r]``. Levels every row has (usually all of
+    them) get no bitmap work: their null count is 0 and their bitmap is not read.
+    """
     nbytes = (rows + 7) // 8
-    bits = np.zeros((depth, nbytes), np.uint8)
     nulls = np.zeros(depth, np.int64)
+    full = depth
     for r in range(rows):
-        n = min(present[r], depth)
-        byte = r >> 3
-        bit = np.uint8(1 << (r & 7))
-        for i in range(n):
-            bits[i, byte] |= bit
-        for i in range(n, depth):
-            nulls[i] += 1
+        if present[r] < full:
+            full = max(present[r], 0)
+    bits = np.zeros((depth, nbytes), np.uint8)
+    for i in range(full, depth):
+        count = 0
+        for b in range(nbytes):
+            v = 0
+            for k in range(min(8, rows - 8 * b)):
+                if present[8 * b + k] > i:
+                    v |= 1 << k
+                else:
+                    count += 1
+            bits[i, b] = v
+        nulls[i] = count
     return bits, nulls
 
 
@@ -255,7 +266,7 @@ def _decimal_series(
     d = values.shape[1]
     buf = np.empty((d, rows, 2), np.int64)
     _decimal128_columns(values, present, rows, buf)
-    bits, nulls = _validity(present, rows, d)
+    bits, nulls = level_validity(present, rows, d)
     dtype = pa.decimal128(18, scale)
     series = []
     for i, name in enumerate(names):
