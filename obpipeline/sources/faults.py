@@ -294,6 +294,7 @@ def inject(
     k = _count(spec.malformed, n)
     if k:
         touched = set(detail_of) | {inj.line for inj in injections}
+        touched |= {d["with_line"] for kind, d in detail_of.values() if kind == "reorder"}
         pool = np.array([i for i in range(n) if i not in touched and out[i] is not None])
         for j, i in enumerate(sorted(g.choice(pool, min(k, pool.size), replace=False).tolist())):
             line = out[i]

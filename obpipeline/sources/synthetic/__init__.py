@@ -60,6 +60,8 @@ __all__ = [
     "get_profile",
     "instrument_for",
     "opening_book",
+    "raw_book_events",
+    "real_volume_events_parquet",
     "simulate_day",
     "simulate_days",
     "truth_path",
@@ -178,6 +180,10 @@ class SimulatedDay:
             self._truth = truth_frame(self.records, self.instrument, self.profile.truth_depth)
         return self._truth
 
+    def raw_book_events(self) -> pl.DataFrame:
+        """Canonical ``raw_book_events`` of the capture, built without parsing it."""
+        return raw_book_events(self.records, self.instrument)
+
     @property
     def snapshot_msg_ids(self) -> list[int]:
         """msg_id of each REST snapshot line (book rows a replayer emits that truth has not)."""
@@ -195,6 +201,74 @@ class SimulatedDay:
 
     def file_name(self) -> str:
         return f"{self.instrument.symbol.lower()}_{self.day:%Y%m%d}.gz"
+
+
+def raw_book_events(records: DayRecords, inst: Instrument) -> pl.DataFrame:
+    """The day's ``raw_book_events`` built from the simulator's columns (no JSON round trip).
+
+    Identical to what the Binance adapter produces from the capture: diffs and REST snapshots
+    in arrival order (msg_id), levels in the order the lines list them.
+    """
+    m, lv = records.msgs, records.lv
+    nm = m.shape[0]
+    counts = m[:, 6] + m[:, 7]
+    rows = np.maximum(counts, 1)
+    msg = np.repeat(np.arange(nm), rows)
+    pos = np.arange(msg.size) - np.repeat(np.cumsum(rows) - rows, rows)
+    has = np.repeat(counts > 0, rows)
+    lv_idx = np.where(has, m[msg, 5] + pos, 0)
+    d_side = np.where(pos < m[msg, 6], schemas.BID, schemas.ASK).astype(np.int8)
+    d_px = lv[lv_idx, 0] if lv.shape[0] else np.zeros(msg.size, np.int64)
+    d_q = lv[lv_idx, 1] if lv.shape[0] else np.zeros(msg.size, np.int64)
+    sn, sl = records.snaps, records.snap_lv
+    s_rows = sn[:, 4] + sn[:, 5]
+    s_msg = np.repeat(np.arange(sn.shape[0]), s_rows)
+    s_pos = np.arange(s_msg.size) - np.repeat(np.cumsum(s_rows) - s_rows, s_rows)
+    s_lv = sn[s_msg, 3] + s_pos
+    s_side = np.where(s_pos < sn[s_msg, 4], schemas.BID, schemas.ASK).astype(np.int8)
+    snap_local = records.local_ns[records.kinds == RD.K_SNAP]
+    snap_local = snap_local[np.argsort(records.idxs[records.kinds == RD.K_SNAP])]
+    ids = np.concatenate([records.msg_id[msg], records.snap_msg_id[s_msg]])
+    order = np.argsort(ids, kind="stable")
+    n_d = msg.size
+    cat = lambda a, b: np.concatenate([a, b])[order]  # noqa: E731
+    su = sn[s_msg, 2]
+    present = cat(has, np.ones(s_msg.size, dtype=bool))
+    frame = pl.DataFrame(
+        [
+            pl.Series("ts_event", cat(m[msg, 1], sn[s_msg, 1]) * 1_000_000).cast(schemas.TS),
+            pl.Series("ts_local", cat(records.msg_local_ns[msg], snap_local[s_msg])).cast(
+                schemas.TS
+            ),
+            pl.Series("msg_id", ids[order]),
+            pl.Series("first_update_id", cat(m[msg, 2], su)),
+            pl.Series("last_update_id", cat(m[msg, 3], su)),
+            pl.Series("prev_update_id", cat(m[msg, 4], su), dtype=pl.Int64).scatter(
+                np.flatnonzero(order >= n_d), None
+            ),
+            pl.Series("is_snapshot", order >= n_d),
+            pl.Series("side", cat(d_side, s_side)).scatter(np.flatnonzero(~present), None),
+            schemas.from_unscaled(
+                cat(d_px, sl[s_lv, 0]) * inst.tick_units, inst.price_scale, present, "price"
+            ),
+            schemas.from_unscaled(
+                cat(d_q, sl[s_lv, 1]) * inst.lot_units, inst.size_scale, present, "size"
+            ),
+        ]
+    )
+    return schemas.conform(frame, schemas.raw_book_events(inst), "raw_book_events")
+
+
+def real_volume_events_parquet(out_dir: Path | str, day: date | str = "2024-03-01") -> Path:
+    """A real-profile day's ``raw_book_events`` as parquet under ``out_dir`` (made once)."""
+    d = _as_date(day)
+    path = Path(out_dir) / f"simulator_real_raw_book_events_{d:%Y%m%d}.parquet"
+    if not path.exists():
+        from obpipeline.lake import write_parquet_atomic
+
+        sim = simulate_day(d, profile="real", truth_depth=0)
+        write_parquet_atomic(sim.raw_book_events(), path)
+    return path
 
 
 def truth_frame(records: DayRecords, inst: Instrument, depth: int) -> pl.DataFrame:
@@ -287,30 +361,34 @@ def truth_path(out: Path | str, symbol: str, day: date) -> Path:
     return Path(out) / "truth" / f"{symbol.upper()}_{day:%Y%m%d}.parquet"
 
 
-def _gzip_stream(chunks: Iterator[bytes], path: Path, level: int) -> int:
-    """Deterministic gzip (no name, mtime 0), compressing while the next chunk renders."""
+def _gzip_member(chunk: bytes, level: int) -> bytes:
+    """One complete gzip member (no name, mtime 0: deterministic bytes)."""
+    comp = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    xfl = b"\x02" if level >= 9 else b"\x04" if level == 1 else b"\x00"
+    head = b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + xfl + b"\xff"
+    tail = zlib.crc32(chunk).to_bytes(4, "little") + (len(chunk) & 0xFFFFFFFF).to_bytes(4, "little")
+    return head + comp.compress(chunk) + comp.flush() + tail
+
+
+def _gzip_stream(chunks: Iterator[bytes], path: Path, level: int, workers: int = 2) -> int:
+    """Write chunks as consecutive gzip members, compressed by ``workers`` threads.
+
+    A multi-member gzip file is one valid gzip stream (RFC 1952; ``gzip``, ``zcat`` and the
+    Binance adapter read it whole). Chunk boundaries are fixed by byte counts, so the file is
+    deterministic; zlib releases the GIL, and so does the compiled renderer.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    crc = 0
     size = 0
-    comp = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
-    with open(tmp, "wb") as f, ThreadPoolExecutor(1) as pool:
-        f.write(
-            b"\x1f\x8b\x08\x00\x00\x00\x00\x00"
-            + (b"\x02" if level >= 9 else b"\x04" if level == 1 else b"\x00")
-            + b"\xff"
-        )
-        pending = None
+    with open(tmp, "wb") as f, ThreadPoolExecutor(workers) as pool:
+        pending: list = []
         for chunk in chunks:
-            if pending is not None:
-                f.write(pending.result())
-            crc = zlib.crc32(chunk, crc)
             size += len(chunk)
-            pending = pool.submit(comp.compress, chunk)
-        if pending is not None:
-            f.write(pending.result())
-        f.write(comp.flush())
-        f.write(crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little"))
+            pending.append(pool.submit(_gzip_member, chunk, level))
+            while len(pending) > workers:
+                f.write(pending.pop(0).result())
+        for fut in pending:
+            f.write(fut.result())
     tmp.replace(path)
     return size
 

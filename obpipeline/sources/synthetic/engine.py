@@ -8,15 +8,22 @@ counter):
   ticks just below/above it), drawn from a distribution concentrated near the top; lognormal
   sizes, larger at the touch. Quoting around the fundamental rather than around the current
   best is what lets a dense book follow a price that moves tens of ticks a second;
-* **cancellation**: picks a level at a distance drawn like placements (nearest occupied level)
-  and removes part or all of it, so queues are stationary (removal proportional to size);
-* **market order**: lognormal size, walks the book level by level (one trade per level), its
-  side leaning toward the fundamental price;
+* **spread improvement**: while the spread is wider than a tick, a share of limit orders
+  improves it by one tick (queue-reactive behaviour, Huang-Lehalle-Rosenbaum);
+* **cancellation**: one resting order, drawn uniformly among the side's orders (a Fenwick tree
+  over per-level order counts), leaves its level with an average order's size; the cancel share
+  of events grows with the number of resting orders, so every order has the same hazard and the
+  book is stationary (Cont-Stoikov-Talreja). Levels carry (size, order count): an order-level
+  book without order ids, since the feed only ever shows the aggregate;
+* **market order**: lognormal size, walks the book level by level (one trade per level) within
+  a slippage band, its side leaning toward the fundamental price;
 * **informed flow**: when the fundamental price has moved more than ``theta`` ticks past the
   touch, the stale quote is hit (a larger market order, limited at the fundamental) or pulled;
 * **housekeeping**: at every second, resting orders further than ``W`` ticks from their best are
   cancelled, and a side never holds more than ``max_levels`` levels (the deepest is cancelled),
   so the whole book always fits in one REST snapshot (1000 levels): a snapshot is the full book.
+  Nothing removes a level from a side holding ``min_levels`` (20) or fewer: a BTC ladder always
+  shows 20 levels, and an empty side would print as "0.0" in bookTicker.
 
 Messages are fixed time windows of ``msg_ns``: every level touched in the window appears once
 with its final absolute size (bids then asks, ascending price, as Binance writes them). After each
@@ -61,6 +68,7 @@ P_SPAN = 19
 P_ARB_REACT = 20
 P_INFORMED = 16
 P_MIN_LEVELS = 23
+P_IMPROVE = 22
 P_CANCEL_SHARE = 21
 P_TARGET_ORDERS = 3
 N_PARAMS = 24
@@ -415,10 +423,14 @@ def _one_event(book, fw, st, stamp, touched, rs, t_ns, f, par, lo, trades, recor
         p_cancel = 0.95 * (1.0 - par[P_MO])
     if u >= par[P_MO] + p_cancel:
         size = _lognormal_lots(rs, par[P_LO_MU], par[P_LO_SIGMA], 1 << 40)
-        dist = _distance(rs, par)
-        if dist == 0:
-            size = int(size * par[P_TOUCH_MULT]) + 1
-        i = anchor_b - dist if side == BID else anchor_a + dist
+        if has_a and has_b and ba - bb > 1 and R.uniform(rs) < par[P_IMPROVE]:
+            # queue-reactive: a wide spread draws orders that improve it by a tick
+            i = bb + 1 if side == BID else ba - 1
+        else:
+            dist = _distance(rs, par)
+            if dist == 0:
+                size = int(size * par[P_TOUCH_MULT]) + 1
+            i = anchor_b - dist if side == BID else anchor_a + dist
         # never cross: a limit order at or through the far touch rests one tick inside it
         if side == BID and has_a and i >= ba:
             i = ba - 1
@@ -534,7 +546,8 @@ def _close_message(
     k = off
     for side in range(2):
         cnt = st[S_NT0 + side]
-        idx = np.sort(touched[side, :cnt])
+        idx = touched[side, :cnt]
+        idx.sort()  # in place: no allocation per message
         for c in range(cnt):
             lv[k, 0] = lo + idx[c]
             lv[k, 1] = book[side, idx[c]]
@@ -679,16 +692,17 @@ def run(
                 st[S_AMAX] = i
     n_stamp = R_ if record else 1
     stamp = np.zeros((2, n_stamp), dtype=np.int64)
-    touched = np.zeros((2, n_stamp), dtype=np.int64)
-    msgs = np.zeros((caps[0], 8), dtype=np.int64)
-    lv = np.zeros((caps[1], 2), dtype=np.int64)
-    truth = np.zeros((caps[0] if depth > 0 else 0, 4, depth), dtype=np.int32)
-    d20b = np.zeros((caps[4], 4, D20_LEVELS), dtype=np.int32)
-    bbo = np.zeros((caps[2], 6), dtype=np.int64)
-    trades = np.zeros((caps[3], 4), dtype=np.int64)
-    snaps = np.zeros((snap_times.shape[0] + 1, 4), dtype=np.int64)
-    snap_lv = np.zeros(((snap_times.shape[0] + 1) * 2 * int(par[P_MAX_LEVELS]), 2), dtype=np.int64)
-    d20 = np.zeros((caps[4], 2), dtype=np.int64)
+    touched = np.empty((2, n_stamp), dtype=np.int64)
+    # outputs: np.empty, not zeros (no memset of GBs); every row that is read is fully written
+    msgs = np.empty((caps[0], 8), dtype=np.int64)
+    lv = np.empty((caps[1], 2), dtype=np.int64)
+    truth = np.empty((caps[0] if depth > 0 else 0, 4, depth), dtype=np.int32)
+    d20b = np.empty((caps[4], 4, D20_LEVELS), dtype=np.int32)
+    bbo = np.empty((caps[2], 6), dtype=np.int64)
+    trades = np.empty((caps[3], 4), dtype=np.int64)
+    snaps = np.empty((snap_times.shape[0] + 1, 4), dtype=np.int64)
+    snap_lv = np.empty(((snap_times.shape[0] + 1) * 2 * int(par[P_MAX_LEVELS]), 2), dtype=np.int64)
+    d20 = np.empty((caps[4], 2), dtype=np.int64)
     last = np.full(4, -2, dtype=np.int64)
     _bbo_changed(book, st, last)
     cur_win = -1

@@ -161,7 +161,7 @@ def _level(buf, pos, frag, foff, px, q, fmt):
     return _frag(buf, pos, frag, foff, F_LV_CLOSE)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def render(
     kinds,
     idxs,
