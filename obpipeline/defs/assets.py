@@ -39,6 +39,7 @@ from obpipeline.defs import checks
 from obpipeline.defs.config import InstrumentConfig, PlatformConfig
 from obpipeline.defs.resources import DaySource
 from obpipeline.defs.sources import opens_with_snapshot
+from obpipeline.fidelity import assets as fidelity_assets
 from obpipeline.fidelity import golden
 from obpipeline.instruments import Instrument, get_instrument
 
@@ -422,12 +423,15 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
             from obpipeline import features as F
         except ImportError as exc:
             raise dg.Failure(f"obpipeline.features is not available: {exc}") from exc
+        config = (
+            F.FeatureConfig(walk_sizes=inst.walk_sizes) if inst.walk_sizes else F.FeatureConfig()
+        )
         for day in _days(context):
             started = time.perf_counter()
             snapshots = chain.read(SNAPSHOTS, day)
             trades = chain.read("trades", day)
             instrument = chain.instrument(chain.read(RAW, day).head(1))
-            per_message = F.compute_features(snapshots, trades, instrument=instrument)
+            per_message = F.compute_features(snapshots, trades, config, instrument=instrument)
             if per_message.height != snapshots.height:
                 raise dg.Failure(
                     f"book_features {day}: {per_message.height} rows for "
@@ -436,10 +440,12 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
             path = chain.write(per_message, FEATURES, day)
             meta: dict[str, Any] = {"rows": per_message.height}
             for every in cfg.feature_grids:
-                grid = F.grid_features(per_message, trades, every=every, instrument=instrument)
+                grid = F.grid_features(
+                    per_message, trades, every=every, config=config, instrument=instrument
+                )
                 chain.write(grid, f"{FEATURES}_{every}", day)
                 meta[f"rows_{every}"] = grid.height
-            summary = F.feature_summary(per_message)
+            summary = F.feature_summary(per_message, config)
             meta.update(
                 invalid_rows=summary["invalid_rows"],
                 no_mid_rows=summary["no_mid_rows"],
@@ -452,83 +458,40 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=chain.key(METRICS),
         description=(
-            "Per-day fidelity figures: replay counters, golden comparison counts and match "
-            "rates, integrity verdict. The fidelity framework extends these (FIDELITY.md)."
+            "Per-day fidelity (FIDELITY.md): Gate A0 integrity, A1 exact agreement with every "
+            "golden record, A2 materiality (blocking), Gate C realism over the days up to D "
+            "(warning); long metrics frame from obpipeline.fidelity."
         ),
         deps=[dg.AssetDep(chain.key(FEATURES)), dg.AssetDep(chain.key(SNAPSHOTS))],
         check_specs=[
             dg.AssetCheckSpec(
-                "gate_a",
+                name,
                 asset=chain.key(METRICS),
-                description="integrity (A0) and exact golden agreement (A1) of the day",
-                blocking=True,
+                description=desc,
+                blocking=severity == checks.ERROR,
                 partitions_def=chain.partitions,
             )
+            for name, (severity, desc) in fidelity_assets.CHECKS.items()
         ],
         kinds={"polars", "parquet"},
         **common,
     )
     def fidelity_metrics(context: dg.AssetExecutionContext):
-        from obpipeline.cli.replay import verify_failures
-        from obpipeline.fidelity.stats import clopper_pearson_upper
-
         bad: dict[str, list[checks.Outcome]] = {}
         for day in _days(context):
             started = time.perf_counter()
-            snapshots = chain.read(SNAPSHOTS, day)
-            counters = chain.read(COUNTERS, day).row(0, named=True)
-            comparisons = [golden.compare_bbo(snapshots, chain.read("golden_bbo", day))]
-            depth_records = chain.read("golden_depth", day)
-            if depth_records.height:
-                comparisons.append(golden.compare_depth(snapshots, depth_records))
-            summary = golden.summary(comparisons)
-            compared, mismatched = summary["golden_compared"], summary["golden_mismatched"]
-            row = {
-                "day": date.fromisoformat(day),
-                **{k: int(v) for k, v in counters.items()},
-                "quarantined": chain.read("quarantine", day).height,
-                **summary,
-                "golden_match_rate": (compared - mismatched) / compared if compared else None,
-                "golden_aligned_fraction": compared / summary["golden_records"]
-                if summary["golden_records"]
-                else None,
-                "mismatch_rate_upper95": clopper_pearson_upper(mismatched, compared),
-                "invalid_fraction": counters["invalid_rows"] / counters["rows"]
-                if counters["rows"]
-                else None,
-            }
-            failures = verify_failures(row)
-            row["integrity_ok"] = not failures
-            frame = pl.DataFrame([row], schema_overrides=METRIC_FLOATS)
-            outcome = checks.Outcome(
-                "gate_a",
-                not failures,
-                checks.ERROR,
-                "; ".join(failures) or f"{compared} golden records compared, all equal",
-                {k: v for k, v in row.items() if isinstance(v, int | float) and v is not None},
-            )
-            yield from _evaluations(context, chain.key(METRICS), day, [outcome])
+            result = fidelity_assets.fidelity_day(cfg.lake, inst.venue_id, inst.symbol, day)
+            outcomes = [
+                checks.Outcome(o.name, o.passed, o.severity, o.description, o.metadata)
+                for o in result.checks
+            ]
+            yield from _evaluations(context, chain.key(METRICS), day, outcomes)
             # Metrics are written even when the gate fails: they are the evidence.
-            path = chain.write(frame, METRICS, day)
-            if outcome.blocks:
-                bad[day] = [outcome]
-            context.add_asset_metadata(
-                _metadata(
-                    {
-                        "golden_compared": compared,
-                        "golden_mismatched": mismatched,
-                        "golden_match_rate": row["golden_match_rate"] or 0.0,
-                        "mismatch_rate_upper95": row["mismatch_rate_upper95"],
-                        "gaps": int(counters["gaps"]),
-                        "resyncs": int(counters["resyncs"]),
-                        "invalid_rows": int(counters["invalid_rows"]),
-                        "integrity_ok": row["integrity_ok"],
-                        "seconds": round(time.perf_counter() - started, 3),
-                        "path": str(path),
-                    }
-                ),
-                partition_key=day,
-            )
+            path = chain.write(result.metrics, METRICS, day)
+            if any(o.blocks for o in outcomes):
+                bad[day] = outcomes
+            meta = {**result.metadata, "seconds": round(time.perf_counter() - started, 3)}
+            context.add_asset_metadata(_metadata({**meta, "path": str(path)}), partition_key=day)
         if bad:
             raise _fail(METRICS, bad)
         yield from _check_outputs(context)
@@ -537,30 +500,26 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=chain.key(REPORT),
         description=(
-            "Rolling fidelity report: every day's metrics up to and including D (all days of "
-            "the lake, not only this run's), with totals and the failing days."
+            "Rolling fidelity report: every day's verdict up to and including D (all days of "
+            "the lake, not only this run's), and the HTML report (Gates A, B, C) with plots."
         ),
         deps=[dg.AssetDep(chain.key(METRICS))],
-        kinds={"polars", "parquet"},
+        kinds={"polars", "parquet", "html"},
         **common,
     )
     def fidelity_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         for day in _days(context):
             started = time.perf_counter()
-            table = rolling_metrics(chain, date.fromisoformat(day))
-            path = chain.write(table, REPORT, day)
-            summary = report_summary(table)
-            context.add_asset_metadata(
-                _metadata(
-                    {
-                        **summary,
-                        "report": dg.MetadataValue.md(report_markdown(chain, day, table)),
-                        "seconds": round(time.perf_counter() - started, 3),
-                        "path": str(path),
-                    }
-                ),
-                partition_key=day,
+            table, summary, markdown, html_path = fidelity_assets.fidelity_report_day(
+                cfg.lake, inst.venue_id, inst.symbol, day
             )
+            path = chain.write(table, REPORT, day)
+            meta = _metadata(
+                {**summary, "seconds": round(time.perf_counter() - started, 3), "path": str(path)}
+            )
+            meta["report"] = dg.MetadataValue.md(markdown)
+            meta["html"] = dg.MetadataValue.path(str(html_path))
+            context.add_asset_metadata(meta, partition_key=day)
         return dg.MaterializeResult()
 
     return [

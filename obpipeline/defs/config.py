@@ -72,6 +72,9 @@ class InstrumentConfig:
     market: str = "usdm"
     symbol: str = "BTCUSDT"
     source: SourceConfig = field(default_factory=SourceConfig)
+    # book-walk order sizes in the instrument's size units (None: the features default, in BTC;
+    # COIN-M sizes are contracts, e.g. [1, 10, 100])
+    walk_sizes: tuple[float, ...] | None = None
 
     @property
     def venue_id(self) -> str:
@@ -170,6 +173,7 @@ def parse_config(raw: dict[str, Any], base: Path = REPO_ROOT) -> PlatformConfig:
             market=str(i.get("market", "usdm")),
             symbol=str(i.get("symbol", "BTCUSDT")).upper(),
             source=_source(i.get("source") or {}, base),
+            walk_sizes=tuple(float(x) for x in i["walk_sizes"]) if i.get("walk_sizes") else None,
         )
         for i in (raw.get("instruments") or [{}])
     )

@@ -46,10 +46,11 @@ class RunSummary:
     failed_checks: list[dict[str, Any]] = field(default_factory=list)
     step_errors: dict[str, str] = field(default_factory=dict)
     skipped_steps: list[str] = field(default_factory=list)
+    result: Any = field(default=None, repr=False)  # the ExecuteInProcessResult
 
 
 def summarize(result: dg.ExecuteInProcessResult) -> RunSummary:
-    out = RunSummary(success=result.success, run_id=result.run_id)
+    out = RunSummary(success=result.success, run_id=result.run_id, result=result)
     for e in result.all_events:
         kind = e.event_type_value
         if kind == "ASSET_MATERIALIZATION":

@@ -1,0 +1,130 @@
+"""A day with injected faults: its blocking check fails, nothing downstream runs, alerts go out.
+
+Faults come from ``obpipeline.sources.faults`` (dropped depth messages on a day whose only REST
+snapshot is the opening one → an unhandled gap; malformed lines → quarantine, a WARN). The two
+alert sensors are evaluated in process against the run's instance; the webhook is a local HTTP
+server. The same flow through a running daemon is ``test_dagster_daemon.py`` (slow).
+"""
+
+import json
+import threading
+import warnings
+from datetime import date
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from obpipeline.defs import build_definitions
+from obpipeline.defs.alerts import deliver, read_alerts
+from obpipeline.defs.config import InstrumentConfig, PlatformConfig, SourceConfig
+from obpipeline.defs.local import materialize_range
+
+warnings.filterwarnings("ignore")
+
+SMALL = {"event_rate": 2.0, "msg_ms": 10_000, "warmup_events": 20_000, "snapshot_every": None}
+GOOD, BAD = "2025-03-01", "2025-03-02"
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def webhook():
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/alerts"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory, webhook):
+    tmp: Path = tmp_path_factory.mktemp("faults")
+    source = SourceConfig(
+        options=SMALL,
+        faults="drop=0.01,malformed=0.001",
+        fault_days=(date.fromisoformat(BAD),),
+    )
+    cfg = PlatformConfig(
+        instruments=(InstrumentConfig(source=source),),
+        lake=tmp / "lake",
+        alert_log=tmp / "alerts" / "alerts.jsonl",
+        alert_webhook=webhook,
+        window_start=date(2025, 3, 1),
+        window_end=date(2025, 3, 10),
+        great_expectations=False,
+    )
+    defs = build_definitions(cfg)
+    with dg.instance_for_test(temp_dir=str(tmp)) as instance:
+        good = materialize_range(defs, instance, cfg.instruments[0], GOOD)
+        bad = materialize_range(defs, instance, cfg.instruments[0], BAD)
+        yield cfg, defs, instance, good, bad
+
+
+def test_faulty_day_fails_its_blocking_check_and_stops_downstream(faulty):
+    cfg, _, _, good, bad = faulty
+    assert good.success, good.step_errors
+    assert not bad.success
+    failed = {(c["check"], c["severity"], c["partition"]) for c in bad.failed_checks}
+    assert ("raw_id_chain", "ERROR", BAD) in failed
+    assert ("raw_quarantine", "WARN", BAD) in failed
+    assert list(bad.step_errors) == ["binance_usdm__btcusdt__raw_book_events"]
+    assert (
+        "with no snapshot after them" in bad.step_errors["binance_usdm__btcusdt__raw_book_events"]
+    )
+    assert not bad.materialized  # downstream did not run, the bad day was not recorded
+    assert not list(cfg.lake.glob(f"*/*/*/date={BAD}/*"))  # and nothing of it landed
+    assert len(list(cfg.lake.glob(f"*/*/*/date={GOOD}/*"))) >= 10  # the good day is untouched
+
+
+def test_alert_sensors_write_jsonl_and_post_webhook(faulty):
+    cfg, defs, instance, _, bad = faulty
+    check_sensor = defs.resolve_sensor_def("check_failure_alerts")
+    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+        check_sensor(context)
+        cursor = context.cursor
+    alerts = read_alerts(cfg.alert_log)
+    got = {(a["kind"], a["check"], a["severity"], a["partition"]) for a in alerts}
+    assert ("asset_check", "raw_id_chain", "ERROR", BAD) in got
+    assert ("asset_check", "raw_quarantine", "WARN", BAD) in got
+    assert all(a["webhook_status"] == 204 for a in alerts)
+    assert {a["check"] for a in Hook.received} >= {"raw_id_chain", "raw_quarantine"}
+    first = next(a for a in alerts if a["check"] == "raw_id_chain")
+    assert first["metadata"]["unhandled_gaps"] > 0 and first["run_id"] == bad.run_id
+
+    # the cursor holds: a second tick alerts nothing new
+    with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor) as context:
+        check_sensor(context)
+    assert len(read_alerts(cfg.alert_log)) == len(alerts)
+
+    run_sensor = defs.resolve_sensor_def("run_failure_alerts")
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alerts",
+        dagster_event=bad.result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=bad.result.dagster_run,
+    ).for_run_failure()
+    run_sensor(context)
+    runs = [a for a in read_alerts(cfg.alert_log) if a["kind"] == "run_failure"]
+    assert len(runs) == 1 and runs[0]["run_id"] == bad.run_id
+    assert runs[0]["partition"] == BAD
+    step_error = runs[0]["failed_steps"]["binance_usdm__btcusdt__raw_book_events"]
+    assert "raw_id_chain" in step_error
+
+
+def test_webhook_failure_is_recorded_not_raised(tmp_path):
+    alert = deliver({"kind": "test"}, tmp_path / "a.jsonl", "http://127.0.0.1:9/nothing-here")
+    assert "webhook_error" in alert
+    assert read_alerts(tmp_path / "a.jsonl")[0]["kind"] == "test"
