@@ -1,0 +1,269 @@
+"""What the Dagster fidelity assets call: one function per asset, no Dagster import here.
+
+``fidelity_day`` is the ``fidelity_metrics`` asset of one day: Gate A over the lake's datasets
+(``lakeio.evaluate_lake_day``), Gate C over the window of days ending at D, and the outcomes of
+three asset checks:
+
+=========  ========  ==========================================================================
+check      severity  passes when
+=========  ========  ==========================================================================
+gate_a     ERROR     no A0 (integrity) or A1 (exact golden agreement) check failed
+gate_a2    ERROR     no A2 (materiality on the aligned pairs) check failed
+gate_c     WARN      no Gate C (realism) figure is outside its range (never blocks)
+=========  ========  ==========================================================================
+
+``fidelity_report_day`` is the ``fidelity_report`` asset: the per-day summary table of every day
+up to D, its Markdown for the Dagster UI and the HTML report (``report.build_report``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from obpipeline import lake
+from obpipeline.fidelity import lakeio, realism
+from obpipeline.fidelity.config import Thresholds, thresholds_for
+from obpipeline.fidelity.gates import FAIL, WARN, GateResult
+from obpipeline.fidelity.stats import clopper_pearson_upper
+
+ERROR, WARNING = "ERROR", "WARN"
+CHECKS: dict[str, tuple[str, str]] = {
+    "gate_a": (ERROR, "Gate A0 integrity and A1 exact agreement with every golden record"),
+    "gate_a2": (ERROR, "Gate A2 materiality: paired feature and book-walk deltas"),
+    "gate_c": (WARNING, "Gate C realism over the days up to D (warning only)"),
+}
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    severity: str
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DayAssetResult:
+    metrics: pl.DataFrame  # the long fidelity_metrics frame of the day (Gate A + Gate C rows)
+    results: list[GateResult]
+    checks: list[CheckOutcome]
+    metadata: dict[str, Any]  # flat figures for the asset's materialization metadata
+
+
+def _outcome(name: str, results: list[GateResult], gates: tuple[str, ...]) -> CheckOutcome:
+    severity, what = CHECKS[name]
+    mine = [r for r in results if r.gate in gates]
+    bad = [r for r in mine if r.status in (FAIL, WARN)]
+    passed = not bad
+    if passed:
+        desc = f"{what}: {len(mine)} checks, none failed"
+    else:
+        desc = "; ".join(f"{r.gate}:{r.check} {r.detail or r.status}" for r in bad[:8])
+    meta = {f"{r.gate}:{r.check}": r.status for r in mine}
+    return CheckOutcome(name, passed, severity, desc, meta)
+
+
+def realism_window(
+    root: Path, venue: str, symbol: str, day: date, t: Thresholds, days: int
+) -> realism.RealismReport | None:
+    """Gate C over the materialised days in (D - days, D] (1-s feature grids when written)."""
+    have = [
+        d
+        for d in lakeio.lake_days(root, "book_snapshots", venue, symbol)
+        if day - timedelta(days=days) < d <= day
+    ]
+    if not have:
+        return None
+    pairs, grids = [], {}
+    for d in have:
+        snaps = pl.read_parquet(
+            lake.partition_path("book_snapshots", venue, symbol, d, root),
+            columns=["ts_event", "is_valid", "bid_price_1", "ask_price_1"],
+        )
+        pairs.append((str(d), snaps))
+        g = lake.partition_path("book_features_1s", venue, symbol, d, root)
+        if g.exists():
+            grids[str(d)] = pl.read_parquet(g)
+    if len(grids) < len(have):  # profiles need the grids: without them, returns-only facts
+        grids = {}
+    rep = realism.realism_report(pairs, t, grids or None) if grids else None
+    if rep is None:
+        rep = _returns_only(pairs, t)
+    return rep
+
+
+def _returns_only(pairs, t: Thresholds) -> realism.RealismReport:
+    """Gate C from mid returns alone (no feature grids in the lake yet)."""
+    import numpy as np
+
+    r = np.concatenate([realism.log_returns(realism.mid_grid(s, t.return_every)) for _, s in pairs])
+    lags = min(t.acf_lags, max(1, r.size // 4))
+    rep = realism.RealismReport(
+        n_returns=int(r.size),
+        days=[d for d, _ in pairs],
+        hill=realism.hill_tails(r[r != 0], t.hill_fractions, samples=t.bootstrap_samples),
+        acf_abs=realism.acf(np.abs(r), lags),
+        acf_sq=realism.acf(r**2, lags),
+        acf_r=realism.acf(r, lags),
+        lb_r=realism.ljung_box(r, t.ljung_box_lags),
+        lb_sq=realism.ljung_box(r**2, t.ljung_box_lags),
+        garch=realism.fit_garch_t(r),
+        impact=(float("nan"),) * 3,  # type: ignore[arg-type]
+        impact_points=pl.DataFrame(),
+        profiles=pl.DataFrame(),
+        day_figures=pl.DataFrame(),
+        signature={},
+        results=[],
+    )
+    rep.results = realism.realism_results(rep, t)
+    return rep
+
+
+def fidelity_day(
+    root: Path | str,
+    venue: str,
+    symbol: str,
+    day: date | str,
+    thresholds: Thresholds | None = None,
+    realism_days: int = 7,
+) -> DayAssetResult:
+    """The fidelity_metrics asset for one day: metrics frame, verdicts, check outcomes, metadata."""
+    root, d = Path(root), date.fromisoformat(str(day))
+    t = thresholds or thresholds_for(venue)
+    fid = lakeio.evaluate_lake_day(root, venue, symbol, d, t)
+    results = list(fid.results)
+    rep = realism_window(root, venue, symbol, d, t, realism_days)
+    if rep is not None:
+        results += rep.results
+    from obpipeline.fidelity.gates import metrics_frame
+
+    metrics = metrics_frame(results)
+    checks = [
+        _outcome("gate_a", results, ("A0", "A1")),
+        _outcome("gate_a2", results, ("A2",)),
+        _outcome("gate_c", results, ("C",)),
+    ]
+    f = fid.integrity.figures
+    compared = sum(c.aligned for c in fid.comparisons)
+    mismatched = sum(c.mismatched for c in fid.comparisons)
+    records = sum(c.records for c in fid.comparisons)
+    meta: dict[str, Any] = {
+        "gate_a_passed": fid.passed,
+        "integrity_ok": fid.passed,  # name kept for the demo CLI and earlier readers
+        "failed_checks": [f"{r.gate}:{r.check}" for r in fid.failures],
+        "golden_records": records,
+        "golden_compared": compared,
+        "golden_mismatched": mismatched,
+        "golden_match_rate": (compared - mismatched) / compared if compared else 0.0,
+        "golden_aligned_fraction": compared / records if records else 0.0,
+        "mismatch_rate_upper95": clopper_pearson_upper(mismatched, compared),
+        "gaps": int(f["gaps"]),
+        "resyncs": int(f["resyncs"]),
+        "invalid_rows": int(f["invalid_rows"]),
+        "gap_invalid_seconds": float(f["gap_invalid_seconds"]),
+        "crossed": int(f["crossed"]),
+        "duplicates": int(f["duplicates"]),
+    }
+    for c in fid.comparisons:
+        meta[f"{c.kind}_aligned"] = c.aligned
+        meta[f"{c.kind}_incidents"] = c.incidents
+    if rep is not None:
+        meta["realism_days"] = len(rep.days)
+        for h in rep.hill:
+            if abs(h.fraction - 0.02) < 1e-9:
+                meta[f"hill_{h.tail}_2pct"] = h.alpha
+        meta["garch_persistence"] = rep.garch.persistence
+    return DayAssetResult(metrics, results, checks, meta)
+
+
+def daily_table(metrics: pl.DataFrame) -> pl.DataFrame:
+    """One row per day from the long metrics (``collect_metrics``): verdict and key figures."""
+    if metrics.height == 0:
+        return pl.DataFrame(schema={"day": pl.Date, "integrity_ok": pl.Boolean})
+    v = metrics.filter(pl.col("metric") == "value")
+
+    def fig(check: str, metric: str, name: str) -> pl.DataFrame:
+        return (
+            metrics.filter((pl.col("check") == check) & (pl.col("metric") == metric))
+            .group_by("date")
+            .agg(pl.col("value").sum().alias(name))
+        )
+
+    verdict = v.group_by("date").agg(
+        (~(pl.col("blocking") & (pl.col("status") == FAIL)).any()).alias("integrity_ok"),
+        (pl.col("blocking") & (pl.col("status") == FAIL)).sum().alias("failed_checks"),
+        (pl.col("status") == WARN).sum().alias("warnings"),
+    )
+    golden = (
+        metrics.filter(pl.col("metric").is_in(["aligned", "mismatched", "incidents"]))
+        .filter(pl.col("gate") == "A1")
+        .group_by("date")
+        .agg(
+            pl.col("value").filter(pl.col("metric") == "aligned").sum().alias("golden_compared"),
+            pl.col("value")
+            .filter(pl.col("metric") == "mismatched")
+            .sum()
+            .alias("golden_mismatched"),
+            pl.col("value").filter(pl.col("metric") == "incidents").sum().alias("incidents"),
+        )
+    )
+    out = verdict
+    for part in (
+        golden,
+        fig("gaps", "value", "gaps"),
+        fig("gaps", "resyncs", "resyncs"),
+        fig("gaps", "messages", "messages"),
+        fig("gaps", "invalid_rows", "invalid_rows"),
+        fig("crossed", "value", "crossed"),
+    ):
+        out = out.join(part, on="date", how="left")
+    return out.rename({"date": "day"}).sort("day")
+
+
+def fidelity_report_day(
+    root: Path | str, venue: str, symbol: str, day: date | str, html_dir: Path | str | None = None
+) -> tuple[pl.DataFrame, dict[str, Any], str, Path | None]:
+    """The fidelity_report asset for day D: (per-day table up to D, summary, markdown, HTML path).
+
+    The HTML report (every day of the lake for this instrument) is written to ``html_dir``
+    (default ``<lake>/_reports/<venue>/<symbol>/``) as ``fidelity_report_<D>.html``.
+    """
+    from obpipeline.fidelity.report import build_report, report_summary
+
+    root, d = Path(root), date.fromisoformat(str(day))
+    metrics = lakeio.collect_metrics(root, venue, symbol, compute_missing=False)
+    metrics = metrics.filter(pl.col("date") <= d)
+    table = daily_table(metrics)
+    summary = report_summary(metrics)
+    summary["days_passing"] = int(table["integrity_ok"].sum()) if table.height else 0
+    for k in ("messages", "gaps", "resyncs"):
+        summary[k] = int(table[k].fill_null(0).sum()) if k in table.columns else 0
+    lines = [
+        f"### Fidelity of {venue} {symbol} up to {d}",
+        "",
+        f"{summary.get('days', 0)} day(s), {summary['days_passing']} passing Gate A; golden "
+        f"records compared {summary.get('golden_compared', 0)}, mismatched "
+        f"{summary.get('golden_mismatched', 0)}.",
+        "",
+        "| day | Gate A | golden compared | mismatched | incidents | gaps | warnings |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in table.tail(10).iter_rows(named=True):
+        lines.append(
+            f"| {r['day']} | {'pass' if r['integrity_ok'] else '**FAIL**'} | "
+            f"{int(r.get('golden_compared') or 0)} | {int(r.get('golden_mismatched') or 0)} | "
+            f"{int(r.get('incidents') or 0)} | {int(r.get('gaps') or 0)} | "
+            f"{int(r.get('warnings') or 0)} |"
+        )
+    out_dir = Path(html_dir) if html_dir else root / "_reports" / venue / symbol
+    html_path = build_report(
+        root, out_dir / f"fidelity_report_{d}.html", venue=venue, symbol=symbol,
+        compute_missing=False,
+    )  # fmt: skip
+    return table, summary, "\n".join(lines), html_path

@@ -1,0 +1,160 @@
+"""Fidelity over the lake: read one day's datasets, judge it, store and collect ``fidelity_metrics``.
+
+The library view of what the Dagster ``fidelity_metrics`` asset does, so the CLI, the report and
+notebooks can evaluate any materialised day without a Dagster instance::
+
+    day = evaluate_lake_day(Path("data/lake"), "binance-usdm", "BTCUSDT", "2024-03-05")
+    frame = collect_metrics(Path("data/lake"), "binance-usdm", "BTCUSDT")  # all days, long
+
+Inputs per day (hive paths of ``lake.py``): book_snapshots, raw_book_events, golden_bbo,
+golden_depth, quarantine (row count), replay_counters (when the pipeline wrote them) and the
+D-1 book_checkpoint (when it exists, the day was replayed from it: the carried-book check).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+
+from obpipeline import lake, schemas
+from obpipeline.book import checkpoint as ckpt
+from obpipeline.fidelity.config import Thresholds, thresholds_for
+from obpipeline.fidelity.evaluate import DayFidelity, evaluate_day
+from obpipeline.fidelity.gates import METRICS_SCHEMA
+from obpipeline.instruments import MARKETS, VENUES, Instrument, get_instrument
+
+METRICS = "fidelity_metrics"
+
+
+def instruments_in_lake(root: Path, dataset: str = "book_snapshots") -> list[tuple[str, str]]:
+    """(venue_id, symbol) pairs that have at least one partition of ``dataset``."""
+    base = Path(root) / dataset
+    out = []
+    for v in sorted(base.glob("venue=*")):
+        for s in sorted(v.glob("symbol=*")):
+            out.append((v.name.removeprefix("venue="), s.name.removeprefix("symbol=")))
+    return out
+
+
+def lake_days(root: Path, dataset: str, venue: str, symbol: str) -> list[date]:
+    base = Path(root) / dataset / f"venue={venue}" / f"symbol={symbol}"
+    days = [
+        date.fromisoformat(p.parent.name.removeprefix("date="))
+        for p in base.glob(f"date=*/{lake.PART}")
+    ]
+    return sorted(days)
+
+
+def instrument_for(venue_id: str, symbol: str, frame: pl.DataFrame | None = None) -> Instrument:
+    """The registered instrument of a lake venue id, else scales from a frame's Decimal columns."""
+    venue, _, market = venue_id.partition("-")
+    if venue in VENUES and market in MARKETS:
+        known = get_instrument(venue, market, symbol)
+        if known is not None:
+            return known
+    if frame is None:
+        raise ValueError(f"unknown instrument {venue_id} {symbol} and no frame to infer it from")
+    price = frame.schema.get("price") or frame.schema.get("bid_price_1")
+    size = frame.schema.get("size") or frame.schema.get("bid_size_1")
+    if not isinstance(price, pl.Decimal) or not isinstance(size, pl.Decimal):
+        raise ValueError(f"{venue_id} {symbol}: no Decimal price/size columns to infer scales")
+    rule = "binance_spot" if market == "spot" else "binance_futures"
+    return Instrument(
+        venue,
+        market,
+        symbol,
+        Decimal(1).scaleb(-price.scale),
+        Decimal(1).scaleb(-size.scale),
+        rule,  # type: ignore[arg-type]
+    )
+
+
+def _read(root: Path, dataset: str, venue: str, symbol: str, day) -> pl.DataFrame | None:
+    path = lake.partition_path(dataset, venue, symbol, day, root)
+    return pl.read_parquet(path) if path.exists() else None
+
+
+def evaluate_lake_day(
+    root: Path,
+    venue: str,
+    symbol: str,
+    day: date | str,
+    thresholds: Thresholds | None = None,
+    with_materiality: bool = True,
+) -> DayFidelity:
+    """Gate A for one materialised day, from the lake's datasets."""
+    root = Path(root)
+    day = date.fromisoformat(str(day))
+    snapshots = _read(root, "book_snapshots", venue, symbol, day)
+    if snapshots is None:
+        raise FileNotFoundError(f"book_snapshots {venue} {symbol} {day} is not in {root}")
+    events = _read(root, "raw_book_events", venue, symbol, day)
+    inst = instrument_for(venue, symbol, events if events is not None else snapshots)
+    counters_frame = _read(root, "replay_counters", venue, symbol, day)
+    counters = counters_frame.row(0, named=True) if counters_frame is not None else None
+    quarantine = _read(root, "quarantine", venue, symbol, day)
+    prev = lake.partition_path("book_checkpoint", venue, symbol, day - timedelta(days=1), root)
+    checkpoint_in = ckpt.read(prev) if prev.exists() else None
+    return evaluate_day(
+        snapshots,
+        inst,
+        events=events,
+        golden_bbo=_read(root, "golden_bbo", venue, symbol, day),
+        golden_depth=_read(root, "golden_depth", venue, symbol, day),
+        counters=counters,
+        checkpoint_in=checkpoint_in,
+        quarantined=quarantine.height if quarantine is not None else 0,
+        thresholds=thresholds or thresholds_for(venue),
+        with_materiality=with_materiality,
+    )
+
+
+def write_metrics(day: DayFidelity, root: Path, venue: str, symbol: str, d: date | str) -> Path:
+    """Store a day's long metrics frame as the ``fidelity_metrics`` partition."""
+    return lake.write_partition(day.metrics, METRICS, venue, symbol, d, Path(root))
+
+
+def _is_long(frame: pl.DataFrame) -> bool:
+    return {"gate", "check", "metric", "value", "status"} <= set(frame.columns)
+
+
+def collect_metrics(
+    root: Path, venue: str, symbol: str, compute_missing: bool = True, write: bool = False
+) -> pl.DataFrame:
+    """Every day's long metrics (a ``date`` column first), stored ones or computed from the lake.
+
+    Days with book_snapshots but no (long-format) fidelity_metrics are evaluated when
+    ``compute_missing``; ``write`` stores what was computed.
+    """
+    root = Path(root)
+    days = sorted(
+        set(lake_days(root, "book_snapshots", venue, symbol))
+        | set(lake_days(root, METRICS, venue, symbol))
+    )
+    frames = []
+    for d in days:
+        stored = _read(root, METRICS, venue, symbol, d)
+        if stored is not None and _is_long(stored):
+            frame = stored.select(METRICS_SCHEMA.names())
+        elif (
+            compute_missing
+            and lake.partition_path("book_snapshots", venue, symbol, d, root).exists()
+        ):
+            fid = evaluate_lake_day(root, venue, symbol, d)
+            frame = fid.metrics
+            if write:
+                write_metrics(fid, root, venue, symbol, d)
+        else:
+            continue
+        frames.append(frame.with_columns(pl.lit(d).alias("date")).select("date", *frame.columns))
+    if not frames:
+        return pl.DataFrame(schema={"date": pl.Date, **METRICS_SCHEMA})
+    return pl.concat(frames, how="vertical_relaxed")
+
+
+def snapshot_columns_for_realism(depth: int = schemas.DEFAULT_DEPTH) -> list[str]:
+    """The book_snapshots columns Gate C needs (mid, spreads, depth, imbalance)."""
+    return ["ts_event", "is_valid", *[n for g in schemas.level_names(depth) for n in g]]
