@@ -4,18 +4,22 @@
 Until the simulator (``obpipeline.sources.synthetic``) lands, the day is generated here: 1.8 M
 messages x 20 levels of BTCUSDT USD-M (tick 0.1 around 60 000, lot 0.001), mostly 1-tick spreads,
 lognormal sizes, 1 % of rows with a thin side, a few invalid stretches, ms exchange stamps with
-ties, and ~1 M trades. The data are built with numpy (not timed); the timings are best-of-N wall
-clock of the public API on an in-memory DataFrame, numba compiled beforehand (the cache makes that
-a one-off in real runs).
+ties, and ~0.9 M trades. The data are built with numpy (not timed); the timings are best-of-N
+wall clock of the public API on an in-memory DataFrame (CPU seconds and the load average beside
+them, as the box is shared), numba compiled beforehand (its cache makes that a one-off). Since
+the simulator landed, the per-message set is also timed on its real-profile day replayed to
+book_snapshots (made once under data/bench/, skipped when it cannot be built).
 
-    uv run python bench/bench_features.py [--rows 1800000] [--repeat 3]
+    uv run python bench/bench_features.py [--rows 1800000] [--repeat 3] [--no-simulator]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -24,6 +28,7 @@ from obpipeline import features, schemas
 from obpipeline.instruments import get_instrument
 
 INSTRUMENT = get_instrument("binance", "usdm", "BTCUSDT")
+BENCH_DIR = Path(__file__).resolve().parents[1] / "data" / "bench"
 ROWS = 1_800_000
 DEPTH = 20
 DAY0_NS = 1_717_200_000_000_000_000  # 2024-06-01T00:00:00Z
@@ -101,44 +106,80 @@ def make_trades(book: pl.DataFrame, n: int = 1_000_000, seed: int = 8) -> pl.Dat
     return schemas.conform(frame, schemas.trades(INSTRUMENT), "trades")
 
 
-def _best(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
+def _best(fn, repeat: int) -> tuple[float, float, object]:
+    """(best wall seconds, CPU seconds of that run, result) over ``repeat`` runs."""
+    best, cpu, out = float("inf"), 0.0, None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        wall = time.perf_counter() - t0
+        if wall < best:
+            best, cpu = wall, time.process_time() - c0
+    return best, cpu, out
 
 
-def run(rows: int = ROWS, repeat: int = 3) -> list[dict]:
-    """Time the per-message feature set and the grids on one synthetic real-volume day."""
-    config = features.FeatureConfig()
+def simulator_book_snapshots() -> Path | None:
+    """The simulator's real-profile day replayed to book_snapshots (made once, under data/bench),
+    or None when the simulator or the engine is not importable here."""
+    try:
+        from obpipeline.book import engine
+        from obpipeline.sources import synthetic
+    except Exception:
+        return None
+    assert INSTRUMENT is not None
+    events = Path(synthetic.real_volume_events_parquet(BENCH_DIR))
+    out = BENCH_DIR / events.name.replace("raw_book_events", "book_snapshots")
+    if not out.exists():
+        engine.replay_parquet(events, out, INSTRUMENT)
+    return out
+
+
+def _record(case: str, n: int, timed: tuple[float, float, object]) -> dict:
+    seconds, cpu, _ = timed
+    return {
+        "section": "features",
+        "case": case,
+        "rows": n,
+        "seconds": round(seconds, 4),
+        "rows_per_s": round(n / seconds),
+        "cpu_seconds": round(cpu, 4),  # the box is shared: wall time alone can mislead
+        "load_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def _synthetic_cases(rows: int, repeat: int, config: features.FeatureConfig) -> list[dict]:
     book = make_book_snapshots(rows)
     trades = make_trades(book, n=max(1, rows // 2))
     features.compute_features(book.head(1000), trades.head(100), config)  # compile / warm up
-
-    results = []
-
-    def record(case: str, n: int, seconds: float) -> None:
-        results.append(
-            {
-                "section": "features",
-                "case": case,
-                "rows": n,
-                "seconds": round(seconds, 4),
-                "rows_per_s": round(n / seconds),
-            }
-        )
-
-    s, per_msg = _best(lambda: features.compute_features(book, None, config), repeat)
-    record("per_message_full", rows, s)
-    s, _ = _best(lambda: features.compute_features(book, trades, config), repeat)
-    record("per_message_full+trades", rows, s)
+    out = []
+    timed = _best(lambda: features.compute_features(book, None, config), repeat)
+    out.append(_record("per_message_full", rows, timed))
+    per_msg = timed[2]
+    with_trades = _best(lambda: features.compute_features(book, trades, config), repeat)
+    out.append(_record("per_message_full+trades", rows, with_trades))
     for every in config.grids:
-        s, _ = _best(lambda e=every: features.grid_features(per_msg, trades, e, config), repeat)
-        record(f"grid_{every}_from_features", rows, s)
-    s, _ = _best(lambda: features.book_walk(book, config.walk_sizes), repeat)
-    record("book_walk_only", rows, s)
+        grid = _best(lambda e=every: features.grid_features(per_msg, trades, e, config), repeat)
+        out.append(_record(f"grid_{every}_from_features", rows, grid))
+    walk = _best(lambda: features.book_walk(book, config.walk_sizes), repeat)
+    out.append(_record("book_walk_only", rows, walk))
+    n_ref = min(rows, 200_000)
+    ref = _best(lambda: features.reference_features(book.head(n_ref), config), 1)
+    out.append(_record(f"reference_polars_{n_ref // 1000}k_rows", n_ref, ref))
+    return out
+
+
+def run(rows: int = ROWS, repeat: int = 3, simulator: bool = True) -> list[dict]:
+    """Time the per-message feature set and the grids on one synthetic real-volume day, and the
+    per-message set on the simulator's real-profile day when it can be made here."""
+    config = features.FeatureConfig()
+    results = _synthetic_cases(rows, repeat, config)
+    if simulator:
+        path = simulator_book_snapshots()
+        if path is not None:
+            day = pl.read_parquet(path)
+            features.compute_features(day.head(1000), None, config)
+            timed = _best(lambda: features.compute_features(day, None, config), repeat)
+            results.append(_record("per_message_full[simulator real day]", day.height, timed))
     return results
 
 
@@ -146,8 +187,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=ROWS)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-simulator", action="store_true", help="skip the simulator's day")
     args = parser.parse_args()
-    for r in run(args.rows, args.repeat):
+    for r in run(args.rows, args.repeat, not args.no_simulator):
         print(json.dumps(r))
 
 

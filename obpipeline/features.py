@@ -205,16 +205,27 @@ def features_schema(config: FeatureConfig = FeatureConfig(), grid: bool = False)
 
 @dataclass
 class _Levels:
-    """Unscaled int64 views of the level columns: the low words of the decimal128 buffers."""
+    """One Arrow chunk of the level columns as unscaled int64 views (the low words of the
+    decimal128 buffers, no copy)."""
+
+    start: int  # first row of the chunk in the frame
+    n: int
+    words: dict[str, np.ndarray]  # (n, w) int64, column 0 is the value; readonly
+    bits: dict[str, np.ndarray]  # Arrow validity bitmap (uint8), all ones when no nulls
+    offset: dict[str, int]  # Arrow offset = bit index of row 0
+    nulls: dict[str, int]  # null count
+
+
+@dataclass
+class _Book:
+    """The level columns of a frame, chunk by chunk: a parquet read gives one chunk per row
+    group, and gluing them (``rechunk``) would copy 2.3 GB on a real-volume day."""
 
     n: int
     depth: int
     price_scale: int
     size_scale: int
-    words: dict[str, np.ndarray]  # (n, w) int64, column 0 is the value; readonly
-    bits: dict[str, np.ndarray]  # Arrow validity bitmap (uint8), all ones when no nulls
-    offset: dict[str, int]  # Arrow offset = bit index of row 0
-    nulls: dict[str, int]  # null count
+    chunks: list[_Levels]
 
 
 def _decimal_view(series: pl.Series) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -222,7 +233,7 @@ def _decimal_view(series: pl.Series) -> tuple[np.ndarray, np.ndarray, int, int]:
         raise TypeError(
             f"{series.name}: expected Decimal (book_snapshots schema), got {series.dtype}"
         )
-    arr = series.rechunk().to_arrow()
+    arr = series.to_arrow()  # one chunk: zero-copy
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     width = arr.type.byte_width
@@ -247,18 +258,35 @@ def _decimal_view(series: pl.Series) -> tuple[np.ndarray, np.ndarray, int, int]:
     return words, bits, arr.offset, arr.null_count
 
 
-def _levels(frame: pl.DataFrame) -> _Levels:
+def _levels(frame: pl.DataFrame) -> _Book:
     depth = schemas.depth_of(frame)
     if depth == 0:
         raise ValueError("not a book_snapshots frame: no bid_price_1..N columns")
     bp, bs, ap, asz = schemas.level_names(depth)
-    words, bits, offset, nulls = {}, {}, {}, {}
-    for name in (*bp, *bs, *ap, *asz):
-        words[name], bits[name], offset[name], nulls[name] = _decimal_view(frame[name])
+    names = (*bp, *bs, *ap, *asz)
     p_dtype, s_dtype = frame.schema[bp[0]], frame.schema[bs[0]]
+    for name in names:
+        if not isinstance(frame.schema[name], pl.Decimal):
+            raise TypeError(
+                f"{name}: expected Decimal (book_snapshots schema), got {frame.schema[name]}"
+            )
     assert isinstance(p_dtype, pl.Decimal) and isinstance(s_dtype, pl.Decimal)
     assert p_dtype.scale is not None and s_dtype.scale is not None
-    return _Levels(frame.height, depth, p_dtype.scale, s_dtype.scale, words, bits, offset, nulls)
+    lengths = frame[names[0]].chunk_lengths()
+    if any(frame[c].chunk_lengths() != lengths for c in names[1:]):
+        frame = frame.select(names).rechunk()  # chunks not aligned across columns: glue them
+        lengths = frame[names[0]].chunk_lengths()
+    per_column = {c: frame[c].get_chunks() for c in names}
+    chunks, start = [], 0
+    for k, n in enumerate(lengths):
+        if n == 0:
+            continue
+        words, bits, offset, nulls = {}, {}, {}, {}
+        for c in names:
+            words[c], bits[c], offset[c], nulls[c] = _decimal_view(per_column[c][k])
+        chunks.append(_Levels(start, n, words, bits, offset, nulls))
+        start += n
+    return _Book(frame.height, depth, p_dtype.scale, s_dtype.scale, chunks)
 
 
 def _prepare(snapshots: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
@@ -280,7 +308,7 @@ def _valid_array(frame: pl.DataFrame) -> np.ndarray:
     return frame["is_valid"].fill_null(False).to_numpy().astype(np.bool_, copy=False)
 
 
-def _tick_units(lv: _Levels, instrument: Instrument | None) -> int:
+def _tick_units(lv: _Book, instrument: Instrument | None) -> int:
     if instrument is None:
         return 1
     if instrument.price_scale != lv.price_scale:
@@ -323,26 +351,37 @@ def _unpack(cols, bits, offs, nulls, first, lo, hi, buf):  # pragma: no cover - 
 
 @njit(cache=True, nogil=True)
 def _kernel(
-    row_lo, row_hi, bp, bs, ap, az, bp_bits, bs_bits, ap_bits, az_bits, offs, nulls, valid,
-    spread_lv, imb_lv, n_ofi, targets, band_frac,
-    tick_units, price_unit, size_unit,
-    core, spr, imb, ofi, vwap, slip, depth, lb,
+    row_lo, row_hi, out_off, prev, has_prev,
+    bp, bs, ap, az, bp_bits, bs_bits, ap_bits, az_bits, offs, nulls, valid,
+    spread_lv, imb_lv, n_ofi, targets, band_frac, tick_units, price_unit, size_unit, layout, out,
 ):  # fmt: skip  # pragma: no cover - compiled
-    """All per-message features of rows row_lo..row_hi-1 from the unscaled integers (definitions
-    in the module docs); it releases the GIL, so threads run disjoint row ranges.
+    """All per-message features of rows row_lo..row_hi-1 of one Arrow chunk from the unscaled
+    integers (definitions in the module docs), written to ``out[:, out_off + row]`` (NaN = null).
+    It releases the GIL, so threads run disjoint row ranges. ``prev`` is the unpacked row before
+    the chunk (``has_prev``), for the OFI of the chunk's first row.
 
     ``bp, bs, ap, az``: level columns (tuples of (n, w) int64 views, column 0 = value, level 1
     first), with their Arrow validity bitmaps, offsets ``offs`` (4, L) and null counts ``nulls``
-    (4, L). ``targets`` (lots) and ``band_frac`` (x/1e4) ascending.
-    Outputs, NaN = null: core (mid, microprice, spread, spread_ticks), spr, imb, ofi as (k, n);
-    vwap, slip, depth, lb as (side, k, n) with side 0 = asks (buys), 1 = bids (sells).
+    (4, L); ``valid`` covers the whole frame. ``targets`` (lots) and ``band_frac`` (x/1e4) are
+    ascending. ``layout`` = first ``out`` row of: spreads, imbalances, OFI, VWAP, slippage,
+    depth, lower-bound flags (the last four as [side][k], side 0 = asks/buys, 1 = bids/sells);
+    rows 0-3 are mid, microprice, spread, spread_ticks.
+
+    Each block's rows are unpacked into a row-major scratch, computed into a row-major output
+    block, and written out one feature at a time: sequential memory traffic on both ends.
     """
     n_levels = len(bp)
     BS, AP, AS = n_levels, 2 * n_levels, 3 * n_levels  # column offsets in a block row
     n_sizes = targets.shape[0]
     n_bands = band_frac.shape[0]
+    c_spr, c_imb, c_ofi, c_vwap, c_slip, c_depth, c_lb = layout
+    n_out = out.shape[0]
     nan = np.nan
-    buf = np.empty((_BLOCK + 1, 4 * n_levels))  # scratch block, ~1.3 MB: stays in L2
+    inv_price, inv_size, inv_tick = 1.0 / price_unit, 1.0 / size_unit, 1.0 / tick_units
+    inv_targets = 1.0 / targets
+    lim = np.empty(n_bands)
+    buf = np.empty((_BLOCK + 1, 4 * n_levels))  # input block, ~1.3 MB: stays in L2
+    ob = np.empty((_BLOCK, n_out))  # output block
     for i0 in range(row_lo, row_hi, _BLOCK):
         i1 = min(row_hi, i0 + _BLOCK)
         lo = max(0, i0 - 1)  # row i0-1 too: OFI looks one message back
@@ -352,14 +391,95 @@ def _kernel(
         _unpack(az, az_bits, offs[3], nulls[3], AS, lo, i1, buf)
         for i in range(i0, i1):
             x = buf[i - lo]
-            ok = valid[i]
+            o = ob[i - i0]
+            g = out_off + i  # row in the whole frame
+            ok = valid[g]
+            b1, qb1, a1, qa1 = x[0], x[BS], x[AP], x[AS]
+            if not (ok and qb1 > 0.0 and qa1 > 0.0 and b1 == b1 and a1 == a1):
+                o[:] = nan
+            else:
+                mid = (a1 + b1) * 0.5  # price units
+                inv_mid = 1.0 / mid
+                o[0] = mid * inv_price
+                o[1] = (b1 * qa1 + a1 * qb1) / (qb1 + qa1) * inv_price
+                o[2] = (a1 - b1) * inv_price
+                o[3] = (a1 - b1) * inv_tick
 
-            # order-flow imbalance: rows i and i-1 valid; absent bid -inf, ask +inf, size 0
-            if ok and i > 0 and valid[i - 1]:
-                xp = buf[i - 1 - lo]
+                for t in range(spread_lv.shape[0]):
+                    k = spread_lv[t] - 1
+                    if k < n_levels and x[BS + k] > 0.0 and x[AS + k] > 0.0:
+                        o[c_spr + t] = (x[AP + k] - x[k]) * inv_mid * BP
+                    else:
+                        o[c_spr + t] = nan
+
+                for t in range(imb_lv.shape[0]):
+                    k = imb_lv[t]
+                    o[c_imb + t] = nan
+                    if k <= n_levels:
+                        sb = 0.0
+                        sa = 0.0
+                        for j in range(k):
+                            sb += x[BS + j]
+                            sa += x[AS + j]
+                        if sb + sa > 0.0:
+                            o[c_imb + t] = (sb - sa) / (sb + sa)
+
+                for b in range(n_bands):
+                    lim[b] = mid * band_frac[b]
+                for side in range(2):  # 0: asks (buys walk them), 1: bids (sells)
+                    pcol = AP if side == 0 else 0
+                    qcol = AS if side == 0 else BS
+                    c_v = c_vwap + side * n_sizes
+                    c_s = c_slip + side * n_sizes
+                    c_d = c_depth + side * n_bands
+                    c_l = c_lb + side * n_bands
+                    s = 0
+                    b = 0
+                    cum = 0.0  # lots of the levels before j (integers, exact in float64)
+                    notional = 0.0  # price units * lots of those levels
+                    last_present = False
+                    for j in range(n_levels):
+                        if s == n_sizes and b == n_bands:
+                            break
+                        p = x[pcol + j]
+                        q = x[qcol + j]
+                        if not (q > 0.0 and p == p):
+                            last_present = False
+                            continue
+                        last_present = True
+                        dist = p - mid if side == 0 else mid - p
+                        while b < n_bands and dist > lim[b]:
+                            o[c_d + b] = cum * inv_size
+                            o[c_l + b] = 0.0
+                            b += 1
+                        while s < n_sizes and targets[s] <= cum + q:
+                            v = (notional + p * (targets[s] - cum)) * inv_targets[s]
+                            o[c_v + s] = v * inv_price
+                            o[c_s + s] = (
+                                (v * inv_mid - 1.0) * BP if side == 0 else (1.0 - v * inv_mid) * BP
+                            )
+                            s += 1
+                        cum += q
+                        notional += p * q
+                    while s < n_sizes:
+                        o[c_v + s] = nan
+                        o[c_s + s] = nan
+                        s += 1
+                    if b < n_bands:
+                        # every visible level is inside the remaining bands: a lower bound
+                        # when the deepest level (N) is present
+                        flag = 1.0 if last_present and x[qcol + n_levels - 1] > 0.0 else 0.0
+                        while b < n_bands:
+                            o[c_d + b] = cum * inv_size
+                            o[c_l + b] = flag
+                            b += 1
+
+            # order-flow imbalance: rows g and g-1 valid; absent bid -inf, ask +inf, size 0
+            if ok and g > 0 and valid[g - 1] and (i > 0 or has_prev):
+                xp = buf[i - 1 - lo] if i > 0 else prev
                 for m in range(n_ofi):
                     if m >= n_levels:
-                        ofi[m, i] = nan
+                        o[c_ofi + m] = nan
                         continue
                     qb, qb0, qa, qa0 = x[BS + m], xp[BS + m], x[AS + m], xp[AS + m]
                     pb = x[m] if qb > 0.0 else -np.inf
@@ -368,94 +488,29 @@ def _kernel(
                     pa0 = xp[AP + m] if qa0 > 0.0 else np.inf
                     e_b = qb if pb > pb0 else (-qb0 if pb < pb0 else qb - qb0)
                     e_a = qa if pa < pa0 else (-qa0 if pa > pa0 else qa - qa0)
-                    ofi[m, i] = (e_b - e_a) / size_unit
+                    o[c_ofi + m] = (e_b - e_a) * inv_size
             else:
                 for m in range(n_ofi):
-                    ofi[m, i] = nan
+                    o[c_ofi + m] = nan
 
-            b1, qb1, a1, qa1 = x[0], x[BS], x[AP], x[AS]
-            if not (ok and qb1 > 0.0 and qa1 > 0.0 and b1 == b1 and a1 == a1):
-                core[:, i] = nan
-                spr[:, i] = nan
-                imb[:, i] = nan
-                vwap[:, :, i] = nan
-                slip[:, :, i] = nan
-                depth[:, :, i] = nan
-                lb[:, :, i] = nan
-                continue
+        g0 = out_off + i0
+        for f in range(n_out):
+            row = out[f]
+            for r in range(i1 - i0):
+                row[g0 + r] = ob[r, f]
 
-            mid = (a1 + b1) * 0.5  # price units
-            core[0, i] = mid / price_unit
-            core[1, i] = (b1 * qa1 + a1 * qb1) / (qb1 + qa1) / price_unit
-            core[2, i] = (a1 - b1) / price_unit
-            core[3, i] = (a1 - b1) / tick_units
 
-            for t in range(spread_lv.shape[0]):
-                k = spread_lv[t] - 1
-                if k < n_levels and x[BS + k] > 0.0 and x[AS + k] > 0.0:
-                    spr[t, i] = (x[AP + k] - x[k]) / mid * BP
-                else:
-                    spr[t, i] = nan
-
-            for t in range(imb_lv.shape[0]):
-                k = imb_lv[t]
-                imb[t, i] = nan
-                if k <= n_levels:
-                    sb = 0.0
-                    sa = 0.0
-                    for j in range(k):
-                        sb += x[BS + j]
-                        sa += x[AS + j]
-                    if sb + sa > 0.0:
-                        imb[t, i] = (sb - sa) / (sb + sa)
-
-            for side in range(2):  # 0: asks (buys walk them), 1: bids (sells)
-                pcol = AP if side == 0 else 0
-                qcol = AS if side == 0 else BS
-                s = 0
-                b = 0
-                cum = 0.0  # lots of the levels before j (integers, exact in float64)
-                notional = 0.0  # price units * lots of those levels
-                last_present = False
-                for j in range(n_levels):
-                    if s == n_sizes and b == n_bands:
-                        break
-                    p = x[pcol + j]
-                    q = x[qcol + j]
-                    if not (q > 0.0 and p == p):
-                        last_present = False
-                        continue
-                    last_present = True
-                    dist = p - mid if side == 0 else mid - p
-                    while b < n_bands and dist > mid * band_frac[b]:
-                        depth[side, b, i] = cum / size_unit
-                        lb[side, b, i] = 0.0
-                        b += 1
-                    while s < n_sizes and targets[s] <= cum + q:
-                        v = (notional + p * (targets[s] - cum)) / targets[s]
-                        vwap[side, s, i] = v / price_unit
-                        slip[side, s, i] = (
-                            (v / mid - 1.0) * BP if side == 0 else (1.0 - v / mid) * BP
-                        )
-                        s += 1
-                    cum += q
-                    notional += p * q
-                if b < n_bands:
-                    # every visible level is inside the remaining bands: lower bound when
-                    # the deepest level (N) is present
-                    last_present = last_present and x[qcol + n_levels - 1] > 0.0
-                while s < n_sizes:
-                    vwap[side, s, i] = nan
-                    slip[side, s, i] = nan
-                    s += 1
-                while b < n_bands:
-                    depth[side, b, i] = cum / size_unit
-                    lb[side, b, i] = 1.0 if last_present else 0.0
-                    b += 1
+def _last_row(columns: tuple, n: int, depth: int) -> np.ndarray:
+    """Row n-1 of a chunk, unpacked like the kernel's blocks: the OFI predecessor of the next."""
+    bp, bs, ap, az, bp_bits, bs_bits, ap_bits, az_bits, offs, nulls = columns
+    buf = np.empty((1, 4 * depth))
+    for k, (cols, bits) in enumerate(((bp, bp_bits), (bs, bs_bits), (ap, ap_bits), (az, az_bits))):
+        _unpack(cols, bits, offs[k], nulls[k], k * depth, n - 1, n, buf)
+    return buf[0]
 
 
 def _kernel_columns(
-    lv: _Levels, valid: np.ndarray, config: FeatureConfig, tick_units: int
+    lv: _Book, valid: np.ndarray, config: FeatureConfig, tick_units: int
 ) -> list[pl.Series]:
     """Run the kernel and name its outputs (NaN -> null)."""
     bp, bs, ap, asz = schemas.level_names(lv.depth)
@@ -469,62 +524,67 @@ def _kernel_columns(
     b_order = np.argsort(np.asarray(bands, dtype=np.float64), kind="stable")
     band_frac = np.array([bands[k] / BP for k in b_order], dtype=np.float64)
 
-    core = np.empty((4, n))
-    spr = np.empty((len(config.spread_levels), n))
-    imb = np.empty((len(config.imbalance_levels), n))
-    ofi = np.empty((config.ofi_levels, n))
-    vwap = np.empty((2, len(sizes), n))
-    slip = np.empty((2, len(sizes), n))
-    depth = np.empty((2, len(bands), n))
-    lb = np.empty((2, len(bands), n))
-    if n:
-        groups = (bp, bs, ap, asz)
-        args = (
-            *(tuple(lv.words[c] for c in g) for g in groups),
-            *(tuple(lv.bits[c] for c in g) for g in groups),
-            np.array([[lv.offset[c] for c in g] for g in groups], dtype=np.int64),
-            np.array([[lv.nulls[c] for c in g] for g in groups], dtype=np.int64),
-            valid,
-            np.asarray(config.spread_levels, dtype=np.int64),
-            np.asarray(config.imbalance_levels, dtype=np.int64),
-            config.ofi_levels,
-            targets,
-            band_frac,
-            float(tick_units),
-            float(10**lv.price_scale),
-            float(lot),
-            core, spr, imb, ofi, vwap, slip, depth, lb,
-        )  # fmt: skip
-        # the kernel releases the GIL: split the rows between threads (block-aligned)
-        n_threads = max(1, min(get_num_threads(), n // (4 * _BLOCK)))
-        edges = [n * t // n_threads // _BLOCK * _BLOCK for t in range(n_threads)] + [n]
+    # output rows: 4 core, spreads, imbalances, OFI, vwap[2][S], slip[2][S], depth[2][B], lb[2][B]
+    n_spr, n_imb, n_ofi = len(config.spread_levels), len(config.imbalance_levels), config.ofi_levels
+    S, B = len(sizes), len(bands)
+    starts = np.cumsum([4, n_spr, n_imb, n_ofi, 2 * S, 2 * S, 2 * B])
+    layout = np.asarray(starts, dtype=np.int64)
+    out = np.empty((int(starts[-1]) + 2 * B, n))
+    groups = (bp, bs, ap, asz)
+    params = (
+        valid,
+        np.asarray(config.spread_levels, dtype=np.int64),
+        np.asarray(config.imbalance_levels, dtype=np.int64),
+        n_ofi,
+        targets,
+        band_frac,
+        float(tick_units),
+        float(10**lv.price_scale),
+        float(lot),
+        layout,
+        out,
+    )
+    # the kernel releases the GIL: threads take disjoint row ranges (chunks, or parts of them)
+    n_threads = max(1, min(get_num_threads(), n // (4 * _BLOCK)))
+    tasks = []
+    prev, has_prev = np.zeros(4 * lv.depth), False
+    for ch in lv.chunks:
+        columns = (
+            *(tuple(ch.words[c] for c in g) for g in groups),
+            *(tuple(ch.bits[c] for c in g) for g in groups),
+            np.array([[ch.offset[c] for c in g] for g in groups], dtype=np.int64),
+            np.array([[ch.nulls[c] for c in g] for g in groups], dtype=np.int64),
+        )
+        parts = max(1, min(n_threads, ch.n // (4 * _BLOCK)))
+        edges = [ch.n * t // parts for t in range(parts)] + [ch.n]
+        for t in range(parts):
+            tasks.append((edges[t], edges[t + 1], ch.start, prev, has_prev, *columns, *params))
+        prev, has_prev = _last_row(columns, ch.n, lv.depth), True
+    if tasks:
         with ThreadPoolExecutor(n_threads) as pool:
-            for future in [
-                pool.submit(_kernel, edges[t], edges[t + 1], *args) for t in range(n_threads)
-            ]:
+            for future in [pool.submit(_kernel, *task) for task in tasks]:
                 future.result()
 
-    def f(name: str, values: np.ndarray) -> pl.Series:
-        return pl.Series(name, values, nan_to_null=True)
+    def f(name: str, row: int) -> pl.Series:
+        return pl.Series(name, out[row], nan_to_null=True)
 
-    out = [f(c, core[k]) for k, c in enumerate(("mid", "microprice", "spread", "spread_ticks"))]
-    out += [f(f"spread_l{k}_bp", spr[t]) for t, k in enumerate(config.spread_levels)]
+    c_spr, c_imb, c_ofi, c_vwap, c_slip, c_depth, c_lb = (int(x) for x in layout)
+    cols = [f(c, k) for k, c in enumerate(("mid", "microprice", "spread", "spread_ticks"))]
+    cols += [f(f"spread_l{k}_bp", c_spr + t) for t, k in enumerate(config.spread_levels)]
     for side_idx, side in ((1, "bid"), (0, "ask")):
-        out += [
-            f(f"{side}_depth_{_num(bands[k])}bp", depth[side_idx, r]) for r, k in enumerate(b_order)
-        ]
+        for r, k in enumerate(b_order):
+            cols.append(f(f"{side}_depth_{_num(bands[k])}bp", c_depth + side_idx * B + r))
     for side_idx, side in ((1, "bid"), (0, "ask")):
-        out += [
-            f(f"{side}_depth_{_num(bands[k])}bp_lb", lb[side_idx, r]).cast(pl.Boolean)
-            for r, k in enumerate(b_order)
-        ]
-    out += [f(f"imbalance_{k}", imb[t]) for t, k in enumerate(config.imbalance_levels)]
+        for r, k in enumerate(b_order):
+            name = f"{side}_depth_{_num(bands[k])}bp_lb"
+            cols.append(f(name, c_lb + side_idx * B + r).cast(pl.Boolean))
+    cols += [f(f"imbalance_{k}", c_imb + t) for t, k in enumerate(config.imbalance_levels)]
     for side_idx, side in ((0, "buy"), (1, "sell")):
         for r, k in enumerate(s_order):
-            out.append(f(f"{side}_vwap_{_num(sizes[k])}", vwap[side_idx, r]))
-            out.append(f(f"{side}_slip_bp_{_num(sizes[k])}", slip[side_idx, r]))
-    out += [f(f"ofi_{m + 1}", ofi[m]) for m in range(config.ofi_levels)]
-    return out
+            cols.append(f(f"{side}_vwap_{_num(sizes[k])}", c_vwap + side_idx * S + r))
+            cols.append(f(f"{side}_slip_bp_{_num(sizes[k])}", c_slip + side_idx * S + r))
+    cols += [f(f"ofi_{m + 1}", c_ofi + m) for m in range(n_ofi)]
+    return cols
 
 
 # --------------------------------------------------------------------------------------------

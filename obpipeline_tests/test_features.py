@@ -558,3 +558,16 @@ def test_property_too_thin_book_is_null_and_counted(book: pl.DataFrame) -> None:
     summary = F.feature_summary(feats, config)
     with_mid = feats["mid"].is_not_null().sum()
     assert summary["thin_book"]["buy_100p001"] == with_mid == summary["thin_book"]["sell_100p001"]
+
+
+def test_chunked_input_equals_one_chunk() -> None:
+    """Parquet reads give one chunk per row group; OFI must carry across chunk boundaries, and
+    columns chunked differently must still work."""
+    frame = book_frame(HAND)
+    chunked = pl.concat([frame.head(2), frame.slice(2, 1), frame.slice(3)], rechunk=False)
+    assert chunked["bid_price_1"].n_chunks() == 3
+    one = F.compute_features(frame, TRADES, CONFIG)
+    assert F.compute_features(chunked, TRADES, CONFIG).equals(one)
+    ragged = chunked.with_columns(chunked["ask_size_2"].rechunk())  # one column in one chunk
+    assert F.compute_features(ragged, TRADES, CONFIG).equals(one)
+    assert F.compute_features(chunked.lazy(), TRADES, CONFIG).equals(one)
