@@ -18,8 +18,8 @@ from obpipeline.sources import faults as F
 from obpipeline.sources import synthetic as S
 from obpipeline_tests.conftest import require_binance_data
 
-# A small day (~14k messages) so that the nine mutants replay in a few seconds each.
-SMALL = {"event_rate": 4.0, "msg_ms": 6_000, "d20_ms": 30_000, "warmup_events": 20_000}
+# A small day (~8.6k messages) so that the nine mutants replay in a few seconds each.
+SMALL = {"event_rate": 3.0, "msg_ms": 10_000, "d20_ms": 30_000, "warmup_events": 20_000}
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ counter):
   sizes, larger at the touch. Quoting around the fundamental rather than around the current
   best is what lets a dense book follow a price that moves tens of ticks a second;
 * **spread improvement**: while the spread is wider than a tick, a share of limit orders
-  improves it by one tick (queue-reactive behaviour, Huang-Lehalle-Rosenbaum);
+  goes inside it, at the fundamental's touch (queue-reactive behaviour, Huang-Lehalle-Rosenbaum);
 * **cancellation**: one resting order, drawn uniformly among the side's orders (a Fenwick tree
   over per-level order counts), leaves its level with an average order's size; the cancel share
   of events grows with the number of resting orders, so every order has the same hazard and the
@@ -424,8 +424,12 @@ def _one_event(book, fw, st, stamp, touched, rs, t_ns, f, par, lo, trades, recor
     if u >= par[P_MO] + p_cancel:
         size = _lognormal_lots(rs, par[P_LO_MU], par[P_LO_SIGMA], 1 << 40)
         if has_a and has_b and ba - bb > 1 and R.uniform(rs) < par[P_IMPROVE]:
-            # queue-reactive: a wide spread draws orders that improve it by a tick
-            i = bb + 1 if side == BID else ba - 1
+            # queue-reactive: a wide spread draws orders inside it, at the fundamental's touch
+            i = (
+                min(ba - 1, max(bb + 1, anchor_b))
+                if side == BID
+                else max(bb + 1, min(ba - 1, anchor_a))
+            )
         else:
             dist = _distance(rs, par)
             if dist == 0:

@@ -21,7 +21,7 @@ class Model:
     cancel_share: float = 0.47  # share of non-market events that cancel, at target_orders resting
     target_orders: int = 4000  # resting orders (both sides) at which that share applies
     p_touch: float = 0.40  # share of placements/cancels at the touch
-    p_improve: float = 0.5  # share of limit orders improving a spread wider than one tick
+    p_improve: float = 0.8  # share of limit orders placed inside a spread wider than one tick
     distance_gamma: float = 2.2  # > 1 concentrates placements near the top
     limit_size_median: float = 0.008  # in base units (BTC)
     limit_size_sigma: float = 1.6
