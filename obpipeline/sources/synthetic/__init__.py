@@ -23,7 +23,6 @@ Everything is a function of (venue, symbol, date, seed, profile): same inputs, s
 
 from __future__ import annotations
 
-import gzip
 import json
 import zlib
 from collections.abc import Iterator
@@ -427,8 +426,3 @@ def write_day(
         rp.write_text(json.dumps(report, indent=1, sort_keys=True))
         paths["faults"] = rp
     return paths
-
-
-def read_capture_bytes(path: Path | str) -> bytes:
-    """Decompressed bytes of a capture file written by ``write_day``."""
-    return gzip.decompress(Path(path).read_bytes())

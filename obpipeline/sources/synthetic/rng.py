@@ -53,10 +53,12 @@ def exponential(st: np.ndarray) -> float:
 
 @njit(cache=True)
 def student_t_unit(st: np.ndarray, nu: float) -> float:
-    """Student-t with ``nu`` > 2 degrees of freedom, scaled to unit variance."""
+    """Student-t with integer ``nu`` > 2 degrees of freedom, scaled to unit variance.
+
+    The chi-square is a sum of ``nu`` squared normals: exact, and cheap for the small ``nu``
+    (3-6) used here.
+    """
     z = normal(st)
-    # chi-square(nu) as a sum of a gamma via normals would be slow; use Wilson-Hilferty-free exact
-    # route for integer-ish nu: sum of squared normals (nu is small, 3..6).
     k = int(nu)
     chi = 0.0
     for _ in range(k):
