@@ -290,3 +290,22 @@ def test_real_volume_day() -> None:
     assert 1_600_000 <= sim.n_messages <= 1_900_000
     assert 20_000_000 <= sim.n_level_updates <= 40_000_000
     assert seconds < 120, seconds
+
+
+def test_raw_book_events_equal_the_adapters() -> None:
+    """The columnar shortcut (used by benchmarks and the Dagster layer) is the parsed capture."""
+    sim = S.simulate_day(DAY, **LIGHT)
+    assert sim.raw_book_events().equals(parse(sim).events)
+
+
+def test_simulate_cli_with_faults_writes_the_report(tmp_path: Path) -> None:
+    from obpipeline.cli import main
+
+    sets = [x for k, v in LIGHT.items() for x in ("--set", f"{k}={v}")]
+    argv = ["simulate", "--date", "2024-03-01", "--faults", "drop=0.01,malformed=0.001"]
+    assert main([*argv, *sets, "--no-truth", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "faults" / "BTCUSDT_20240301.json").read_text())
+    assert report["counts"]["drop"] > 0 and report["counts"]["malformed"] > 0
+    lines = gzip.decompress((tmp_path / "btcusdt_20240301.gz").read_bytes()).splitlines()
+    assert len(lines) == report["output_lines"] == report["input_lines"] - report["counts"]["drop"]
+    assert not (tmp_path / "truth").exists()
