@@ -178,6 +178,19 @@ def test_depth_bands_and_lower_bound_flags(hand: pl.DataFrame) -> None:
     assert [r1[f"ask_depth_{x}bp_lb"] for x in (1, 5, 10, 25, 100)] == [False] * 4 + [True]
 
 
+def test_depth_band_edge_is_inclusive() -> None:
+    """A level exactly x bp from mid is inside the x bp band (the distance is exact in ticks)."""
+    rows = [
+        {"t": 0.1, "bids": [("99.9", "1"), ("99.5", "2")], "asks": [("100.1", "1"), ("100.5", "2")]}
+    ]
+    frame = book_frame(rows)
+    for out in (F.compute_features(frame, None, CONFIG), F.reference_features(frame, CONFIG)):
+        r = row(out, 0)
+        # mid 100.0: 99.9 and 100.1 are exactly 10 bp (0.1) away, 99.5 / 100.5 are 50 bp away
+        assert [r[f"bid_depth_{x}bp"] for x in (1, 5, 10, 25, 100)] == [0.0, 0.0, 1.0, 1.0, 3.0]
+        assert [r[f"ask_depth_{x}bp"] for x in (1, 5, 10, 25, 100)] == [0.0, 0.0, 1.0, 1.0, 3.0]
+
+
 def test_imbalance(hand: pl.DataFrame) -> None:
     r0 = row(hand, 0)
     # L1: (2 - 1) / (2 + 1)
