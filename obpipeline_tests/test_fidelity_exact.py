@@ -70,7 +70,10 @@ def test_consecutive_mismatches_are_one_incident() -> None:
     t_ns, msg = cmp.first_mismatch()
     assert msg == 3  # the snapshot is message 0; bookTicker k follows diff k (msg k + 1)
     assert cmp.upper_bound() < cmp.upper_bound(incidents=False)
-    [res, time_res] = exact.exact_results([cmp], DEFAULT)
+    by = {r.check: r for r in exact.exact_results([cmp], DEFAULT)}
+    res, time_res = by["bookTicker"], by["bookTicker_time"]
+    assert by["touch"].status == FAIL and by["touch"].metrics["incidents"] == 2
+    assert by["top"].status == SKIPPED  # no partial-book reference
     assert res.status == FAIL and res.first_failure_msg_id == 3
     assert res.metrics["incidents"] == 2 and res.metrics["mismatched"] == 4
     assert time_res.check == "bookTicker_time" and time_res.status == PASS
@@ -125,8 +128,8 @@ def test_rest_snapshot_compared_with_the_independent_book() -> None:
 
 
 def fake(aligned: int, incidents: int, scope: str = exact.TOUCH, records: int | None = None):
+    """A comparison with given counts (its pairs are not needed by the per-kind verdict)."""
     pairs = pl.DataFrame(
-        {"update_id": [], "ts_event": [], "ts_ns": [], "msg_id": [], "levels": [], "mismatch": []},
         schema={
             "update_id": pl.Int64,
             "ts_event": pl.Datetime("ns", "UTC"),
@@ -134,7 +137,8 @@ def fake(aligned: int, incidents: int, scope: str = exact.TOUCH, records: int | 
             "msg_id": pl.Int64,
             "levels": pl.Int16,
             "mismatch": pl.Boolean,
-        },  # fmt: skip
+            "touch_mismatch": pl.Boolean,
+        }
     )
     per = pl.DataFrame({"level": [1], "compared": [aligned], "matched": [aligned - incidents]})
     return exact.ExactComparison(
@@ -157,13 +161,13 @@ def fake(aligned: int, incidents: int, scope: str = exact.TOUCH, records: int | 
 )
 def test_verdicts_follow_the_clopper_pearson_rule(aligned, incidents, scope, status) -> None:
     records = max(aligned, 10)
-    [res] = exact.exact_results([fake(aligned, incidents, scope, records)], DEFAULT)
+    res = exact.exact_results([fake(aligned, incidents, scope, records)], DEFAULT)[0]
     assert res.status == status
 
 
 def test_no_records_is_skipped() -> None:
-    [res] = exact.exact_results([fake(0, 0, records=0)], DEFAULT)
-    assert res.status == SKIPPED
+    results = exact.exact_results([fake(0, 0, records=0)], DEFAULT)
+    assert [r.status for r in results] == [SKIPPED] * 3  # the kind, touch, top
 
 
 def test_real_capture_agrees_with_golden_py_and_times_agree() -> None:
@@ -203,3 +207,26 @@ def test_tardis_references_match_within_one_message(tmp_path) -> None:
     c = exact.compare_windowed("book_snapshot", exact.TOP, result.snapshots, bad)
     assert c.mismatched == 1 and c.incidents == 1
     assert c.per_level.filter(pl.col("level") == 3)["matched"][0] == c.aligned - 1
+
+
+def test_pooled_touch_counts_each_book_state_once() -> None:
+    s = FuturesStream()
+    s.snapshot(BIDS, ASKS)
+    for k in range(6):
+        size = f"{1 + k}.000"
+        s.diff(bids=[("100.0", size)])
+        wrong = k in (2, 3)
+        ticker(s, "100.0", "9.999" if wrong else size, "100.1", "1.500")
+        bids = [("100.0", "9.999" if wrong else size)] + BIDS[1:]
+        depth_partial(s, bids, ASKS)  # the same state, also wrong at the touch
+    capture, result = run(s)
+    comps = [
+        exact.compare_bbo(result.snapshots, capture.golden_bbo, capture.events),
+        exact.compare_depth(result.snapshots, capture.golden_depth, capture.events),
+    ]
+    touch = exact.pooled_evidence(comps, exact.TOUCH)
+    assert (touch.aligned, touch.mismatched, touch.incidents) == (6, 2, 1)
+    top = exact.pooled_evidence(comps, exact.TOP)
+    assert (top.aligned, top.mismatched, top.kinds) == (6, 2, ["depth"])
+    by = {r.check: r for r in exact.exact_results(comps, DEFAULT)}
+    assert by["touch"].status == FAIL and by["touch"].first_failure_msg_id == 3

@@ -26,7 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--write-metrics",
         action="store_true",
-        help="store the fidelity_metrics computed for days that lacked them",
+        help="evaluate (Gates A and C) and store fidelity_metrics for days that lack them",
+    )
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="evaluate and store fidelity_metrics for every day, replacing stored ones",
     )
     p.add_argument("--realism-days", type=int, default=30, help="days in the Gate C window")
     p.set_defaults(func=run)
@@ -38,11 +43,21 @@ def run(args: argparse.Namespace) -> int:
     from obpipeline.fidelity.report import build_report
 
     root = args.lake or lake.lake_root()
-    if args.write_metrics:
+    if args.write_metrics or args.recompute:
+        from obpipeline.fidelity.assets import fidelity_day
+
         for venue, symbol in lakeio.instruments_in_lake(root):
             if (args.venue and venue != args.venue) or (args.symbol and symbol != args.symbol):
                 continue
-            lakeio.collect_metrics(root, venue, symbol, compute_missing=True, write=True)
+            for day in lakeio.lake_days(root, "book_snapshots", venue, symbol):
+                stored = lake.partition_path(lakeio.METRICS, venue, symbol, day, root)
+                if stored.exists() and not args.recompute:
+                    continue
+                result = fidelity_day(root, venue, symbol, day)
+                lake.write_partition(result.metrics, lakeio.METRICS, venue, symbol, day, root)
+                print(
+                    f"{venue} {symbol} {day}: gate A {'pass' if result.metadata['gate_a_passed'] else 'FAIL'}"
+                )
     out = build_report(
         root,
         args.out,

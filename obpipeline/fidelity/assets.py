@@ -202,7 +202,7 @@ def daily_table(metrics: pl.DataFrame) -> pl.DataFrame:
     )
     golden = (
         metrics.filter(pl.col("metric").is_in(["aligned", "mismatched", "incidents"]))
-        .filter(pl.col("gate") == "A1")
+        .filter(pl.col("gate") == "A1", ~pl.col("check").is_in(["touch", "top"]))
         .group_by("date")
         .agg(
             pl.col("value").filter(pl.col("metric") == "aligned").sum().alias("golden_compared"),

@@ -159,12 +159,19 @@ def _compare(
 ) -> ExactComparison:
     """``ref``: update_id, ts_event, ts_local, levels, and level columns 1..depth (book naming)."""
     names = [n for group in schemas.level_names(depth) for n in group]
-    book = valid_book_rows(snapshots).select("last_update_id", "msg_id", *names)
+    # the book row's exchange time locates a failure (a golden record's own stamp may be a
+    # receive time on a lagging clock: spot bookTicker)
+    book_ts = pl.col("ts_event").dt.epoch("ns") if "ts_event" in snapshots.columns else pl.lit(None)
+    book = valid_book_rows(snapshots).select(
+        "last_update_id", "msg_id", *names, book_ts.cast(pl.Int64).alias("_book_ts")
+    )
     ref = ref.with_row_index("_order")
     joined = (
         ref.join(book, left_on="update_id", right_on="last_update_id", how="inner", suffix="_book")
         .sort("update_id", "_order", maintain_order=True)
-        .with_columns(pl.col("ts_event").dt.epoch("ns").alias("ts_ns"))
+        .with_columns(
+            pl.coalesce(pl.col("_book_ts"), pl.col("ts_event").dt.epoch("ns")).alias("ts_ns")
+        )
     )
     bp, bs, ap, asz = schemas.level_names(depth)
     level_eq = []
@@ -179,7 +186,9 @@ def _compare(
         level_eq.append((eq | ~covered).alias(f"_eq_{i + 1}"))
     joined = joined.with_columns(level_eq)
     eq_cols = [f"_eq_{i + 1}" for i in range(depth)]
-    joined = joined.with_columns((~pl.all_horizontal(eq_cols)).alias("mismatch"))
+    joined = joined.with_columns(
+        (~pl.all_horizontal(eq_cols)).alias("mismatch"), (~pl.col("_eq_1")).alias("touch_mismatch")
+    )
     mismatch = joined["mismatch"].to_numpy() if joined.height else np.zeros(0, bool)
     per_level = pl.DataFrame(
         {
@@ -216,7 +225,9 @@ def _compare(
         for n in names
     ]
     ref_side, rec_side = ref_side.with_columns(hide), rec_side.with_columns(hide)
-    pairs = joined.select("update_id", "ts_event", "ts_ns", "msg_id", "levels", "mismatch")
+    pairs = joined.select(
+        "update_id", "ts_event", "ts_ns", "msg_id", "levels", "mismatch", "touch_mismatch"
+    )
     book_ids = book["last_update_id"].to_numpy()
     return ExactComparison(
         kind=kind,
@@ -489,8 +500,75 @@ def compare_windowed(
 # verdicts
 
 
+@dataclass
+class PooledEvidence:
+    """One scope's evidence over every golden kind of a day (FIDELITY.md's two A1 limits)."""
+
+    scope: str
+    kinds: list[str]
+    aligned: int
+    mismatched: int
+    incidents: int
+    first_ns: int | None
+    first_msg_id: int | None
+
+
+def pooled_evidence(comparisons: list[ExactComparison], scope: str) -> PooledEvidence:
+    """The touch (level 1 of every kind) or top-N (all covered levels of top-N kinds) evidence.
+
+    Records of different kinds at the same update id compare the same book state: they count
+    once (a mismatch if any of them differs), so pooling never double-counts a state. Kinds
+    aligned by time (Tardis) have no update id and are added as they are.
+    """
+    col = "touch_mismatch" if scope == TOUCH else "mismatch"
+    use = [c for c in comparisons if c.aligned and (scope == TOUCH or c.scope == TOP)]
+    by_id = [c.pairs.select("update_id", "ts_ns", "msg_id", col) for c in use if c.kind not in
+             WINDOWED_KINDS]  # fmt: skip
+    frames = []
+    if by_id:
+        frames.append(
+            pl.concat(by_id)
+            .group_by("update_id")
+            .agg(pl.col("ts_ns").min(), pl.col("msg_id").min(), pl.col(col).any())
+            .sort("update_id")
+            .select("ts_ns", "msg_id", pl.col(col).alias("bad"))
+        )
+    for c in use:
+        if c.kind in WINDOWED_KINDS:
+            frames.append(c.pairs.select("ts_ns", "msg_id", pl.col(col).alias("bad")))
+    if not frames:
+        return PooledEvidence(scope, [], 0, 0, 0, None, None)
+    all_pairs = pl.concat(frames)
+    bad = all_pairs["bad"].to_numpy()
+    first = all_pairs.filter(pl.col("bad")).sort("ts_ns").head(1)
+    return PooledEvidence(
+        scope,
+        [c.kind for c in use],
+        all_pairs.height,
+        int(bad.sum()),
+        sum(stats.count_incidents(f["bad"].to_numpy()) for f in frames),
+        int(first["ts_ns"][0]) if first.height else None,
+        int(first["msg_id"][0]) if first.height else None,
+    )
+
+
+WINDOWED_KINDS = ("book_snapshot", "quotes")
+
+
+def _status(x: int, n: int, records: int, limit: float, conf: float) -> tuple[str, float]:
+    ub = stats.clopper_pearson_upper(x, n, conf)
+    if records == 0:
+        return SKIPPED, ub
+    if n == 0:
+        return INSUFFICIENT, ub
+    if ub < limit:
+        return PASS, ub
+    return (FAIL if x > 0 else INSUFFICIENT), ub
+
+
 def exact_results(comparisons: list[ExactComparison], thresholds: Thresholds) -> list[GateResult]:
-    """One A1 GateResult per golden kind, plus one per kind whose exchange times were checked."""
+    """One A1 GateResult per golden kind (and per kind whose exchange times were checked), then
+    the two FIDELITY.md limits on the day's pooled evidence: ``touch`` and ``top``."""
     out: list[GateResult] = []
     conf = thresholds.confidence
     for c in comparisons:
@@ -504,6 +582,8 @@ def exact_results(comparisons: list[ExactComparison], thresholds: Thresholds) ->
         needed = stats.records_to_certify(limit, conf)
         if c.records == 0:
             status, detail = SKIPPED, "no golden records of this kind"
+        elif c.aligned == 0 and c.kind == "rest":
+            status, detail = SKIPPED, "every REST snapshot synced the book: none to compare"
         elif c.aligned == 0:
             status, detail = INSUFFICIENT, f"none of {c.records} records aligned with a valid book"
         elif ub < limit:
@@ -554,4 +634,37 @@ def exact_results(comparisons: list[ExactComparison], thresholds: Thresholds) ->
                     metrics={"checked": c.time_checked, "mismatched": c.time_mismatched},
                 )
             )
+    conf = thresholds.confidence
+    for scope, limit in (
+        (TOUCH, thresholds.max_mismatch_rate_touch),
+        (TOP, thresholds.max_mismatch_rate_top),
+    ):
+        ev = pooled_evidence(comparisons, scope)
+        records = sum(c.records for c in comparisons if scope == TOUCH or c.scope == TOP)
+        x = ev.incidents if thresholds.incidents_not_records else ev.mismatched
+        status, ub = _status(x, ev.aligned, records, limit, conf)
+        needed = stats.records_to_certify(limit, conf)
+        detail = {
+            FAIL: f"{ev.mismatched} differing states in {ev.incidents} incident(s)",
+            INSUFFICIENT: f"0 differences in {ev.aligned} states; {needed} needed to certify",
+        }.get(status, "")
+        out.append(
+            GateResult(
+                "A1",
+                scope,
+                status,
+                ub,
+                limit,
+                detail,
+                first_failure_ns=ev.first_ns if status == FAIL else None,
+                first_failure_msg_id=ev.first_msg_id if status == FAIL else None,
+                metrics={
+                    "aligned": ev.aligned,
+                    "mismatched": ev.mismatched,
+                    "incidents": ev.incidents,
+                    "kinds": len(ev.kinds),
+                    "records_to_certify": needed,
+                },
+            )
+        )
     return out

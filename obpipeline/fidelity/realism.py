@@ -50,10 +50,18 @@ def mid_grid(snapshots: pl.DataFrame, every: str = "1m") -> pl.DataFrame:
     depth = schemas.depth_of(snapshots)
     if depth == 0 or snapshots.height == 0:
         return pl.DataFrame(schema={"ts": schemas.TS, "mid": pl.Float64})
-    b, a = pl.col("bid_price_1").cast(pl.Float64), pl.col("ask_price_1").cast(pl.Float64)
+    dtype = snapshots.schema["bid_price_1"]
+    if isinstance(dtype, pl.Decimal):  # the exact sum of the unscaled ints, rounded once: equal
+        # books give equal floats (a float sum of two prices can differ by one ulp)
+        units = pl.col("bid_price_1").to_physical().cast(pl.Int64) + pl.col(
+            "ask_price_1"
+        ).to_physical().cast(pl.Int64)
+        mid = units.cast(pl.Float64) / (2.0 * 10**dtype.scale)
+    else:
+        mid = (pl.col("bid_price_1").cast(pl.Float64) + pl.col("ask_price_1").cast(pl.Float64)) / 2
     frame = snapshots.select(
         pl.col("ts_event").dt.epoch("ns").cum_max().alias("t"),
-        pl.when(pl.col("is_valid")).then((a + b) / 2).alias("mid"),
+        pl.when(pl.col("is_valid")).then(mid).alias("mid"),
     )
     frame = frame.with_columns((-((-pl.col("t")) // step) * step).alias("bucket"))
     last = frame.group_by("bucket", maintain_order=True).agg(pl.col("mid").last())
