@@ -40,6 +40,8 @@ class Thresholds:
     max_negative_or_nan: int = 0
     #: duplicate diffs dropped by the replayer (a duplicated message is a feed fault).
     max_duplicates: int = 0
+    #: capture records the parser could not use (kept aside in the quarantine dataset).
+    max_quarantined: int = 0
     #: carried D-1 book against the exchange's opening snapshot of D: differing levels allowed.
     max_carried_book_mismatches: int = 0
     #: REST snapshots aligned with the book that differ (the replayer then resyncs).

@@ -114,7 +114,12 @@ class IntegrityReport:
                 "negative, zero-size, null or unordered levels",
             ),
             check("duplicates", f["duplicates"], t.max_duplicates, "duplicate diffs dropped"),
-            check("quarantined", f["quarantined"], 0, "records quarantined by the parser"),
+            check(
+                "quarantined",
+                f["quarantined"],
+                t.max_quarantined,
+                "records quarantined by the parser",
+            ),
             check(
                 "snapshot_mismatches",
                 f["snapshot_mismatches"],
