@@ -63,17 +63,20 @@ def run_demo(args: argparse.Namespace) -> int:
             if m is None:
                 print(f"  {day}  (not materialised: see the failed checks below)")
                 continue
+
             print(
                 f"  {day}  {s.get('messages', 0):>8}  {m['gaps']:>4}  {m['resyncs']:>7}  "
                 f"{m['invalid_rows']:>7}  {m['golden_compared']:>15}  "
                 f"{m['golden_mismatched']:>10}  {'pass' if m['integrity_ok'] else 'FAIL'}"
             )
         report = run.metadata.get(("fidelity_report", last.isoformat()))
+        if report and report.get("html"):
+            print(f"  HTML fidelity report: {report['html']}")
         if report:
             print(
                 f"  rolling report up to {last}: {report['days']} day(s), "
-                f"{report['days_passing']} passing, golden match rate "
-                f"{report['golden_match_rate']:.6f} over {report['golden_compared']} records"
+                f"{report['days_passing']} passing Gate A, golden records compared "
+                f"{report.get('golden_compared', 0)}, mismatched {report.get('golden_mismatched', 0)}"
             )
         for c in run.failed_checks:
             print(

@@ -47,10 +47,6 @@ RAW, CHECKPOINT, SNAPSHOTS = "raw_book_events", "book_checkpoint", "book_snapsho
 FEATURES, METRICS, REPORT = "book_features", "fidelity_metrics", "fidelity_report"
 ALONGSIDE_RAW = ("golden_bbo", "golden_depth", "trades", "quarantine")
 COUNTERS = "replay_counters"  # one row per day, written alongside book_snapshots
-METRIC_FLOATS = dict.fromkeys(
-    ("golden_match_rate", "golden_aligned_fraction", "mismatch_rate_upper95", "invalid_fraction"),
-    pl.Float64,
-)
 PREV_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 SOURCE_RESOURCE = "day_source"
 
@@ -508,17 +504,26 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         **common,
     )
     def fidelity_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        for day in _days(context):
+        # The HTML report covers every day of the lake and costs tens of seconds: in a range run
+        # (backfill) it is built once, for the range's last day; the other days get their rolling
+        # table and summary only (the same table bytes either way).
+        days = _days(context)
+        for day in days:
             started = time.perf_counter()
-            table, summary, markdown, html_path = fidelity_assets.fidelity_report_day(
-                cfg.lake, inst.venue_id, inst.symbol, day
-            )
+            html_path = None
+            if day == days[-1]:
+                table, summary, markdown, html_path = fidelity_assets.fidelity_report_day(
+                    cfg.lake, inst.venue_id, inst.symbol, day
+                )
+            else:
+                table, summary, markdown = _rolling_report(chain, day)
             path = chain.write(table, REPORT, day)
             meta = _metadata(
                 {**summary, "seconds": round(time.perf_counter() - started, 3), "path": str(path)}
             )
             meta["report"] = dg.MetadataValue.md(markdown)
-            meta["html"] = dg.MetadataValue.path(str(html_path))
+            if html_path is not None:
+                meta["html"] = dg.MetadataValue.path(str(html_path))
             context.add_asset_metadata(meta, partition_key=day)
         return dg.MaterializeResult()
 
@@ -535,53 +540,21 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
 # ----------------------------------------------------------------------------- the report
 
 
-def rolling_metrics(chain: Chain, day: date) -> pl.DataFrame:
-    """All fidelity_metrics rows of this instrument with ``day`` <= D, in day order."""
-    base = chain.path(METRICS, day).parent.parent
-    paths = sorted(
-        p
-        for p in base.glob("date=*/" + lake.PART)
-        if date.fromisoformat(p.parent.name.removeprefix("date=")) <= day
+def _rolling_report(chain: Chain, day: str) -> tuple[pl.DataFrame, dict[str, Any], str]:
+    """fidelity_report of one day without the HTML: the rolling table and its summary."""
+    from obpipeline.fidelity import lakeio
+    from obpipeline.fidelity.report import report_summary
+
+    d = date.fromisoformat(day)
+    metrics = lakeio.collect_metrics(
+        chain.cfg.lake, chain.inst.venue_id, chain.inst.symbol, compute_missing=False
+    ).filter(pl.col("date") <= d)
+    table = fidelity_assets.daily_table(metrics)
+    summary = report_summary(metrics)
+    summary["days_passing"] = int(table["integrity_ok"].sum()) if table.height else 0
+    markdown = (
+        f"### Fidelity of {chain.inst.venue_id} {chain.inst.symbol} up to {day}\n\n"
+        f"{summary.get('days', 0)} day(s), {summary['days_passing']} passing Gate A. The HTML "
+        "report is built for the last day of each run."
     )
-    if not paths:
-        raise dg.Failure(f"no fidelity_metrics up to {day} under {base}")
-    return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed").sort("day")
-
-
-def report_summary(table: pl.DataFrame) -> dict[str, Any]:
-    compared = int(table["golden_compared"].sum())
-    mismatched = int(table["golden_mismatched"].sum())
-    failing = table.filter(~pl.col("integrity_ok"))
-    return {
-        "days": table.height,
-        "days_passing": table.height - failing.height,
-        "days_failing": failing.height,
-        "failing_days": [str(d) for d in failing["day"].to_list()[:20]],
-        "golden_compared": compared,
-        "golden_mismatched": mismatched,
-        "golden_match_rate": (compared - mismatched) / compared if compared else 0.0,
-        "messages": int(table["messages"].sum()),
-        "gaps": int(table["gaps"].sum()),
-        "resyncs": int(table["resyncs"].sum()),
-    }
-
-
-def report_markdown(chain: Chain, day: str, table: pl.DataFrame) -> str:
-    s = report_summary(table)
-    lines = [
-        f"### Fidelity of {chain.inst.venue_id} {chain.inst.symbol} up to {day}",
-        "",
-        f"{s['days']} day(s), {s['days_passing']} passing; golden records compared "
-        f"{s['golden_compared']}, mismatched {s['golden_mismatched']} "
-        f"(match rate {s['golden_match_rate']:.6f}).",
-        "",
-        "| day | messages | gaps | resyncs | invalid rows | golden compared | mismatched | ok |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in table.tail(10).iter_rows(named=True):
-        lines.append(
-            f"| {r['day']} | {r['messages']} | {r['gaps']} | {r['resyncs']} | "
-            f"{r['invalid_rows']} | {r['golden_compared']} | {r['golden_mismatched']} | "
-            f"{'yes' if r['integrity_ok'] else '**no**'} |"
-        )
-    return "\n".join(lines)
+    return table, summary, markdown
