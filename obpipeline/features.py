@@ -120,6 +120,10 @@ class FeatureConfig:
             raise ValueError(f"depth bands must be positive: {self.depth_bands_bp}")
         if any(k < 1 for k in (*self.spread_levels, *self.imbalance_levels)) or self.ofi_levels < 0:
             raise ValueError("levels are 1-based")
+        for name in ("walk_sizes", "depth_bands_bp", "spread_levels", "imbalance_levels"):
+            values = [_num(v) for v in getattr(self, name)]
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} has duplicates (they would name the same column)")
         for every in self.grids:
             parse_duration(every)
         parse_duration(self.rv_window)
@@ -135,6 +139,7 @@ def _num(x: float) -> str:
 
 
 def walk_columns(config: FeatureConfig) -> list[str]:
+    """Book-walk column names, e.g. to select them for a VWAP backtest."""
     out: list[str] = []
     for side in ("buy", "sell"):
         for q in config.walk_sizes:

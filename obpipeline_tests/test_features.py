@@ -384,6 +384,8 @@ def test_empty_and_config_errors() -> None:
     with pytest.raises(ValueError):
         F.FeatureConfig(walk_sizes=(0.0,))
     with pytest.raises(ValueError):
+        F.FeatureConfig(depth_bands_bp=(5.0, 5))  # both would be bid_depth_5bp
+    with pytest.raises(ValueError):
         F.compute_features(book_frame(HAND), None, F.FeatureConfig(walk_sizes=(0.0001,)))
     with pytest.raises(ValueError):
         F.grid_features(book_frame(HAND), None, "1s", F.FeatureConfig(rv_window="100ms"))
