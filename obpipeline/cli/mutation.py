@@ -34,6 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--mutants", help="comma-separated mutant names (default: all); see --list", default=None
     )
     p.add_argument("--fast", action="store_true", help="only the fast subset of mutants")
+    p.add_argument(
+        "--clean-only", action="store_true", help="only the clean runs (the false-alarm check)"
+    )
+    p.add_argument(
+        "--chain",
+        action="store_true",
+        help="simulated days after the first start from the previous day's checkpoint",
+    )
     p.add_argument("--list", action="store_true", help="list the mutants and exit")
     p.add_argument("--seed", type=int, default=0, help="fault-injection seed")
     p.add_argument("--engine", default=None, help="replay engine (default: the default engine)")
@@ -54,12 +62,19 @@ def run(args: argparse.Namespace) -> int:
         mutants = [M.mutant(n.strip()) for n in args.mutants.split(",") if n.strip()]
     if args.fast:
         mutants = [m for m in mutants if m.fast]
+    if args.clean_only:
+        mutants = []
     engine = args.engine or book.DEFAULT_ENGINE
     datasets = []
     if args.sim_days > 0:
         print(f"simulating {args.sim_days} day(s) from {args.sim_start} …", file=sys.stderr)
         datasets += M.sim_datasets(
-            args.sim_days, args.sim_start, args.sim_hours, args.profile, engine=engine
+            args.sim_days,
+            args.sim_start,
+            args.sim_hours,
+            args.profile,
+            chain=args.chain,
+            engine=engine,
         )
     if not args.no_real:
         if args.real.is_dir():
