@@ -79,7 +79,7 @@ from obpipeline.instruments import Instrument
 
 BP = 1e4
 PASSTHROUGH = ("ts_event", "ts_local", "msg_id", "last_update_id")
-_BLOCK = 2_048  # rows per scratch block of the kernel
+_BLOCK = 1_024  # rows per kernel block: input + output scratch ~1.2 MB, inside a 2 MB L2
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,7 +386,7 @@ def _kernel(
     inv_price, inv_size, inv_tick = 1.0 / price_unit, 1.0 / size_unit, 1.0 / tick_units
     inv_targets = 1.0 / targets
     lim = np.empty(n_bands)
-    buf = np.empty((_BLOCK + 1, 4 * n_levels))  # input block, ~1.3 MB: stays in L2
+    buf = np.empty((_BLOCK + 1, 4 * n_levels))  # input block (see _BLOCK)
     ob = np.empty((_BLOCK, n_out))  # output block
     for i0 in range(row_lo, row_hi, _BLOCK):
         i1 = min(row_hi, i0 + _BLOCK)
