@@ -204,16 +204,17 @@ def _compare(
             ],
         }
     ).with_columns((pl.col("matched") / pl.col("compared")).fill_nan(None).alias("accuracy"))
+    state_ts = pl.col("ts_ns").cast(schemas.TS).alias("ts_event")  # the book state's time
     ref_side = joined.select(
         pl.col("update_id").alias("last_update_id"),
-        "ts_event",
+        state_ts,
         pl.lit(True).alias("is_valid"),
         "levels",
         *names,
     )
     rec_side = joined.select(
         pl.col("update_id").alias("last_update_id"),
-        "ts_event",
+        state_ts,
         pl.lit(True).alias("is_valid"),
         "levels",
         *[pl.col(n + "_book").alias(n) for n in names],
