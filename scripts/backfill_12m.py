@@ -241,9 +241,16 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=REPO / "data" / "backfill_12m")
     p.add_argument("--timeout", type=float, default=48 * 3600)
     p.add_argument("--poll", type=float, default=20)
+    p.add_argument("--days-per-run", type=int, help="override backfill.days_per_run")
     p.add_argument("--no-ge", action="store_true", help="disable the GE suites (config override)")
     p.add_argument("--faults", help="fault spec injected into the simulator (alert drill)")
     p.add_argument("--fault-day", type=int, action="append", default=[], help="1-based day")
+    p.add_argument(
+        "--sim-option",
+        action="append",
+        default=[],
+        help="simulator override KEY=VALUE (YAML value), e.g. snapshot_every=null",
+    )
     p.add_argument(
         "--analyse-only", action="store_true", help="re-read the finished backfill in --work"
     )
@@ -275,8 +282,13 @@ def main() -> int:
     config["schedule"] = {**(config.get("schedule") or {}), "enabled": False}
     if args.no_ge:
         config["checks"] = {"great_expectations": False}
+    if args.days_per_run:
+        config["backfill"] = {"days_per_run": args.days_per_run}
+    src = config["instruments"][0]["source"]
+    for item in args.sim_option:
+        key, _, value = item.partition("=")
+        src.setdefault("options", {})[key] = yaml.safe_load(value)
     if args.faults:
-        src = config["instruments"][0]["source"]
         src["faults"] = args.faults
         src["fault_days"] = [days[d - 1] for d in args.fault_day]
     (work / "obpipeline.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

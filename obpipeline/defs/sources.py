@@ -115,19 +115,25 @@ def landing_day(inst: InstrumentConfig, day: date, depth: int) -> Capture:
     return restrict_to_day(capture, day)
 
 
+def tardis_day_base(day: date) -> int:
+    """First synthetic update id of a Tardis day: per-day ranges never overlap or repeat."""
+    return (day - date(1970, 1, 1)).days * 10**10
+
+
 def _tardis_day(
     inst: InstrumentConfig, day: date, files: dict[date, list[Path]], depth: int
 ) -> Capture:
     """Tardis files are cut by exchange day already: read the day's files only.
 
-    Synthetic update ids start at a per-day base, so ids never repeat across days; the day's
-    opening snapshot then syncs the book (see the report: comparing it with the carried D-1 book
-    needs the checkpoint's id, which would chain raw_book_events too).
+    Synthetic update ids start at a per-day base (``tardis_day_base``), so raw_book_events of a
+    day do not depend on the D-1 checkpoint; the replay re-stamps the carried D-1 book at that
+    base, so the day's opening snapshot is compared with it (``opening_book_agrees``).
     """
     from obpipeline.sources import tardis
 
-    base = (day - date(1970, 1, 1)).days * 10**10
-    capture = tardis.read_tardis(files[day], symbol=inst.symbol, depth=depth, start_update_id=base)
+    capture = tardis.read_tardis(
+        files[day], symbol=inst.symbol, depth=depth, start_update_id=tardis_day_base(day)
+    )
     return restrict_to_day(capture, day)
 
 
