@@ -458,3 +458,203 @@ def test_replay_parquet_on_real_capture(tmp_path) -> None:
         tmp_path / "events.parquet", tmp_path / "snap.parquet", capture.instrument, chunk_rows=1000
     )
     assert_same(want, ReplayResult(pl.read_parquet(tmp_path / "snap.parquet"), book_, counters))
+
+
+# ----------------------------------------------------------------------------- capture ingest
+#
+# ``binance.parse_lines`` takes a compiled fast pass when it can and otherwise the Polars path,
+# which defines the results. Whenever the fast pass accepts an input, its output must equal the
+# Polars path's exactly; these tests generate captures in many spellings (key order, whitespace,
+# extra fields, decimal spellings, ids as floats/strings/null, missing fields, junk lines, ...).
+
+
+def _same_capture(a, b) -> None:
+    assert a.instrument == b.instrument
+    assert a.stats == b.stats
+    for name in ("events", "golden_bbo", "golden_depth", "trades", "quarantine"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.schema == y.schema, name
+        assert x.equals(y), (name, _first_difference(y, x))
+
+
+def _both_paths(lines: pl.DataFrame, **kw):
+    """(fast result or None, Polars result or the exception it raised)."""
+    from obpipeline.sources import binance
+
+    fast = binance._parse_fast(lines, kw.get("market"), kw.get("symbol"), kw.get("depth", 20))
+    try:
+        slow = binance._parse_lines_polars(lines, **kw)
+    except Exception as exc:  # the fast pass must not have accepted such an input
+        assert fast is None, f"fast pass accepted an input the Polars path rejects: {exc!r}"
+        return None, exc
+    return fast, slow
+
+
+@st.composite
+def capture_texts(draw, clean: bool = False) -> tuple[bytes, str]:
+    """A capture (bytes) of one symbol, in a random spelling; ``clean`` keeps it valid."""
+    import json as json_
+
+    market = draw(st.sampled_from(["usdm", "spot", "cm"]))
+    sym = {"usdm": "btcusdt", "spot": "btcusdt", "cm": "btcusd_perp"}[market]
+    tick = {"usdm": 1, "spot": 2, "cm": 1}[market]  # price decimals
+    lot = {"usdm": 3, "spot": 8, "cm": 0}[market]
+    futures = market != "spot"
+    u = draw(st.integers(1, 10**12))
+    t_ms = 1_720_000_000_000
+    out: list[str] = []
+
+    rate = 0 if clean else draw(st.sampled_from([0, 0, 300, 80, 20]))
+
+    def junk() -> bool:
+        return rate > 0 and draw(st.integers(0, rate)) == 0
+
+    def dec(units: int, decimals: int) -> object:
+        s = f"{units / 10**decimals:.{decimals}f}" if decimals else str(units)
+        if junk():
+            return draw(
+                st.sampled_from(
+                    [units, s + "5", "-" + s, "+" + s, s + "e0", " " + s, "0" + s, "", None]
+                )
+            )
+        if decimals and draw(st.integers(0, 4)) == 0:
+            s = s.rstrip("0").rstrip(".") if draw(st.booleans()) else s + "0"
+        return s
+
+    def num(v: int) -> object:
+        if junk():
+            return draw(st.sampled_from([float(v), str(v), None, v * 10**8]))
+        return v
+
+    def levels(n: int, side: int) -> list:
+        lv = []
+        for _ in range(n):
+            p = 600_000 * 10 ** (tick - 1) + side * draw(st.integers(-3, 40))
+            q = draw(st.integers(0, 5000))
+            pair = [dec(p, tick), dec(q, lot)]
+            if junk():
+                pair = draw(st.sampled_from([pair[:1], pair + ["1"], [], None]))
+            lv.append(pair)
+        return lv
+
+    def obj(d: dict, envelope: bool = False) -> str:
+        items = list(d.items())
+        if junk() if envelope else draw(st.booleans()):  # "stream" leads a valid envelope
+            items = draw(st.permutations(items))
+        if not clean and draw(st.integers(0, 6)) == 0:  # an extra field (after "stream")
+            extra = ("x", draw(st.sampled_from([1, "a", [1, {"y": None}], True, 1.5, None])))
+            items.insert(1 if envelope else 0, extra)
+        if junk():
+            items.append(items[0])  # duplicate key
+        seps = draw(st.sampled_from([(",", ":"), (", ", ": "), (",", ": ")]))
+        body = seps[0].join(json_.dumps(k) + seps[1] + json_.dumps(v) for k, v in items)
+        return "{" + body + "}"
+
+    def ts() -> str:
+        ns = t_ms * 1_000_000 + 123
+        if draw(st.integers(0, 5)) == 0:
+            return str(ns // 1000)  # µs stamps (the 2023 files)
+        if junk():
+            return draw(st.sampled_from(["12", "x1", "-" + str(ns), str(ns) + "0", ""]))
+        return str(ns)
+
+    def envelope(stream: str, data: dict) -> str:
+        text = obj({"stream": stream, "data": "@@"}, True).replace('"@@"', obj(data))
+        return f"{ts()} {text}"
+
+    suffix = "@depth@0ms" if futures else "@depth@100ms"
+    for _ in range(draw(st.integers(1, 14))):
+        t_ms += 7
+        kind = draw(st.sampled_from(["diff"] * 4 + ["bbo", "trade", "snap", "partial", "other"]))
+        if kind == "diff":
+            n_ids = draw(st.integers(1, 3))
+            data = {"e": "depthUpdate", "E": num(t_ms), "T": num(t_ms - 1), "s": sym.upper()}
+            data.update({"U": num(u + 1), "u": num(u + n_ids)})
+            if futures:
+                data["pu"] = num(u)
+            data["b"] = levels(draw(st.integers(0, 4)), 1)
+            data["a"] = levels(draw(st.integers(0, 4)), -1)
+            if not futures:
+                data.pop("T")
+            u += n_ids
+            if junk():
+                data.pop(draw(st.sampled_from(list(data))))
+            out.append(envelope(sym + suffix, data))
+        elif kind == "bbo":
+            data = {"u": num(u), "s": sym.upper(), "b": dec(6000000, tick), "B": dec(5, lot)}
+            data.update({"a": dec(6000100, tick), "A": dec(7, lot)})
+            if futures:
+                data.update({"T": num(t_ms), "E": num(t_ms + 1)})
+            out.append(envelope(sym + "@bookTicker", data))
+        elif kind == "trade":
+            data = {"e": "trade", "E": num(t_ms), "T": num(t_ms), "s": sym.upper(), "t": num(9)}
+            data.update({"p": dec(6000000, tick), "q": dec(3, lot), "m": draw(st.booleans())})
+            if junk():
+                data["m"] = None
+            out.append(envelope(sym + "@trade", data))
+        elif kind == "snap":
+            body = {"lastUpdateId": num(u), "bids": levels(3, 1), "asks": levels(3, -1)}
+            if futures:
+                body.update({"E": num(t_ms), "T": num(t_ms)})
+            out.append(f"{ts()} {obj(body)}")
+        elif kind == "partial":
+            n = draw(st.sampled_from([5, 10, 20]))
+            if futures:
+                data = {"E": num(t_ms), "T": num(t_ms), "u": num(u)}
+                data.update({"b": levels(draw(st.integers(0, 6)), 1), "a": levels(3, -1)})
+            else:
+                data = {"lastUpdateId": num(u), "bids": levels(3, 1), "asks": levels(2, -1)}
+            out.append(envelope(f"{sym}@depth{n}@100ms", data))
+        else:
+            out.append(envelope(sym + "@markPrice@1s", {"p": "1", "x": [1, 2]}))
+        if junk():
+            out.append(draw(st.sampled_from(["", "   ", "garbage", "123456789012345 {}"])))
+    if rate and draw(st.integers(0, 5)) == 0:
+        i = draw(st.integers(0, len(out) - 1))
+        j = draw(st.integers(0, max(0, len(out[i]) - 1)))
+        out[i] = (
+            out[i][:j]
+            + draw(st.sampled_from(["", " ", "\t", '"', "\\", "é", "}"]))
+            + out[i][j + 1 :]
+        )
+    return ("\n".join(out) + "\n").encode(), market
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(capture_texts(), st.booleans())
+def test_capture_fast_pass_equals_polars_path(case, give_market) -> None:
+    from obpipeline.sources.binance import lines_frame
+
+    raw, market = case
+    lines = lines_frame(raw, "capture.gz")
+    fast, slow = _both_paths(lines, market=market if give_market else None)
+    if fast is not None:
+        _same_capture(fast, slow)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(capture_texts(clean=True))
+def test_capture_fast_pass_takes_clean_captures(case) -> None:
+    from obpipeline.sources.binance import lines_frame
+
+    raw, market = case
+    lines = lines_frame(raw, "capture.gz")
+    fast, slow = _both_paths(lines, market=market)
+    if isinstance(slow, Exception):
+        return
+    assert fast is not None, "a clean capture should take the fast pass"
+    _same_capture(fast, slow)
+
+
+@pytest.mark.parametrize("names", [[n] for n in _real_files()] + [list(p) for p in CONTINUATIONS])
+def test_capture_fast_pass_on_real_files(names: list[str]) -> None:
+    if not BINANCE.is_dir():
+        pytest.skip(
+            f"real Binance captures not found at {BINANCE} (../shared/data beside the repo)"
+        )
+    from obpipeline.sources.binance import read_lines
+
+    lines = pl.concat([read_lines(BINANCE / n) for n in names])
+    fast, slow = _both_paths(lines)
+    assert fast is not None, "real captures are clean: the fast pass should take them"
+    _same_capture(fast, slow)
