@@ -455,6 +455,8 @@ def plot_profiles(rep: realism.RealismReport) -> str:
         ax.set_xlabel("hour (UTC)", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    fig.suptitle(f"hourly profile of {last} against the earlier days of the window", fontsize=11)
+    fig.tight_layout()
     return _img(fig, "intraday profiles")
 
 
@@ -474,6 +476,11 @@ def plot_day_figures(rep: realism.RealismReport) -> str:
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    fig.suptitle(
+        "daily means (± 95 %, 5-min block bootstrap) against the rolling baseline of earlier days",
+        fontsize=11,
+    )
+    fig.tight_layout()
     return _img(fig, "daily means vs baseline")
 
 
