@@ -24,7 +24,7 @@ from obpipeline.defs.local import materialize_range
 warnings.filterwarnings("ignore")
 
 SMALL = {"event_rate": 2.0, "msg_ms": 10_000, "warmup_events": 20_000, "snapshot_every": None}
-GOOD, BAD = "2025-03-01", "2025-03-02"
+GOOD, BAD, AFTER = "2025-03-01", "2025-03-02", "2025-03-03"
 
 
 class Hook(BaseHTTPRequestHandler):
@@ -69,7 +69,8 @@ def faulty(tmp_path_factory, webhook):
     defs = build_definitions(cfg)
     with dg.instance_for_test(temp_dir=str(tmp)) as instance:
         good = materialize_range(defs, instance, cfg.instruments[0], GOOD)
-        bad = materialize_range(defs, instance, cfg.instruments[0], BAD)
+        # one range run over the faulty day and a clean one, as a backfill run would do
+        bad = materialize_range(defs, instance, cfg.instruments[0], BAD, AFTER)
         yield cfg, defs, instance, good, bad
 
 
@@ -81,11 +82,13 @@ def test_faulty_day_fails_its_blocking_check_and_stops_downstream(faulty):
     assert ("raw_id_chain", "ERROR", BAD) in failed
     assert ("raw_quarantine", "WARN", BAD) in failed
     assert list(bad.step_errors) == ["binance_usdm__btcusdt__raw_book_events"]
-    assert (
-        "with no snapshot after them" in bad.step_errors["binance_usdm__btcusdt__raw_book_events"]
-    )
-    assert not bad.materialized  # downstream did not run, the bad day was not recorded
-    assert not list(cfg.lake.glob(f"*/*/*/date={BAD}/*"))  # and nothing of it landed
+    error = bad.step_errors["binance_usdm__btcusdt__raw_book_events"]
+    assert f"{BAD}: raw_id_chain" in error and "with no snapshot after them" in error
+    # the clean day of the range is recorded (a backfill carries on with it), the bad one not,
+    # and nothing downstream ran in this run
+    assert bad.materialized == {"raw_book_events": [AFTER]}
+    assert not list(cfg.lake.glob(f"*/*/*/date={BAD}/*"))  # nothing of the bad day landed
+    assert len(list(cfg.lake.glob(f"*/*/*/date={AFTER}/*"))) == 5  # raw + alongside
     assert len(list(cfg.lake.glob(f"*/*/*/date={GOOD}/*"))) >= 10  # the good day is untouched
 
 
@@ -119,7 +122,7 @@ def test_alert_sensors_write_jsonl_and_post_webhook(faulty):
     run_sensor(context)
     runs = [a for a in read_alerts(cfg.alert_log) if a["kind"] == "run_failure"]
     assert len(runs) == 1 and runs[0]["run_id"] == bad.run_id
-    assert runs[0]["partition"] == BAD
+    assert runs[0]["partition_range"] == [BAD, AFTER]
     step_error = runs[0]["failed_steps"]["binance_usdm__btcusdt__raw_book_events"]
     assert "raw_id_chain" in step_error
 

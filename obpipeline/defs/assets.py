@@ -39,10 +39,11 @@ from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.defs import checks
 from obpipeline.defs.config import InstrumentConfig, PlatformConfig
 from obpipeline.defs.resources import DaySource
-from obpipeline.defs.sources import opens_with_snapshot, tardis_day_base
+from obpipeline.defs.sources import SourceUnavailable, opens_with_snapshot, tardis_day_base
 from obpipeline.fidelity import assets as fidelity_assets
 from obpipeline.fidelity import golden
 from obpipeline.instruments import Instrument, get_instrument
+from obpipeline.sources.binance import CaptureError
 
 RAW, CHECKPOINT, SNAPSHOTS = "raw_book_events", "book_checkpoint", "book_snapshots"
 FEATURES, METRICS, REPORT = "book_features", "fidelity_metrics", "fidelity_report"
@@ -188,20 +189,56 @@ def _check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
         )
 
 
-def _fail(asset: str, bad: dict[str, list[checks.Outcome]]) -> dg.Failure:
-    lines = [
-        f"{day}: " + "; ".join(f"{o.name}: {o.description}" for o in outs if o.blocks)
-        for day, outs in bad.items()
-    ]
-    return dg.Failure(
-        description=f"{asset}: blocking check failed on {len(bad)} day(s), nothing written "
-        "for them:\n" + "\n".join(lines),
-        metadata={"failed_days": dg.MetadataValue.json(sorted(bad))},
-    )
+# Per-day problems that fail their day only; anything else (a bug) fails the step at once.
+DAY_ERRORS = (dg.Failure, SourceUnavailable, CaptureError, FileNotFoundError)
 
 
-def _days(context: dg.AssetExecutionContext) -> list[str]:
-    return sorted(context.partition_keys)
+class Days:
+    """Per-day bookkeeping of one asset step over its partition keys (one day or a range).
+
+    All days good: one ``MaterializeResult`` (+ per-partition metadata). Some days bad: the good
+    ones are recorded as materialised one by one, then the step fails naming the bad ones. The
+    backfill daemon subtracts what a failed range run did materialise (``asset_backfill.py``:
+    "a ranged run can materialize some partitions of an asset and fail on others"), so a bad day
+    holds back only itself and what depends on it, not the other days of its range.
+    """
+
+    def __init__(self, context: dg.AssetExecutionContext, key: dg.AssetKey) -> None:
+        self.context, self.key = context, key
+        self.good: dict[str, dict[str, Any]] = {}
+        self.bad: dict[str, list[str]] = {}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.context.partition_keys))
+
+    def written(self, day: str, metadata: dict[str, Any]) -> None:
+        self.good[day] = _metadata(metadata)
+
+    def failed(self, day: str, reasons: list[str]) -> None:
+        self.bad[day] = reasons
+
+    def blocked(self, day: str, outcomes: list[checks.Outcome]) -> bool:
+        """Record the day as failed when a blocking check failed; True if so."""
+        reasons = [f"{o.name}: {o.description}" for o in outcomes if o.blocks]
+        if reasons:
+            self.failed(day, reasons)
+        return bool(reasons)
+
+    def finish(self) -> Iterator[Any]:
+        if not self.bad:
+            for day, metadata in self.good.items():
+                self.context.add_asset_metadata(metadata, partition_key=day)
+            yield from _check_outputs(self.context)
+            yield dg.MaterializeResult()
+            return
+        for day, metadata in self.good.items():
+            yield dg.AssetMaterialization(asset_key=self.key, partition=day, metadata=metadata)
+        lines = [f"{day}: " + "; ".join(r) for day, r in sorted(self.bad.items())]
+        raise dg.Failure(
+            description=f"{self.key.path[-1]}: {len(self.bad)} day(s) failed and were not "
+            f"written; {len(self.good)} day(s) written:\n" + "\n".join(lines),
+            metadata={"failed_days": dg.MetadataValue.json(sorted(self.bad))},
+        )
 
 
 def _start_book(chain: Chain, day: str, events: pl.DataFrame, carried: Book | None) -> Book | None:
@@ -268,42 +305,40 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
     )
     def raw_book_events(context: dg.AssetExecutionContext):
         source: DaySource = getattr(context.resources, SOURCE_RESOURCE)
-        bad: dict[str, list[checks.Outcome]] = {}
-        for day in _days(context):
+        days = Days(context, chain.key(RAW))
+        for day in days:
             started = time.perf_counter()
-            capture = source.load(inst, date.fromisoformat(day), cfg.depth)
+            try:
+                capture = source.load(inst, date.fromisoformat(day), cfg.depth)
+            except DAY_ERRORS as exc:
+                days.failed(day, [f"source: {exc}"])
+                continue
             outcomes = checks.raw_checks(capture, cfg.depth)
             yield from _evaluations(context, chain.key(RAW), day, outcomes)
-            if any(o.blocks for o in outcomes):
-                bad[day] = outcomes
+            if days.blocked(day, outcomes):
                 continue
             path = chain.write(capture.events, RAW, day)
             for dataset in ALONGSIDE_RAW:
                 chain.write(getattr(capture, dataset), dataset, day)
             chain_meta = outcomes[1].metadata
-            context.add_asset_metadata(
-                _metadata(
-                    {
-                        "rows": capture.events.height,
-                        "messages": chain_meta["messages"],
-                        "level_updates": int(capture.events["side"].is_not_null().sum()),
-                        "snapshots": chain_meta["snapshots"],
-                        "gaps": chain_meta["gaps"],
-                        "duplicates_or_stale": chain_meta["duplicates_or_stale"],
-                        "golden_bbo": capture.golden_bbo.height,
-                        "golden_depth": capture.golden_depth.height,
-                        "trades": capture.trades.height,
-                        "quarantined": capture.quarantine.height,
-                        "seconds": round(time.perf_counter() - started, 3),
-                        "path": str(path),
-                    }
-                ),
-                partition_key=day,
+            days.written(
+                day,
+                {
+                    "rows": capture.events.height,
+                    "messages": chain_meta["messages"],
+                    "level_updates": int(capture.events["side"].is_not_null().sum()),
+                    "snapshots": chain_meta["snapshots"],
+                    "gaps": chain_meta["gaps"],
+                    "duplicates_or_stale": chain_meta["duplicates_or_stale"],
+                    "golden_bbo": capture.golden_bbo.height,
+                    "golden_depth": capture.golden_depth.height,
+                    "trades": capture.trades.height,
+                    "quarantined": capture.quarantine.height,
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "path": str(path),
+                },
             )
-        if bad:
-            raise _fail(RAW, bad)
-        yield from _check_outputs(context)
-        yield dg.MaterializeResult()
+        yield from days.finish()
 
     @dg.asset(
         key=chain.key(CHECKPOINT),
@@ -320,40 +355,41 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         **common,
     )
     def book_checkpoint(context: dg.AssetExecutionContext):
+        days = Days(context, chain.key(CHECKPOINT))
         carried: Book | None = None
-        for day in _days(context):
+        for day in days:
             started = time.perf_counter()
-            events = chain.read(RAW, day)
-            start = _start_book(chain, day, events, carried)
+            try:
+                events = chain.read(RAW, day)
+                start = _start_book(chain, day, events, carried)
+            except DAY_ERRORS as exc:
+                days.failed(day, [str(exc)])
+                break  # the chain stops: later days need this one's book
             _, result = _replay(chain, events, start)
             outcomes = checks.checkpoint_checks(result.checkpoint, result.counters)
             yield from _evaluations(context, chain.key(CHECKPOINT), day, outcomes)
-            if any(o.blocks for o in outcomes):
-                # The chain stops here: later days would start from a book known to be wrong.
-                raise _fail(CHECKPOINT, {day: outcomes})
+            if days.blocked(day, outcomes):
+                break  # later days would start from a book known to be wrong
             path = ckpt.write(
                 result.checkpoint, chain.instrument(events), chain.path(CHECKPOINT, day)
             )
             carried = result.checkpoint
             c = result.counters
-            context.add_asset_metadata(
-                _metadata(
-                    {
-                        "messages": c.messages,
-                        "levels": len(carried.bid_price) + len(carried.ask_price),
-                        "last_update_id": int(carried.last_update_id),
-                        "in_sync": bool(carried.is_valid),
-                        "started_from": "D-1 checkpoint" if start is not None else "own snapshot",
-                        "gaps": c.gaps,
-                        "resyncs": c.resyncs,
-                        "seconds": round(time.perf_counter() - started, 3),
-                        "path": str(path),
-                    }
-                ),
-                partition_key=day,
+            days.written(
+                day,
+                {
+                    "messages": c.messages,
+                    "levels": len(carried.bid_price) + len(carried.ask_price),
+                    "last_update_id": int(carried.last_update_id),
+                    "in_sync": bool(carried.is_valid),
+                    "started_from": "D-1 checkpoint" if start is not None else "own snapshot",
+                    "gaps": c.gaps,
+                    "resyncs": c.resyncs,
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "path": str(path),
+                },
             )
-        yield from _check_outputs(context)
-        yield dg.MaterializeResult()
+        yield from days.finish()
 
     @dg.asset(
         key=chain.key(SNAPSHOTS),
@@ -370,53 +406,54 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         **common,
     )
     def book_snapshots(context: dg.AssetExecutionContext):
-        bad: dict[str, list[checks.Outcome]] = {}
-        for day in _days(context):
+        days = Days(context, chain.key(SNAPSHOTS))
+        gold = chain.golden_module()
+        for day in days:
             started = time.perf_counter()
-            events = chain.read(RAW, day)
-            start = _start_book(chain, day, events, None)
+            try:
+                events = chain.read(RAW, day)
+                start = _start_book(chain, day, events, None)
+                golden_bbo, golden_depth = (
+                    chain.read("golden_bbo", day),
+                    chain.read("golden_depth", day),
+                )
+            except DAY_ERRORS as exc:
+                days.failed(day, [str(exc)])
+                continue
             instrument, result = _replay(chain, events, start)
-            gold = chain.golden_module()
-            comparisons = [gold.compare_bbo(result.snapshots, chain.read("golden_bbo", day))]
-            depth_records = chain.read("golden_depth", day)
-            if depth_records.height:
-                comparisons.append(gold.compare_depth(result.snapshots, depth_records))
+            comparisons = [gold.compare_bbo(result.snapshots, golden_bbo)]
+            if golden_depth.height:
+                comparisons.append(gold.compare_depth(result.snapshots, golden_depth))
             outcomes = checks.snapshot_checks(
                 result.snapshots, result.counters, instrument, cfg.depth, comparisons
             )
             yield from _evaluations(context, chain.key(SNAPSHOTS), day, outcomes)
-            if any(o.blocks for o in outcomes):
-                bad[day] = outcomes
+            if days.blocked(day, outcomes):
                 continue
             path = chain.write(result.snapshots, SNAPSHOTS, day)
             counters = pl.DataFrame([result.counters.to_dict()], schema=counters_schema())
             chain.write(counters, COUNTERS, day)
             c = result.counters
             g = outcomes[-1].metadata
-            context.add_asset_metadata(
-                _metadata(
-                    {
-                        "rows": result.snapshots.height,
-                        "messages": c.messages,
-                        "level_updates": c.level_updates,
-                        "gaps": c.gaps,
-                        "resyncs": c.resyncs,
-                        "invalid_rows": c.invalid_rows,
-                        "duplicates": c.duplicates,
-                        "crossed": c.crossed,
-                        "golden_compared": g["golden_compared"],
-                        "golden_mismatched": g["golden_mismatched"],
-                        "golden_match_rate": g["golden_match_rate"],
-                        "seconds": round(time.perf_counter() - started, 3),
-                        "path": str(path),
-                    }
-                ),
-                partition_key=day,
+            days.written(
+                day,
+                {
+                    "rows": result.snapshots.height,
+                    "messages": c.messages,
+                    "level_updates": c.level_updates,
+                    "gaps": c.gaps,
+                    "resyncs": c.resyncs,
+                    "invalid_rows": c.invalid_rows,
+                    "duplicates": c.duplicates,
+                    "crossed": c.crossed,
+                    "golden_compared": g["golden_compared"],
+                    "golden_mismatched": g["golden_mismatched"],
+                    "golden_match_rate": g["golden_match_rate"],
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "path": str(path),
+                },
             )
-        if bad:
-            raise _fail(SNAPSHOTS, bad)
-        yield from _check_outputs(context)
-        yield dg.MaterializeResult()
+        yield from days.finish()
 
     @dg.asset(
         key=chain.key(FEATURES),
@@ -429,25 +466,33 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         kinds={"polars", "parquet"},
         **common,
     )
-    def book_features(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        try:
-            from obpipeline import features as F
-        except ImportError as exc:
-            raise dg.Failure(f"obpipeline.features is not available: {exc}") from exc
+    def book_features(context: dg.AssetExecutionContext):
+        from obpipeline import features as F
+
         config = (
             F.FeatureConfig(walk_sizes=inst.walk_sizes) if inst.walk_sizes else F.FeatureConfig()
         )
-        for day in _days(context):
+        days = Days(context, chain.key(FEATURES))
+        for day in days:
             started = time.perf_counter()
-            snapshots = chain.read(SNAPSHOTS, day)
-            trades = chain.read("trades", day)
-            instrument = chain.instrument(chain.read(RAW, day).head(1))
+            try:
+                snapshots = chain.read(SNAPSHOTS, day)
+                trades = chain.read("trades", day)
+            except DAY_ERRORS as exc:
+                days.failed(day, [str(exc)])
+                continue
+            raw_schema = pl.scan_parquet(chain.path(RAW, day)).head(0).collect()
+            instrument = chain.instrument(raw_schema)
             per_message = F.compute_features(snapshots, trades, config, instrument=instrument)
             if per_message.height != snapshots.height:
-                raise dg.Failure(
-                    f"book_features {day}: {per_message.height} rows for "
-                    f"{snapshots.height} book_snapshots rows (they must align one to one)"
+                days.failed(
+                    day,
+                    [
+                        f"{per_message.height} feature rows for {snapshots.height} "
+                        "book_snapshots rows (they must align one to one)"
+                    ],
                 )
+                continue
             path = chain.write(per_message, FEATURES, day)
             meta: dict[str, Any] = {"rows": per_message.height}
             for every in cfg.feature_grids:
@@ -463,8 +508,8 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
                 seconds=round(time.perf_counter() - started, 3),
                 path=str(path),
             )
-            context.add_asset_metadata(_metadata(meta), partition_key=day)
-        return dg.MaterializeResult()
+            days.written(day, meta)
+        yield from days.finish()
 
     @dg.asset(
         key=chain.key(METRICS),
@@ -488,10 +533,14 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         **common,
     )
     def fidelity_metrics(context: dg.AssetExecutionContext):
-        bad: dict[str, list[checks.Outcome]] = {}
-        for day in _days(context):
+        days = Days(context, chain.key(METRICS))
+        for day in days:
             started = time.perf_counter()
-            result = fidelity_assets.fidelity_day(cfg.lake, inst.venue_id, inst.symbol, day)
+            try:
+                result = fidelity_assets.fidelity_day(cfg.lake, inst.venue_id, inst.symbol, day)
+            except DAY_ERRORS as exc:
+                days.failed(day, [str(exc)])
+                continue
             outcomes = [
                 checks.Outcome(o.name, o.passed, o.severity, o.description, o.metadata)
                 for o in result.checks
@@ -499,14 +548,11 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
             yield from _evaluations(context, chain.key(METRICS), day, outcomes)
             # Metrics are written even when the gate fails: they are the evidence.
             path = chain.write(result.metrics, METRICS, day)
-            if any(o.blocks for o in outcomes):
-                bad[day] = outcomes
-            meta = {**result.metadata, "seconds": round(time.perf_counter() - started, 3)}
-            context.add_asset_metadata(_metadata({**meta, "path": str(path)}), partition_key=day)
-        if bad:
-            raise _fail(METRICS, bad)
-        yield from _check_outputs(context)
-        yield dg.MaterializeResult()
+            if days.blocked(day, outcomes):
+                continue
+            seconds = round(time.perf_counter() - started, 3)
+            days.written(day, {**result.metadata, "seconds": seconds, "path": str(path)})
+        yield from days.finish()
 
     @dg.asset(
         key=chain.key(REPORT),
@@ -518,29 +564,28 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         kinds={"polars", "parquet", "html"},
         **common,
     )
-    def fidelity_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def fidelity_report(context: dg.AssetExecutionContext):
         # The HTML report covers every day of the lake and costs tens of seconds: in a range run
         # (backfill) it is built once, for the range's last day; the other days get their rolling
         # table and summary only (the same table bytes either way).
-        days = _days(context)
+        days = Days(context, chain.key(REPORT))
+        last = max(context.partition_keys)
         for day in days:
             started = time.perf_counter()
             html_path = None
-            if day == days[-1]:
+            if day == last:
                 table, summary, markdown, html_path = fidelity_assets.fidelity_report_day(
                     cfg.lake, inst.venue_id, inst.symbol, day
                 )
             else:
                 table, summary, markdown = _rolling_report(chain, day)
             path = chain.write(table, REPORT, day)
-            meta = _metadata(
-                {**summary, "seconds": round(time.perf_counter() - started, 3), "path": str(path)}
-            )
-            meta["report"] = dg.MetadataValue.md(markdown)
+            seconds = round(time.perf_counter() - started, 3)
+            days.written(day, {**summary, "seconds": seconds, "path": str(path)})
+            days.good[day]["report"] = dg.MetadataValue.md(markdown)
             if html_path is not None:
-                meta["html"] = dg.MetadataValue.path(str(html_path))
-            context.add_asset_metadata(meta, partition_key=day)
-        return dg.MaterializeResult()
+                days.good[day]["html"] = dg.MetadataValue.path(str(html_path))
+        yield from days.finish()
 
     return [
         raw_book_events,
