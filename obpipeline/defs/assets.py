@@ -18,7 +18,8 @@ Every asset loops over ``context.partition_keys`` (one key, or a range in backfi
 its own hive-lake files (``obpipeline.lake``, atomic) and returns ``MaterializeResult`` with
 per-partition numeric metadata. Its invariant checks run on the frames *before* writing and are
 emitted as partitioned check evaluations; a blocking ERROR leaves the day unwritten and fails the
-run, so downstream steps do not run and bad data never lands.
+step, so downstream steps do not run and bad data never lands. The other days of a range are
+still recorded (``Days``), so a backfill carries on with them.
 """
 
 import dataclasses
