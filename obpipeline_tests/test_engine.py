@@ -658,3 +658,32 @@ def test_capture_fast_pass_on_real_files(names: list[str]) -> None:
     fast, slow = _both_paths(lines)
     assert fast is not None, "real captures are clean: the fast pass should take them"
     _same_capture(fast, slow)
+
+
+@pytest.mark.parametrize("stats", ["footer", "none", "lying"])
+def test_replay_parquet_grid_sources(tmp_path, monkeypatch, stats: str) -> None:
+    """Streaming grid from footer statistics, the read-first fallback, and the restart when
+    the statistics do not bound the prices: same output every way."""
+    from obpipeline.lake import write_parquet_atomic
+
+    rng = np.random.default_rng(11)
+    stream = Stream(True)
+    u = 100
+    stream.msgs.append(Msg(True, u, u, None, [(1, 600_000, 5), (-1, 600_003, 5)], T0))
+    for k in range(2_000):
+        lv = [(int(s), int(600_001 - s * rng.integers(0, 30)), int(rng.integers(0, 3))) for s in
+              rng.choice([1, -1], 4)]  # fmt: skip
+        stream.msgs.append(Msg(False, u + 1, u + 1, u, lv, T0 + k))
+        u += 1
+    events = stream.frame()
+    write_parquet_atomic(events, tmp_path / "events.parquet")
+    if stats == "none":
+        monkeypatch.setattr(engine, "_stats_bounds", lambda *a: None)
+    elif stats == "lying":
+        monkeypatch.setattr(engine, "_stats_bounds", lambda *a: (600_000, 600_010))
+    want = replayer.replay(events, FUTURES, depth=5)
+    book_, counters = engine.replay_parquet(
+        tmp_path / "events.parquet", tmp_path / "snap.parquet", FUTURES, 5, chunk_rows=500
+    )
+    assert_same(want, ReplayResult(pl.read_parquet(tmp_path / "snap.parquet"), book_, counters))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet", "snap.parquet"]

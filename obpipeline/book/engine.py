@@ -36,14 +36,13 @@ import os
 import queue
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros
@@ -643,7 +642,11 @@ class Engine:
         depth: int = schemas.DEFAULT_DEPTH,
         checkpoint: Book | None = None,
         max_dense: int = MAX_DENSE,
+        grid: Grid | None = None,
+        zero_size: int | None = None,
     ):
+        """``grid``/``zero_size``: precomputed when ``ev`` is still being filled (streaming);
+        the grid must then cover every price of the input and of the checkpoint."""
         self.ev = ev
         self.rule = rule
         self.depth = depth
@@ -652,7 +655,7 @@ class Engine:
             if checkpoint is not None
             else np.zeros(0, np.int64)
         )
-        self.grid = g = build_grid(ev.side, ev.price, ck_prices, max_dense)
+        self.grid = g = grid or build_grid(ev.side, ev.price, ck_prices, max_dense)
         n = g.slots
         nw = (n + 63) // 64
         ns = (nw + 63) // 64
@@ -664,7 +667,7 @@ class Engine:
         self.buf = np.empty(max(ev.n_messages, 1), np.int64)
         self.pend = np.empty(max(ev.n_messages, 1), np.int64)
         self.counters = np.zeros(N_COUNTERS, np.int64)
-        self.zero_size = _zero_size_marker(ev.size)
+        self.zero_size = _zero_size_marker(ev.size) if zero_size is None else zero_size
         self.zero_size_used = checkpoint is not None and bool(
             (checkpoint.bid_size == 0).any() or (checkpoint.ask_size == 0).any()
         )
@@ -699,17 +702,24 @@ class Engine:
         """Output rows the next message may need (> 0 after ``run`` stopped for space)."""
         return int(self.state[S_NEED])
 
-    def run(self, out: SnapshotArrays, start_row: int = 0) -> int:
-        """Write rows into ``out`` from ``start_row`` until done or full; returns rows written."""
+    @property
+    def next_message(self) -> int:
+        return int(self.state[S_NEXT])
+
+    def run(self, out: SnapshotArrays, start_row: int = 0, limit: int | None = None) -> int:
+        """Write rows into ``out`` from ``start_row`` until the input (its first ``limit``
+        messages when given: the rest is not read yet) is done or ``out`` is full; returns the
+        number of rows written."""
         ev, g = self.ev, self.grid
+        m = ev.n_messages if limit is None else limit
 
         def tail(a: np.ndarray) -> np.ndarray:
             return a[start_row:]
 
         written = _run(
             self.rule, self.depth, self.state, self.counters, self.buf, self.pend, self.seen,
-            ev.msg_start, ev.msg_id, ev.first_u, ev.last_u, ev.prev_u, ev.is_snapshot,
-            ev.ts_event, ev.ts_local, ev.side, ev.price, ev.size,
+            ev.msg_start[: m + 1], ev.msg_id[:m], ev.first_u[:m], ev.last_u[:m], ev.prev_u[:m],
+            ev.is_snapshot[:m], ev.ts_event[:m], ev.ts_local[:m], ev.side, ev.price, ev.size,
             g.base, g.tick, g.nlo, g.width, g.lo, g.hi, g.price_of, self.pos,
             self.q, self.bits, self.summ,
             tail(out.ts_event), tail(out.ts_local), tail(out.msg_id), tail(out.last_update_id),
@@ -825,96 +835,182 @@ EVENT_COLUMNS = [
 ]
 
 
-def _arrow_ints(arr: pa.Array, null: int = NO_ID) -> np.ndarray:
-    """An integer/timestamp Arrow array as int64 numpy (nulls → ``null``)."""
-    if arr.null_count:
-        arr = pc.fill_null(arr, pa.scalar(null, arr.type))
-    if pa.types.is_timestamp(arr.type):
-        arr = arr.view(pa.int64())
-    return arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-
-
-def _read_messages(path: Path | str, n: int, batch_rows: int) -> tuple[dict, np.ndarray]:
-    """Per-message columns (at each message's first row) and the whole ``side`` column."""
-    pf = pq.ParquetFile(path)
-    side = np.empty(n, np.int8)
-    heads: dict[str, list[np.ndarray]] = {c: [] for c in EVENT_COLUMNS[:7]}
-    starts: list[np.ndarray] = []
-    row = 0
-    last_msg = None
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=EVENT_COLUMNS[:8]):
-        m = len(batch)
-        msg = _arrow_ints(batch.column("msg_id"))
-        new = np.empty(m, np.bool_)
-        new[1:] = msg[1:] != msg[:-1]
-        new[0] = last_msg is None or msg[0] != last_msg
-        first = np.flatnonzero(new)
-        last_msg = msg[-1]
-        starts.append(first + row)
-        idx = pa.array(first)
-        for col in heads:
-            arr = batch.column(col).take(idx)
-            heads[col].append(
-                arr.to_numpy(zero_copy_only=False) if col == "is_snapshot" else _arrow_ints(arr)
-            )
-        side[row : row + m] = _arrow_ints(batch.column("side"), 0)
-        row += m
-    cat = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in heads.items()}
-    cat["msg_start"] = np.concatenate([*starts, [row]]).astype(np.int64) if row else np.zeros(1)
-    return cat, side
-
-
-def _read_unscaled(path: Path | str, column: str, n: int) -> np.ndarray:
-    """A decimal column's unscaled int64 values (0 for nulls), decoded by Polars.
-
-    Polars reads parquet INT64 decimals ~10x faster than pyarrow (which converts every value to
-    decimal128); its 128-bit physical values are narrowed chunk by chunk into one int64 array.
-    """
-    out = np.empty(n, np.int64)
-    series = (
-        pl.scan_parquet(path)
-        .select(pl.col(column).to_physical().cast(pl.Int64).fill_null(0))
-        .collect()
-        .to_series()
-    )
+def _copy_chunks(series: pl.Series, out: np.ndarray) -> None:
+    """A non-null numeric Series into ``out``, chunk by chunk (no rechunk copy)."""
     row = 0
     for chunk in series.get_chunks():
         m = chunk.len()
         out[row : row + m] = chunk.to_numpy()
         row += m
-    return out
+
+
+class _EventReader:
+    """Fills ``EventArrays`` from a raw_book_events parquet file batch by batch (run in a
+    thread), so the engine can replay the messages already read while the rest decodes.
+
+    One Polars streaming pass: the level columns (side, and price and size as their unscaled
+    int64 values: 17 B a row) fill preallocated arrays, the message columns are kept only at
+    each message's first row. A 30 M-row day needs ~0.6 GB instead of the ~2.7 GB of the full
+    frame (Polars holds decimals as 128-bit integers), and decodes ~3x faster than pyarrow
+    (which turns every INT64 decimal into a decimal128). Message arrays are allocated for the
+    worst case (one message a row) but only the pages written are ever resident.
+    """
+
+    def __init__(self, path: Path | str, batch_rows: int = 1 << 20, bounds=None):
+        self.path = path
+        self.batch_rows = batch_rows
+        self.bounds = bounds  # (lo, hi) every level price must lie in (streaming grid), or None
+        self.n = n = pq.ParquetFile(path).metadata.num_rows
+        self.side = np.empty(n, np.int8)
+        self.price = np.empty(n, np.int64)
+        self.size = np.empty(n, np.int64)
+        self.msg_start = np.empty(n + 1, np.int64)
+        self.heads = {c: np.empty(n, np.int64) for c in EVENT_COLUMNS[:6]}
+        self.is_snapshot = np.empty(n, np.bool_)
+        self.rows = 0
+        self.messages = 0  # messages started (the last one may continue in the next batch)
+        self.finished = False
+        self.out_of_bounds = False
+        self.error: BaseException | None = None
+        self.cond = threading.Condition()
+
+    def read(self) -> None:
+        try:
+            self._read()
+        except BaseException as exc:  # surfaced by the consumer
+            self.error = exc
+        finally:
+            with self.cond:
+                self.msg_start[self.messages] = self.rows
+                self.finished = True
+                self.cond.notify_all()
+
+    def _read(self) -> None:
+        msg_cols = EVENT_COLUMNS[:7]
+        query = pl.scan_parquet(self.path).select(
+            *msg_cols,
+            pl.col("side").fill_null(0),
+            pl.col("price").to_physical().cast(pl.Int64).fill_null(0),
+            pl.col("size").to_physical().cast(pl.Int64).fill_null(0),
+        )
+        row = 0
+        k = 0
+        last_msg = None
+        for batch in query.collect_batches(chunk_size=self.batch_rows, engine="streaming"):
+            m = batch.height
+            if m == 0:
+                continue
+            if row + m > self.n:
+                raise ValueError(f"raw_book_events: more rows than the {self.n} in the footer")
+            for out, col in ((self.side, "side"), (self.price, "price"), (self.size, "size")):
+                _copy_chunks(batch[col], out[row : row + m])
+            if self.bounds is not None:
+                levels = self.side[row : row + m] != 0
+                prices = self.price[row : row + m][levels]
+                if len(prices) and (prices.min() < self.bounds[0] or prices.max() > self.bounds[1]):
+                    self.out_of_bounds = True  # the footer statistics lied: stop streaming
+                    self.bounds = None
+            msg = batch["msg_id"].to_numpy()
+            new = np.empty(m, np.bool_)
+            new[1:] = msg[1:] != msg[:-1]
+            new[0] = last_msg is None or msg[0] != last_msg
+            last_msg = msg[-1]
+            first = np.flatnonzero(new)
+            j = len(first)
+            self.msg_start[k : k + j] = first + row
+            head = batch.select(msg_cols)[first]
+            for col in ("msg_id", "first_update_id", "last_update_id", "prev_update_id"):
+                self.heads[col][k : k + j] = head[col].fill_null(NO_ID).to_numpy()
+            for col in ("ts_event", "ts_local"):
+                self.heads[col][k : k + j] = head[col].dt.epoch("ns").to_numpy()
+            self.is_snapshot[k : k + j] = head["is_snapshot"].to_numpy()
+            row += m
+            k += j
+            with self.cond:
+                self.rows, self.messages = row, k
+                self.cond.notify_all()
+        if row != self.n:
+            raise ValueError(f"raw_book_events: read {row} rows of the {self.n} in the footer")
+
+    def wait(self, beyond: int) -> tuple[int, bool]:
+        """Block until more than ``beyond`` messages are complete or the file is read; returns
+        (complete messages, finished)."""
+        with self.cond:
+            while not self.finished and self._complete() <= beyond:
+                self.cond.wait()
+            return self._complete(), self.finished
+
+    def _complete(self) -> int:
+        # a message is complete once the next one has started (or the file is read)
+        return self.messages if self.finished else max(0, self.messages - 1)
+
+    def arrays(self, capacity: bool = False) -> EventArrays:
+        """The events read so far (``capacity``: the full preallocated arrays, for an engine
+        that replays while they fill)."""
+        k = self.n if capacity else self.messages
+        h = self.heads
+        return EventArrays(
+            msg_start=self.msg_start[: k + 1],
+            msg_id=h["msg_id"][:k],
+            first_u=h["first_update_id"][:k],
+            last_u=h["last_update_id"][:k],
+            prev_u=h["prev_update_id"][:k],
+            is_snapshot=self.is_snapshot[:k],
+            ts_event=h["ts_event"][:k],
+            ts_local=h["ts_local"][:k],
+            side=self.side,
+            price=self.price,
+            size=self.size,
+        )
+
+    def check_contiguous(self) -> None:
+        msg_id = self.heads["msg_id"][: self.messages]
+        if np.any(msg_id[1:] <= msg_id[:-1]) and len(np.unique(msg_id)) != len(msg_id):
+            raise ValueError("raw_book_events: rows of one message are not contiguous")
 
 
 def read_event_arrays(path: Path | str, batch_rows: int = 1 << 20) -> EventArrays:
-    """raw_book_events parquet → ``EventArrays``, without materialising the frame.
+    """raw_book_events parquet → ``EventArrays``, without materialising the frame."""
+    reader = _EventReader(path, batch_rows)
+    reader.read()
+    if reader.error is not None:
+        raise reader.error
+    reader.check_contiguous()
+    return reader.arrays()
 
-    Only the level columns (side, price, size: 17 B a row) are kept whole; the message columns are
-    gathered at each message's first row batch by batch, so a 30 M-row day needs ~0.6 GB instead
-    of the ~2.7 GB of the full frame (Polars holds decimals as 128-bit integers). The message
-    columns (pyarrow) and the decimal columns (Polars) are decoded in parallel threads.
-    """
-    n = pq.ParquetFile(path).metadata.num_rows
-    with ThreadPoolExecutor(2) as pool:
-        messages = pool.submit(_read_messages, path, n, batch_rows)
-        price = _read_unscaled(path, "price", n)
-        size = _read_unscaled(path, "size", n)
-        cat, side = messages.result()
-    msg_id = cat["msg_id"]
-    if np.any(msg_id[1:] <= msg_id[:-1]) and len(np.unique(msg_id)) != len(msg_id):
-        raise ValueError("raw_book_events: rows of one message are not contiguous")
-    return EventArrays(
-        msg_start=cat["msg_start"].astype(np.int64),
-        msg_id=msg_id,
-        first_u=cat["first_update_id"],
-        last_u=cat["last_update_id"],
-        prev_u=cat["prev_update_id"],
-        is_snapshot=cat["is_snapshot"].astype(np.bool_),
-        ts_event=cat["ts_event"],
-        ts_local=cat["ts_local"],
-        side=side,
-        price=price,
-        size=size,
-    )
+
+def _stats_bounds(path: Path | str, checkpoint: Book | None) -> tuple[int, int] | None:
+    """(min, max) unscaled price from the parquet footer statistics (and the checkpoint), or
+    None when they are not usable (missing, not INT64 decimals, no prices)."""
+    pf = pq.ParquetFile(path)
+    field = pf.schema_arrow.field("price")
+    if not pa.types.is_decimal(field.type):
+        return None
+    scale = field.type.scale
+    idx = pf.schema_arrow.get_field_index("price")
+    lo = hi = None
+    meta = pf.metadata
+    for g in range(meta.num_row_groups):
+        col = meta.row_group(g).column(idx)
+        if col.physical_type != "INT64":
+            return None
+        st = col.statistics
+        if st is None:
+            return None
+        if st.has_null_count and st.null_count == col.num_values:
+            continue  # only placeholder rows
+        if not st.has_min_max:
+            return None
+        a = int(Decimal(st.min).scaleb(scale))
+        b = int(Decimal(st.max).scaleb(scale))
+        lo = a if lo is None else min(lo, a)
+        hi = b if hi is None else max(hi, b)
+    if checkpoint is not None:
+        ck = np.concatenate([checkpoint.bid_price, checkpoint.ask_price])
+        if len(ck):
+            lo = int(ck.min()) if lo is None else min(lo, int(ck.min()))
+            hi = int(ck.max()) if hi is None else max(hi, int(ck.max()))
+    return None if lo is None else (lo, hi)
 
 
 @njit(cache=True, nogil=True)
@@ -1000,6 +1096,54 @@ def write_options(depth: int) -> dict:
     }
 
 
+class _SnapshotWriter:
+    """book_snapshots parquet written by a background thread, appearing atomically."""
+
+    def __init__(self, out_path: Path, schema: pa.Schema, depth: int):
+        fd, self.tmp = tempfile.mkstemp(
+            prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent
+        )
+        os.close(fd)
+        self.out_path = out_path
+        self.chunks: queue.Queue = queue.Queue(maxsize=POOL - 2)
+        self.failure: list[BaseException] = []
+        self.thread = threading.Thread(
+            target=self._write, args=(schema, depth), name="book_snapshots-writer", daemon=True
+        )
+        self.thread.start()
+
+    def _write(self, schema: pa.Schema, depth: int) -> None:
+        try:
+            with pq.ParquetWriter(self.tmp, schema, **write_options(depth)) as writer:
+                while (table := self.chunks.get()) is not None:
+                    writer.write_table(table, row_group_size=len(table) or None)
+        except BaseException as exc:  # surfaced by put/close
+            self.failure.append(exc)
+            while self.chunks.get() is not None:  # unblock the producer
+                pass
+
+    def put(self, table: pa.Table) -> None:
+        if self.failure:
+            raise self.failure[0]
+        self.chunks.put(table)
+
+    def close(self, keep: bool) -> None:
+        self.chunks.put(None)
+        self.thread.join()
+        if self.failure or not keep:
+            Path(self.tmp).unlink(missing_ok=True)
+            if self.failure and keep:
+                raise self.failure[0]
+            return
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.out_path)
+
+
+class _Restart(Exception):
+    """The footer statistics did not bound the prices: replay again on the complete arrays."""
+
+
 def replay_parquet(
     events_path: Path | str,
     out_path: Path | str,
@@ -1010,63 +1154,107 @@ def replay_parquet(
 ) -> tuple[Book, ReplayCounters]:
     """raw_book_events parquet → book_snapshots parquet, streamed in bounded memory.
 
-    The engine fills ``chunk_rows`` rows at a time; a writer thread encodes earlier chunks
-    meanwhile (the numba loop and pyarrow's encoder both release the GIL, so two cores overlap).
-    Each chunk is transposed into one of ``POOL`` column buffers, enough that a buffer is never
-    refilled while the writer still holds it (the queue holds at most ``POOL - 2`` tables).
-    The file appears atomically (temporary file, fsync, rename), like ``lake`` writes.
+    Three threads overlap (the numba loop, Polars' decoder and pyarrow's encoder all release
+    the GIL): a reader decodes the input batch by batch, the engine replays the messages read
+    so far, a writer encodes the previous output chunks. Replaying while reading needs the
+    price grid before the prices: it comes from the parquet footer's min/max statistics (a
+    dense grid of the scale's unit, exact whatever the tick); without usable statistics, or
+    a span too wide for a dense grid, the input is read first and the grid built from it (gcd
+    of the prices, outlier slots). Each output chunk is transposed into one of ``POOL`` column
+    buffers, enough that a buffer is never refilled while the writer still holds it. The file
+    appears atomically (temporary file, fsync, rename), like ``lake`` writes.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    ev = read_event_arrays(events_path)
-    eng = Engine(ev, seq.rule_code(instrument.sequencing), depth, checkpoint)
-    schema = snapshots_table(SnapshotArrays(depth, 0), 0, instrument).schema
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    chunks: queue.Queue = queue.Queue(maxsize=POOL - 2)
-    failure: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            with pq.ParquetWriter(tmp, schema, **write_options(depth)) as writer:
-                while (table := chunks.get()) is not None:
-                    writer.write_table(table, row_group_size=len(table) or None)
-        except BaseException as exc:  # surfaced in the caller
-            failure.append(exc)
-            while chunks.get() is not None:  # unblock the producer
-                pass
-
-    writer = threading.Thread(target=write, name="book_snapshots-writer", daemon=True)
-    writer.start()
-    rows_total = 0
-    out = SnapshotArrays(depth, chunk_rows)
-    pool: list[np.ndarray] = []  # per-level column scratch, referenced by queued tables
+    bounds = _stats_bounds(events_path, checkpoint)
+    if bounds is not None and bounds[1] - bounds[0] >= MAX_DENSE:
+        bounds = None
+    reader = _EventReader(events_path, bounds=bounds)
+    thread = threading.Thread(target=reader.read, name="raw_book_events-reader", daemon=True)
+    thread.start()
     try:
+        if bounds is not None:
+            try:
+                return _replay_stream(reader, bounds, out_path, instrument, depth, checkpoint,
+                                      chunk_rows)  # fmt: skip
+            except _Restart:
+                pass
+        return _replay_stream(reader, None, out_path, instrument, depth, checkpoint, chunk_rows)
+    finally:
+        thread.join()
+
+
+def _replay_stream(
+    reader: _EventReader,
+    bounds: tuple[int, int] | None,
+    out_path: Path,
+    instrument: Instrument,
+    depth: int,
+    checkpoint: Book | None,
+    chunk_rows: int,
+) -> tuple[Book, ReplayCounters]:
+    rule = seq.rule_code(instrument.sequencing)
+    if bounds is None:  # read everything first, then the grid from the prices themselves
+        reader.wait(reader.n + 1)
+        if reader.error is not None:
+            raise reader.error
+        reader.check_contiguous()
+        eng = Engine(reader.arrays(), rule, depth, checkpoint)
+    else:
+        lo, hi = bounds
+        width = hi - lo + 1
+        grid = Grid(lo, 1, 0, width, np.zeros(0, np.int64), np.zeros(0, np.int64),
+                    lo + np.arange(width, dtype=np.int64))  # fmt: skip
+        # Decimal(18, s) sizes never reach INT64_MIN: it is free for size-0 checkpoint levels
+        eng = Engine(reader.arrays(capacity=True), rule, depth, checkpoint, grid=grid,
+                     zero_size=INT64_MIN)  # fmt: skip
+    writer = _SnapshotWriter(out_path, snapshots_table(SnapshotArrays(depth, 0), 0, instrument)
+                             .schema, depth)  # fmt: skip
+    ok = False
+    try:
+        out = SnapshotArrays(depth, chunk_rows)
+        pool: list[np.ndarray] = []  # per-level column scratch, referenced by queued tables
+        filled = 0
         turn = 0
-        while not eng.done and not failure:
-            rows = eng.run(out)
-            if rows == 0 and eng.rows_needed > out.capacity:
-                # a long out-of-sync stretch drains at once: larger buffers (old ones stay alive
-                # as long as queued tables reference them)
-                out = SnapshotArrays(depth, eng.rows_needed)
-                pool, turn = [], 0
-                continue
+        rows_total = 0
+
+        def flush() -> None:
+            nonlocal filled, turn, rows_total
             if len(pool) < POOL:
                 pool.append(np.empty((4, depth, out.capacity), np.int64))
             if eng.zero_size_used:
-                eng.fix_zero_sizes(out, 0, rows)
-            chunks.put(snapshots_table(out, rows, instrument, pool[turn % POOL]))
-            rows_total += rows
+                eng.fix_zero_sizes(out, 0, filled)
+            writer.put(snapshots_table(out, filled, instrument, pool[turn % POOL]))
+            rows_total += filled
+            filled = 0
             turn += 1
+
+        while True:
+            ready, finished = reader.wait(eng.next_message)
+            if reader.error is not None:
+                raise reader.error
+            if bounds is not None and reader.out_of_bounds:
+                raise _Restart
+            filled += eng.run(out, filled, limit=ready)
+            if eng.rows_needed:  # out is full (for the next message)
+                if filled:
+                    flush()
+                if eng.rows_needed > out.capacity:
+                    # a long out-of-sync stretch drains at once: larger buffers (older ones
+                    # stay alive as long as queued tables reference them)
+                    out = SnapshotArrays(depth, eng.rows_needed)
+                    pool, turn = [], 0
+                continue
+            if finished and eng.next_message >= ready:
+                break
+        if filled:
+            flush()
+        if bounds is not None:
+            reader.check_contiguous()
+            eng.ev = reader.arrays()
+        ok = True
     finally:
-        chunks.put(None)
-        writer.join()
-    if failure:
-        Path(tmp).unlink(missing_ok=True)
-        raise failure[0]
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, out_path)
+        writer.close(keep=ok)
     counters = eng.counters_result()
     counters.rows = rows_total
     return eng.book(), counters
