@@ -561,7 +561,8 @@ def _kernel_columns(
             np.array([[ch.offset[c] for c in g] for g in groups], dtype=np.int64),
             np.array([[ch.nulls[c] for c in g] for g in groups], dtype=np.int64),
         )
-        parts = max(1, min(n_threads, ch.n // (4 * _BLOCK)))
+        # a few tasks per thread, so a thread slowed by a busy core does not hold the rest back
+        parts = max(1, min(4 * n_threads, ch.n // (16 * _BLOCK)))
         edges = [ch.n * t // parts for t in range(parts)] + [ch.n]
         for t in range(parts):
             tasks.append((edges[t], edges[t + 1], ch.start, prev, has_prev, *columns, *params))
