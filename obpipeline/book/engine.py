@@ -15,19 +15,24 @@ where most prices are, and the rare prices outside it (thousands of ticks from t
 sparse slots at either end, found by binary search. Since the mapping is strictly increasing,
 comparisons of slots are comparisons of prices, and the book is a pair of dense arrays of sizes.
 
-**Book.** Per side: ``qty[slot]`` (0 = no level) plus a two-level occupancy bitmap, so the next
-level below/above any slot is found with a count-leading/trailing-zeros instruction however thin
-the book is (a dense scan would degrade on sparse, fine-tick books). Best bid/ask are kept
-incrementally; top-N emission walks the bitmap from the best.
+**Book.** Both sides in one (2, slots) array of sizes (0 = no level), the ask side mirrored so
+that for either side the best level is the highest occupied position, plus a two-level occupancy
+bitmap: the next level after any position is found with a count-leading-zeros instruction however
+thin the book is (a dense scan would degrade on sparse, fine-tick books). Best bid/ask are kept
+incrementally; the top-N of each row walks the bitmap from the best.
 
 **State machine.** Exactly the one documented in ``sequencing.py`` and implemented by
 ``replayer.ReferenceReplayer`` (the oracle): synced/awaiting/unsynced, duplicates, stale diffs,
 gaps, buffer-and-drain after a resync, snapshot checks while synced, the crossed-book repair rule
 and every counter. The loop is resumable (its scalars live in ``state``), so output can be produced
-in bounded chunks (``replay_parquet`` streams a day to parquet in ~constant memory).
+in bounded chunks, and it can run on a prefix of the messages while the rest is still read.
 
-A checkpoint level with size 0 (which the reference keeps as a level) is held as ``ZERO_SIZE``, a
-size no input row carries, and reported as 0.
+**Entry points.** ``replay`` (DataFrame in, ``ReplayResult`` out: the reference's signature),
+``replay_arrays`` (``EventArrays`` in) and ``replay_parquet`` (raw_book_events parquet →
+book_snapshots parquet, streamed: a reader, the engine and a writer on their own threads).
+
+A checkpoint level with size 0 (which the reference keeps as a level) is held as a size no input
+row carries (``Engine.zero_size``) and reported as 0.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from obpipeline.book.stream import (
 )
 from obpipeline.instruments import Instrument
 
+CHUNK_ROWS = 1 << 17  # output rows per engine call in the DataFrame API
 POOL = 3  # column buffers in flight in replay_parquet: being filled, queued, being written
 MAX_DENSE = 1 << 21  # slots in the dense window (16 MB of sizes per side at most)
 INT64_MIN = np.iinfo(np.int64).min
@@ -810,13 +816,34 @@ def replay(
     checkpoint: Book | None = None,
     max_dense: int = MAX_DENSE,
 ) -> ReplayResult:
-    """Replay raw_book_events with the compiled engine (same contract as the reference)."""
+    """Replay raw_book_events with the compiled engine (same contract as the reference).
+
+    Rows are produced in chunks, each converted to Polars at once: the day's frame is built
+    without ever holding all of its rows twice (engine arrays and Polars' 128-bit decimals).
+    """
     ev = event_arrays(events)
-    out, rows, book, counters = replay_arrays(
-        ev, seq.rule_code(instrument.sequencing), depth, checkpoint, max_dense
-    )
-    counters.rows = rows
-    return ReplayResult(snapshots_frame(out, rows, instrument), book, counters)
+    eng = Engine(ev, seq.rule_code(instrument.sequencing), depth, checkpoint, max_dense)
+    out = SnapshotArrays(depth, min(CHUNK_ROWS, ev.n_messages + 1))
+    frames: list[pl.DataFrame] = []
+    rows_total = 0
+    while True:
+        rows = eng.run(out)
+        if rows == 0 and eng.rows_needed > out.capacity:  # a long buffered stretch to drain
+            out = SnapshotArrays(depth, eng.rows_needed)
+            continue
+        if rows or not frames:
+            if eng.zero_size_used:
+                eng.fix_zero_sizes(out, 0, rows)
+            frames.append(snapshots_frame(out, rows, instrument))
+            rows_total += rows
+            # the frame shares some of out's arrays (ids, stamps): the next chunk gets new ones
+            out = SnapshotArrays(depth, out.capacity)
+        if eng.done:
+            break
+    counters = eng.counters_result()
+    counters.rows = rows_total
+    snapshots = frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
+    return ReplayResult(snapshots, eng.book(), counters)
 
 
 # ----------------------------------------------------------------------------- parquet → parquet
