@@ -170,11 +170,6 @@ def test_shifted_exchange_times_are_caught_by_the_time_check(lines: list[bytes])
     assert bbo.mismatched == depth.mismatched == 0
 
 
-@pytest.mark.xfail(
-    reason="obpipeline verify does not compare exchange times of aligned golden records "
-    "(fidelity.exact does, see the test above); reported to the owner of cli/replay.py",
-    strict=True,
-)
 def test_shifted_exchange_times_fail_verify(tmp_path: Path, lines: list[bytes]) -> None:
     out, _ = F.inject(lines, "shift_ts=0.01:1", seed=1)
     assert verify(tmp_path, out, "shift_ts")["verdict"] == "fail"

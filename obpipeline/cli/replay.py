@@ -11,7 +11,7 @@ import polars as pl
 
 from obpipeline import book, lake
 from obpipeline.book import checkpoint as ckpt
-from obpipeline.fidelity import golden
+from obpipeline.fidelity import exact, golden
 from obpipeline.instruments import MARKETS
 from obpipeline.schemas import DEFAULT_DEPTH
 
@@ -71,9 +71,7 @@ def replay_files(args: argparse.Namespace) -> dict:
 
     start = ckpt.read(args.checkpoint_in) if args.checkpoint_in else None
     started = time.perf_counter()
-    gold = golden
     if args.format == "tardis":
-        from obpipeline.fidelity import tardis_golden as gold
         from obpipeline.sources.tardis import read_tardis
 
         first_id = start.last_update_id if start else 0
@@ -88,9 +86,18 @@ def replay_files(args: argparse.Namespace) -> dict:
     parsed = time.perf_counter()
     result = book.replay(capture.events, capture.instrument, args.depth, start, engine=args.engine)
     replayed = time.perf_counter()
-    comparisons = [gold.compare_bbo(result.snapshots, capture.golden_bbo)]
-    if capture.golden_depth.height:
-        comparisons.append(gold.compare_depth(result.snapshots, capture.golden_depth))
+    if args.format == "tardis":  # no update ids: aligned by time, within ±1 message
+        from obpipeline.fidelity import tardis_golden
+
+        comparisons = [tardis_golden.compare_bbo(result.snapshots, capture.golden_bbo)]
+        if capture.golden_depth.height:
+            comparisons.append(tardis_golden.compare_depth(result.snapshots, capture.golden_depth))
+    else:  # aligned by update id; exchange times checked where the record carries one
+        comparisons = [exact.compare_bbo(result.snapshots, capture.golden_bbo, capture.events)]
+        if capture.golden_depth.height:
+            comparisons.append(
+                exact.compare_depth(result.snapshots, capture.golden_depth, capture.events)
+            )
     inst = capture.instrument
     outputs: list[str] = []
     if args.out:
@@ -148,6 +155,11 @@ def verify_failures(summary: dict) -> list[str]:
     failures = []
     if summary["golden_mismatched"]:
         failures.append(f"{summary['golden_mismatched']} golden records differ from the book")
+    if summary["golden_time_mismatched"]:
+        failures.append(
+            f"{summary['golden_time_mismatched']} golden records carry another exchange time "
+            "than the depth message with the same update id"
+        )
     if summary["snapshot_mismatches"]:
         failures.append(f"{summary['snapshot_mismatches']} REST snapshots differ from the book")
     if summary["crossed"]:

@@ -62,6 +62,10 @@ class ExactComparison:
         return self.aligned - self.matched
 
     @property
+    def compared(self) -> int:
+        return self.aligned
+
+    @property
     def aligned_fraction(self) -> float:
         return self.aligned / self.records if self.records else float("nan")
 

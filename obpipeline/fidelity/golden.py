@@ -22,6 +22,7 @@ class GoldenComparison:
     compared: int  # aligned with a valid book row and compared
     matched: int
     mismatches: pl.DataFrame  # one row per mismatching record, with both sides
+    time_mismatched: int = 0  # this simple comparison does not check times (see fidelity.exact)
 
     @property
     def mismatched(self) -> int:
@@ -77,13 +78,14 @@ def compare_depth(snapshots: pl.DataFrame, golden_depth: pl.DataFrame) -> Golden
     )
 
 
-def summary(comparisons: list[GoldenComparison]) -> dict[str, int]:
-    """Totals for the CLI summary: golden_compared / golden_matched / golden_mismatched (+ per kind)."""
+def summary(comparisons: list) -> dict[str, int]:
+    """CLI totals (compared / matched / mismatched / time mismatched, + per kind) of golden or exact comparisons."""
     out = {
         "golden_records": sum(c.records for c in comparisons),
         "golden_compared": sum(c.compared for c in comparisons),
         "golden_matched": sum(c.matched for c in comparisons),
         "golden_mismatched": sum(c.mismatched for c in comparisons),
+        "golden_time_mismatched": sum(c.time_mismatched for c in comparisons),
     }
     for c in comparisons:
         out[f"golden_{c.kind}_compared"] = c.compared
