@@ -41,6 +41,7 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the lake is shared like any output
     try:
         frame.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
         with open(tmp, "rb+") as f:
@@ -50,6 +51,12 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_partition(

@@ -76,6 +76,7 @@ def test_atomic_write_is_deterministic_and_leaves_no_temp_files(tmp_path) -> Non
     lake.write_partition(frame, "demo", "binance-usdm", "BTCUSDT", "2024-01-02", tmp_path)
     assert path.read_bytes() == first
     assert os.listdir(path.parent) == ["part-0.parquet"]
+    assert path.stat().st_mode & 0o044 == 0o044, "lake files must be readable by others"
     scanned = lake.scan_dataset("demo", tmp_path).collect()
     assert scanned["date"].cast(pl.String).to_list() == ["2024-01-02"] * 3
 
