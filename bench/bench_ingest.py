@@ -36,6 +36,18 @@ def largest_capture() -> Path | None:
     return files[-1] if files else None
 
 
+def _rss_mb() -> float:
+    """Peak RSS of this process (``VmHWM``: ``ru_maxrss`` keeps the parent's peak across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(path: Path, fast: bool, repeat: int) -> dict:
     from obpipeline.sources import binance
 
@@ -51,7 +63,7 @@ def child(path: Path, fast: bool, repeat: int) -> dict:
         "lines": capture.stats["lines"],
         "quarantined": capture.stats["quarantined"],
         "seconds": times,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mb": _rss_mb(),
     }
 
 

@@ -339,6 +339,15 @@ def _cpu_s() -> float:
 
 
 def _rss_mb() -> float:
+    """Peak RSS of this process. ``VmHWM`` belongs to the process image; ``ru_maxrss`` would
+    also count the parent's peak before ``exec`` (Linux keeps it across exec), i.e. the runner's."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
