@@ -883,7 +883,7 @@ class _EventReader:
     worst case (one message a row) but only the pages written are ever resident.
     """
 
-    def __init__(self, path: Path | str, batch_rows: int = 1 << 20, bounds=None):
+    def __init__(self, path: Path | str, batch_rows: int | None = None, bounds=None):
         self.path = path
         self.batch_rows = batch_rows
         self.bounds = bounds  # (lo, hi) every level price must lie in (streaming grid), or None
@@ -923,7 +923,10 @@ class _EventReader:
         row = 0
         k = 0
         last_msg = None
-        for batch in query.collect_batches(chunk_size=self.batch_rows, engine="streaming"):
+        # Polars' own morsels (about a row group each): forcing a chunk_size re-batches them
+        # and serialises the decoding (measured: ~1.8x the wall time on 2 cores)
+        batches = query.collect_batches(chunk_size=self.batch_rows, engine="streaming")
+        for batch in batches:
             m = batch.height
             if m == 0:
                 continue
@@ -996,7 +999,7 @@ class _EventReader:
             raise ValueError("raw_book_events: rows of one message are not contiguous")
 
 
-def read_event_arrays(path: Path | str, batch_rows: int = 1 << 20) -> EventArrays:
+def read_event_arrays(path: Path | str, batch_rows: int | None = None) -> EventArrays:
     """raw_book_events parquet → ``EventArrays``, without materialising the frame."""
     reader = _EventReader(path, batch_rows)
     reader.read()
