@@ -6,10 +6,12 @@ Cases (``run()`` returns one dict per case for ``make bench``; as a script it pr
     (``../shared/bench/peer_stream.py``: 3 M absolute-size level updates around a drifting BTC mid,
     generated once into ``data/bench/``), cut into 10-update messages chained by update id, a
     top-20 snapshot row after every message. ``core/engine`` times the compiled loop from
-    ``EventArrays`` to filled ``SnapshotArrays`` (JIT excluded: ``jit_s`` is the first call in a
-    fresh process, i.e. loading numba's cache, and ``jit_cold_s`` a compile from an empty cache);
-    ``full/engine`` adds the DataFrame in/out conversions of ``book.replay``. The reference runs
-    the same stream through ``ReferenceReplayer.run`` (its loop dominates its time).
+    ``EventArrays`` to filled ``SnapshotArrays`` rows (into a reused 65 536-row output chunk, as
+    ``replay_parquet`` drives it), JIT excluded: ``jit_s`` is the first call in a fresh process
+    (numba's cache load plus its first-use imports), ``jit_cold_s`` a compile from an empty cache;
+    ``cpu_upd_per_s`` uses CPU time (less sensitive to the shared box's load). ``full/engine``
+    adds the DataFrame in/out conversions of ``book.replay``. The reference runs the same stream
+    through ``ReferenceReplayer.run`` (its loop dominates its time).
 (b) hftbacktest 2.4 (PyPI) on the same stream in the same run: ``HashMapMarketDepth`` and
     ``ROIVectorMarketDepth`` (fixed price window), local book only, an ``njit`` loop of
     ``elapse(1 ms)`` + best bid/ask (= once per 10-update message); and the ratios
@@ -17,7 +19,8 @@ Cases (``run()`` returns one dict per case for ``make bench``; as a script it pr
 (c) ``e2e``: canonical raw_book_events parquet → book_snapshots parquet (``engine.replay_parquet``)
     for a real-volume day: the simulator's real profile when it is available, else a synthetic
     day generated here (≈1.8 M messages, ≈30 M level updates, opening REST snapshot with a few
-    buffered diffs before it, like the real captures): level updates/s, wall time, peak RSS.
+    buffered diffs before it, like the real captures): level updates/s, wall time, CPU seconds
+    (all threads), peak RSS.
 
 Each implementation runs in its own subprocess (so ``rss_mb`` is its own peak) and reports the
 median of ``--repeat`` (≥3) timed repetitions. Level updates/s count the input's level rows.
