@@ -2,7 +2,7 @@
 
 Cases (``run()`` returns one dict per case for ``make bench``; as a script it prints them):
 
-(a) ``core/engine`` and ``core/reference`` on the shared peer stream
+(a) ``core/engine`` and ``full/reference`` on the shared peer stream
     (``../shared/bench/peer_stream.py``: 3 M absolute-size level updates around a drifting BTC mid,
     generated once into ``data/bench/``), cut into 10-update messages chained by update id, a
     top-20 snapshot row after every message. ``core/engine`` times the compiled loop from
