@@ -250,3 +250,24 @@ def test_checkpoint_round_trip(tmp_path) -> None:
         2500,
         3500,
     ]
+
+
+@pytest.mark.parametrize(
+    ("asks", "reason"),
+    [
+        ('[["60000.0"]]', "level [60000.0] has 1 fields"),
+        ('[["60000.0","1.000","x"]]', "level [60000.0, 1.000, x] has 3 fields"),
+        ("[null]", "null level in the bid or ask list"),
+    ],
+)
+def test_malformed_level_is_quarantined_not_fatal(asks: str, reason: str) -> None:
+    good = FuturesStream()
+    good.snapshot(BIDS, ASKS)
+    bad = (
+        f'{good._local()} {{"stream":"btcusdt@depth@0ms","data":{{"E":1,"U":2,"u":2,"pu":1,'
+        f'"b":[],"a":{asks}}}}}'
+    )
+    good.raw(bad.split(" ", 1)[1])
+    capture = parse_lines(lines_frame("\n".join(good.lines).encode(), "c.gz"), market="usdm")
+    assert capture.quarantine["line"].to_list() == [2]
+    assert reason in capture.quarantine["reason"][0]

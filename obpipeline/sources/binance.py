@@ -315,6 +315,11 @@ def _parse_lines_polars(
         .then(pl.lit("depth message without U/u (lastUpdateId)"))
         .when(pl.col("b").is_null() | pl.col("a").is_null())
         .then(pl.lit("depth message without bid or ask list"))
+        .when(
+            pl.col("b").list.eval(pl.element().is_null()).list.any()
+            | pl.col("a").list.eval(pl.element().is_null()).list.any()
+        )
+        .then(pl.lit("null level in the bid or ask list"))
         .when(pl.col("pu").is_null() & ~pl.col("is_snapshot") & pl.lit(futures))
         .then(pl.lit("futures depth message without pu"))
         .when(pl.col("U") > pl.col("u"))
@@ -484,7 +489,7 @@ def _parse_levels(
         .then(
             pl.format(
                 "level {} has {} fields, expected [price, qty]",
-                pl.col("level").cast(pl.String),
+                pl.lit("[") + pl.col("level").list.join(", ", ignore_nulls=False) + pl.lit("]"),
                 pl.col("n"),
             )
         )
