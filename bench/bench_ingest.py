@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _rss import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 BINANCE = ROOT.parent / "shared" / "data" / "binance"
@@ -34,18 +35,6 @@ BINANCE = ROOT.parent / "shared" / "data" / "binance"
 def largest_capture() -> Path | None:
     files = sorted(BINANCE.glob("*/*"), key=lambda p: p.stat().st_size) if BINANCE.is_dir() else []
     return files[-1] if files else None
-
-
-def _rss_mb() -> float:
-    """Peak RSS of this process (``VmHWM``: ``ru_maxrss`` keeps the parent's peak across exec)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(path: Path, fast: bool, repeat: int) -> dict:
@@ -63,7 +52,7 @@ def child(path: Path, fast: bool, repeat: int) -> dict:
         "lines": capture.stats["lines"],
         "quarantined": capture.stats["quarantined"],
         "seconds": times,
-        "rss_mb": _rss_mb(),
+        "rss_mb": peak_rss_mb(),
     }
 
 

@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _rss import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "data" / "bench"
@@ -341,19 +342,6 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _rss_mb() -> float:
-    """Peak RSS of this process. ``VmHWM`` belongs to the process image; ``ru_maxrss`` would
-    also count the parent's peak before ``exec`` (Linux keeps it across exec), i.e. the runner's."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _timed(fn, repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
@@ -415,7 +403,7 @@ def child_engine(repeat: int) -> dict:
         "full_s": full,
         "jit_s": jit_s,
         "exact_top20": exact,
-        "rss_mb": _rss_mb(),
+        "rss_mb": peak_rss_mb(),
     }
 
 
@@ -437,7 +425,7 @@ def child_reference(repeat: int) -> dict:
     frame = peer_frame(ev)
     inst = _instrument()
     times = _timed(lambda: ReferenceReplayer(inst, 20, ck).run(frame), repeat)
-    return {"updates": int((ev.side != 0).sum()), "full_s": times, "rss_mb": _rss_mb()}
+    return {"updates": int((ev.side != 0).sum()), "full_s": times, "rss_mb": peak_rss_mb()}
 
 
 def child_hftbacktest(kind: str, repeat: int) -> dict:
@@ -517,7 +505,7 @@ def child_hftbacktest(kind: str, repeat: int) -> dict:
         "reads": reads,
         "jit_s": jit_s,
         "exact_bbo": exact,
-        "rss_mb": _rss_mb(),
+        "rss_mb": peak_rss_mb(),
     }
 
 
@@ -586,7 +574,7 @@ def child_e2e(repeat: int) -> dict:
         "full_s": times,
         "cpu_s": cpu,
         "jit_s": jit_s,
-        "rss_mb": _rss_mb(),
+        "rss_mb": peak_rss_mb(),
     }
 
 

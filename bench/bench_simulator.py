@@ -21,22 +21,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
+from _rss import peak_rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DAY = date(2024, 3, 1)
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _jit() -> float:
@@ -84,7 +81,7 @@ def bench_day(profile: str, truth: bool = True) -> dict:
         "lines": stats["lines"],
         "gz_mb": round(gz_bytes / 1e6, 1),
         **({"text_mb": round(text_bytes / 1e6, 1)} if text_bytes else {}),
-        "rss_mb": round(_rss_mb()),
+        "rss_mb": round(peak_rss_mb()),
     }
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from _rss import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "data" / "bench"
@@ -139,7 +140,6 @@ def day_file(rows: int, plain: bool = False) -> Path:
 
 def _worker(case: str, path: str) -> dict:
     """Runs inside the subprocess: one ingest, its own wall time and peak RSS."""
-    import resource
 
     from obpipeline.sources.tardis import read_tardis  # imports are not ingest time
 
@@ -180,7 +180,7 @@ def _worker(case: str, path: str) -> dict:
     else:
         raise ValueError(case)
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     return {
         "rows": rows,
         "seconds": round(seconds, 2),
