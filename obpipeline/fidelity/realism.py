@@ -539,7 +539,10 @@ def realism_results(rep: RealismReport, t: Thresholds) -> list[GateResult]:
         if not np.isfinite(h.alpha):
             out.append(GateResult("C", name, INSUFFICIENT, detail=f"k={h.k}: too few returns"))
             continue
-        ok = lo <= h.alpha <= hi
+        # Warn only when the 95 % interval misses the range: at k = 1 % of a day's 1-min returns
+        # the estimate rests on ~14 points and wanders past 5 on faithful days.
+        has_interval = np.isfinite(h.iid_low) and np.isfinite(h.iid_high)
+        ok = (h.iid_high >= lo and h.iid_low <= hi) if has_interval else lo <= h.alpha <= hi
         out.append(
             GateResult(
                 "C",
@@ -547,7 +550,10 @@ def realism_results(rep: RealismReport, t: Thresholds) -> list[GateResult]:
                 PASS if ok else WARN,
                 h.alpha,
                 None,
-                "" if ok else f"tail index {h.alpha:.2f} outside [{lo}, {hi}]",
+                ""
+                if ok
+                else f"tail index {h.alpha:.2f} (95 % interval {h.iid_low:.2f}–{h.iid_high:.2f}) "
+                f"outside [{lo}, {hi}]",
                 metrics={
                     "k": h.k,
                     "iid_low": h.iid_low,
