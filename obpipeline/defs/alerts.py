@@ -149,17 +149,15 @@ def build_alert_sensors(cfg: PlatformConfig) -> list[dg.SensorDefinition]:
     def run_failure_alerts(context: dg.RunFailureSensorContext) -> None:
         run = context.dagster_run
         tags = run.tags
+        first = tags.get("dagster/asset_partition_range_start")
+        last = tags.get("dagster/asset_partition_range_end")
         alert = {
             "kind": "run_failure",
             "job": run.job_name,
             "run_id": run.run_id,
-            "partition": tags.get("dagster/partition"),
-            "partition_range": [
-                tags.get("dagster/asset_partition_range_start"),
-                tags.get("dagster/asset_partition_range_end"),
-            ]
-            if tags.get("dagster/asset_partition_range_start")
-            else None,
+            # backfill runs of one day come as a one-day range
+            "partition": tags.get("dagster/partition") or (first if first == last else None),
+            "partition_range": [first, last] if first else None,
             "backfill": tags.get("dagster/backfill"),
             "message": (context.failure_event.message or "")[:1000],
             "failed_steps": {
