@@ -7,7 +7,7 @@ All computation is a library call (``obpipeline.sources``, ``book``, ``features`
 Modules: ``config`` (settings), ``sources`` (one UTC day from the simulator or a landing folder),
 ``resources`` (the day source seam), ``assets`` (the per-instrument factory), ``checks`` (Polars
 invariants), ``expectations`` / ``ge_checks`` (Great Expectations suites), ``alerts`` (sensors),
-``automation`` (jobs, schedule, landing sensor).
+``automation`` (jobs, schedule, landing sensor), ``local`` (in-process range runs: demo, tests).
 """
 
 from __future__ import annotations
