@@ -101,21 +101,18 @@ def replay_files(args: argparse.Namespace) -> dict:
     inst = capture.instrument
     outputs: list[str] = []
     if args.out:
-        for dataset, frame in (
-            ("book_snapshots", result.snapshots),
-            ("quarantine", capture.quarantine),
-        ):
-            if dataset == "quarantine" and frame.height == 0:
-                continue
-            day_col = "ts_event" if dataset == "book_snapshots" else None
-            for day, part in _by_day(frame, day_col, result.snapshots):
-                outputs.append(
-                    str(
-                        lake.write_partition(
-                            part, dataset, inst.venue_id, inst.symbol, day, args.out
-                        )
-                    )
-                )
+        snapshots = result.snapshots.with_columns(pl.col("ts_event").dt.date().alias("_day"))
+        for (day,), part in snapshots.group_by("_day", maintain_order=True):
+            path = lake.write_partition(
+                part.drop("_day"), "book_snapshots", inst.venue_id, inst.symbol, day, args.out
+            )
+            outputs.append(str(path))
+        if capture.quarantine.height:  # kept whole, under the first day of the replay
+            first_day = snapshots["_day"].min() or "unknown"
+            path = lake.write_partition(
+                capture.quarantine, "quarantine", inst.venue_id, inst.symbol, first_day, args.out
+            )
+            outputs.append(str(path))
     if args.checkpoint_out:
         outputs.append(str(ckpt.write(result.checkpoint, inst, args.checkpoint_out)))
     for q in capture.quarantine.head(20).iter_rows(named=True):
@@ -133,17 +130,6 @@ def replay_files(args: argparse.Namespace) -> dict:
         "outputs": outputs,
     }
     return summary
-
-
-def _by_day(frame: pl.DataFrame, day_col: str | None, snapshots: pl.DataFrame):
-    """Split by UTC day of ``day_col``; frames without a time (quarantine) go with the first day."""
-    if day_col is None:
-        first = snapshots["ts_event"].min() if snapshots.height else None
-        yield (first.date() if first else "unknown"), frame
-        return
-    days = frame.with_columns(pl.col(day_col).dt.date().alias("_day"))
-    for (day,), part in days.group_by("_day", maintain_order=True):
-        yield day, part.drop("_day")
 
 
 def run_replay(args: argparse.Namespace) -> int:
