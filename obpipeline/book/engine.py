@@ -1176,7 +1176,7 @@ class _Restart(Exception):
 
 def replay_parquet(
     events_path: Path | str,
-    out_path: Path | str,
+    out_path: Path | str | None,
     instrument: Instrument,
     depth: int = schemas.DEFAULT_DEPTH,
     checkpoint: Book | None = None,
@@ -1192,10 +1192,12 @@ def replay_parquet(
     a span too wide for a dense grid, the input is read first and the grid built from it (gcd
     of the prices, outlier slots). Each output chunk is transposed into one of ``POOL`` column
     buffers, enough that a buffer is never refilled while the writer still holds it. The file
-    appears atomically (temporary file, fsync, rename), like ``lake`` writes.
+    appears atomically (temporary file, fsync, rename), like ``lake`` writes. ``out_path=None``
+    replays for the final book and counters only (book_checkpoint): no rows are encoded.
     """
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out_path is not None:
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
     bounds = _stats_bounds(events_path, checkpoint)
     if bounds is not None and bounds[1] - bounds[0] >= MAX_DENSE:
         bounds = None
@@ -1217,7 +1219,7 @@ def replay_parquet(
 def _replay_stream(
     reader: _EventReader,
     bounds: tuple[int, int] | None,
-    out_path: Path,
+    out_path: Path | None,
     instrument: Instrument,
     depth: int,
     checkpoint: Book | None,
@@ -1238,8 +1240,13 @@ def _replay_stream(
         # Decimal(18, s) sizes never reach INT64_MIN: it is free for size-0 checkpoint levels
         eng = Engine(reader.arrays(capacity=True), rule, depth, checkpoint, grid=grid,
                      zero_size=INT64_MIN)  # fmt: skip
-    writer = _SnapshotWriter(out_path, snapshots_table(SnapshotArrays(depth, 0), 0, instrument)
-                             .schema, depth)  # fmt: skip
+    writer = (
+        _SnapshotWriter(
+            out_path, snapshots_table(SnapshotArrays(depth, 0), 0, instrument).schema, depth
+        )  # fmt: skip
+        if out_path is not None
+        else None
+    )
     ok = False
     try:
         out = SnapshotArrays(depth, chunk_rows)
@@ -1250,11 +1257,12 @@ def _replay_stream(
 
         def flush() -> None:
             nonlocal filled, turn, rows_total
-            if len(pool) < POOL:
-                pool.append(np.empty((4, depth, out.capacity), np.int64))
-            if eng.zero_size_used:
-                eng.fix_zero_sizes(out, 0, filled)
-            writer.put(snapshots_table(out, filled, instrument, pool[turn % POOL]))
+            if writer is not None:
+                if len(pool) < POOL:
+                    pool.append(np.empty((4, depth, out.capacity), np.int64))
+                if eng.zero_size_used:
+                    eng.fix_zero_sizes(out, 0, filled)
+                writer.put(snapshots_table(out, filled, instrument, pool[turn % POOL]))
             rows_total += filled
             filled = 0
             turn += 1
@@ -1284,7 +1292,8 @@ def _replay_stream(
             eng.ev = reader.arrays()
         ok = True
     finally:
-        writer.close(keep=ok)
+        if writer is not None:
+            writer.close(keep=ok)
     counters = eng.counters_result()
     counters.rows = rows_total
     return eng.book(), counters

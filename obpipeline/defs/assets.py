@@ -22,11 +22,10 @@ step, so downstream steps do not run and bad data never lands. The other days of
 still recorded (``Days``), so a backfill carries on with them.
 """
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,16 +33,17 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from obpipeline import book, lake
+from obpipeline import lake
 from obpipeline.book import checkpoint as ckpt
+from obpipeline.book.engine import replay_parquet
 from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.defs import checks
 from obpipeline.defs.config import InstrumentConfig, PlatformConfig
 from obpipeline.defs.resources import DaySource
-from obpipeline.defs.sources import SourceUnavailable, opens_with_snapshot, tardis_day_base
 from obpipeline.fidelity import assets as fidelity_assets
 from obpipeline.fidelity import golden
 from obpipeline.instruments import Instrument, get_instrument
+from obpipeline.sources import day as daylib
 from obpipeline.sources.binance import CaptureError
 
 RAW, CHECKPOINT, SNAPSHOTS = "raw_book_events", "book_checkpoint", "book_snapshots"
@@ -86,14 +86,25 @@ class Chain:
     def write(self, frame: pl.DataFrame, dataset: str, day: date | str) -> Path:
         return lake.write_parquet_atomic(frame, self.path(dataset, day))
 
-    def read(self, dataset: str, day: date | str) -> pl.DataFrame:
+    def request(self, day: date | str) -> daylib.DayRequest:
+        inst = self.inst
+        return daylib.DayRequest(
+            inst.source, inst.venue, inst.market, inst.symbol, date.fromisoformat(str(day)),
+            self.cfg.lake, self.cfg.depth,
+        )  # fmt: skip
+
+    def existing(self, dataset: str, day: date | str) -> Path:
+        """The path of a dataset's day, which must have been materialised."""
         path = self.path(dataset, day)
         if not path.exists():
             raise dg.Failure(
                 f"{dataset} for {day} is missing ({path}): materialise it first",
                 metadata={"path": str(path)},
             )
-        return pl.read_parquet(path)
+        return path
+
+    def read(self, dataset: str, day: date | str) -> pl.DataFrame:
+        return pl.read_parquet(self.existing(dataset, day))
 
     def instrument(self, frame: pl.DataFrame | None = None) -> Instrument:
         """Registered instrument, else scales from the Decimal columns of a written frame."""
@@ -191,7 +202,13 @@ def _check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
 
 
 # Per-day problems that fail their day only; anything else (a bug) fails the step at once.
-DAY_ERRORS = (dg.Failure, SourceUnavailable, CaptureError, FileNotFoundError)
+DAY_ERRORS = (
+    dg.Failure,
+    daylib.SourceUnavailable,
+    daylib.MissingStartBook,
+    CaptureError,
+    FileNotFoundError,
+)
 
 
 class Days:
@@ -242,41 +259,49 @@ class Days:
         )
 
 
-def _start_book(chain: Chain, day: str, events: pl.DataFrame, carried: Book | None) -> Book | None:
-    """The book day ``day`` starts from: the D-1 checkpoint, or nothing if D opens with a snapshot.
+def _start_book(chain: Chain, day: str, carried: Book | None) -> Book | None:
+    """The book day ``day`` starts from (``sources.day.start_book``: never silently empty).
 
-    Dagster passes no data here: the D-1 dependency only orders the runs. A missing checkpoint
-    is never silently an empty book (research/dagster.md §1.3): it fails unless the day has its
-    own opening exchange snapshot to sync on.
+    Dagster passes no data here: the D-1 dependency only orders the runs.
     """
-    prev = date.fromisoformat(day) - timedelta(days=1)
-    path = chain.path(CHECKPOINT, prev)
-    if carried is None and path.exists():
-        carried = ckpt.read(path)
-    if carried is not None:
-        if chain.inst.source.kind == "landing" and chain.inst.source.format == "tardis":
-            # Tardis ids are synthetic and restart at each day's base: the opening snapshot of
-            # D carries that base, so the carried book must too to be compared with it.
-            base = tardis_day_base(date.fromisoformat(day))
-            carried = dataclasses.replace(carried, last_update_id=base)
-        return carried
-    if opens_with_snapshot(events, chain.cfg.snapshot_open_seconds):
-        return None
-    raise dg.Failure(
-        description=(
-            f"{chain.inst.symbol} {day}: the D-1 book_checkpoint ({prev}) is missing and the day "
-            f"does not open with its own exchange snapshot (none within "
-            f"{chain.cfg.snapshot_open_seconds} s of its first message). Materialise "
-            f"book_checkpoint for {prev} first (or backfill the range in order)."
-        ),
-        metadata={"missing": str(path)},
+    events = chain.existing(RAW, day)
+    return daylib.start_book(
+        chain.request(day),
+        lambda: daylib.message_table(events),
+        chain.cfg.snapshot_open_seconds,
+        carried,
     )
 
 
-def _replay(chain: Chain, events: pl.DataFrame, start: Book | None):
-    instrument = chain.instrument(events)
-    engine = chain.cfg.engine or book.DEFAULT_ENGINE
-    return instrument, book.replay(events, instrument, chain.cfg.depth, start, engine=engine)
+def _replay(
+    chain: Chain, day: str, start: Book | None, out: Path | None
+) -> tuple[Instrument, Book, ReplayCounters]:
+    """Replay the day's raw_book_events file, streamed; book_snapshots to ``out`` if given."""
+    events = chain.existing(RAW, day)
+    instrument = chain.instrument(pl.scan_parquet(events).head(0).collect())
+    book, counters = replay_parquet(events, out, instrument, chain.cfg.depth, start)
+    return instrument, book, counters
+
+
+def _golden_comparisons(chain: Chain, day: str, snapshots: Path) -> list[Any]:
+    """Gate A1 on the staged book_snapshots: only the rows a golden record aligns with are read."""
+    gold = chain.golden_module()
+    golden_bbo = chain.read("golden_bbo", day)
+    golden_depth = chain.read("golden_depth", day)
+    scan = pl.scan_parquet(snapshots)
+    if gold is golden:  # aligned by update id: the aligned rows are all it needs
+        ids = pl.concat([golden_bbo.select("update_id"), golden_depth.select("update_id")])
+        scan = scan.join(ids.lazy(), left_on="last_update_id", right_on="update_id", how="semi")
+    rows = scan.collect(engine="streaming")
+    comparisons = [gold.compare_bbo(rows, golden_bbo)]
+    if golden_depth.height:
+        comparisons.append(gold.compare_depth(rows, golden_depth))
+    return comparisons
+
+
+def _staging(path: Path) -> Path:
+    """Where a file is built before its checks pass (hidden, same folder: the rename is atomic)."""
+    return path.with_name(f".{path.name}.staged")
 
 
 # ----------------------------------------------------------------------------- the factory
@@ -309,34 +334,36 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         days = Days(context, chain.key(RAW))
         for day in days:
             started = time.perf_counter()
+            d = date.fromisoformat(day)
             try:
-                capture = source.load(inst, date.fromisoformat(day), cfg.depth)
+                staged = source.ingest(chain.request(d))
             except DAY_ERRORS as exc:
                 days.failed(day, [f"source: {exc}"])
                 continue
-            outcomes = checks.raw_checks(capture, cfg.depth)
+            outcomes = checks.raw_checks(staged, d)
             yield from _evaluations(context, chain.key(RAW), day, outcomes)
             if days.blocked(day, outcomes):
+                staged.discard()
                 continue
-            path = chain.write(capture.events, RAW, day)
-            for dataset in ALONGSIDE_RAW:
-                chain.write(getattr(capture, dataset), dataset, day)
-            chain_meta = outcomes[1].metadata
+            out = staged.days[d]
+            paths = staged.publish(d, chain.path("quarantine", d))
+            chain_meta = next(o for o in outcomes if o.name == "raw_id_chain").metadata
             days.written(
                 day,
                 {
-                    "rows": capture.events.height,
+                    "rows": out.rows(RAW),
                     "messages": chain_meta["messages"],
-                    "level_updates": int(capture.events["side"].is_not_null().sum()),
+                    "level_updates": out.level_updates,
                     "snapshots": chain_meta["snapshots"],
                     "gaps": chain_meta["gaps"],
                     "duplicates_or_stale": chain_meta["duplicates_or_stale"],
-                    "golden_bbo": capture.golden_bbo.height,
-                    "golden_depth": capture.golden_depth.height,
-                    "trades": capture.trades.height,
-                    "quarantined": capture.quarantine.height,
+                    "golden_bbo": out.rows("golden_bbo"),
+                    "golden_depth": out.rows("golden_depth"),
+                    "trades": out.rows("trades"),
+                    "quarantined": staged.quarantine.rows,
+                    "lines_read": staged.stats.get("lines", 0),
                     "seconds": round(time.perf_counter() - started, 3),
-                    "path": str(path),
+                    "path": str(paths[RAW]),
                 },
             )
         yield from days.finish()
@@ -356,33 +383,31 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         **common,
     )
     def book_checkpoint(context: dg.AssetExecutionContext):
+        # A checkpoint replay encodes no book_snapshots rows (``out=None``): the day's engine
+        # pass and parquet decode only, about a third of book_snapshots' cost (DECISIONS.md).
         days = Days(context, chain.key(CHECKPOINT))
         carried: Book | None = None
         for day in days:
             started = time.perf_counter()
             try:
-                events = chain.read(RAW, day)
-                start = _start_book(chain, day, events, carried)
+                start = _start_book(chain, day, carried)
+                instrument, end_book, c = _replay(chain, day, start, None)
             except DAY_ERRORS as exc:
                 days.failed(day, [str(exc)])
                 break  # the chain stops: later days need this one's book
-            _, result = _replay(chain, events, start)
-            outcomes = checks.checkpoint_checks(result.checkpoint, result.counters)
+            outcomes = checks.checkpoint_checks(end_book, c)
             yield from _evaluations(context, chain.key(CHECKPOINT), day, outcomes)
             if days.blocked(day, outcomes):
                 break  # later days would start from a book known to be wrong
-            path = ckpt.write(
-                result.checkpoint, chain.instrument(events), chain.path(CHECKPOINT, day)
-            )
-            carried = result.checkpoint
-            c = result.counters
+            path = ckpt.write(end_book, instrument, chain.path(CHECKPOINT, day))
+            carried = end_book
             days.written(
                 day,
                 {
                     "messages": c.messages,
-                    "levels": len(carried.bid_price) + len(carried.ask_price),
-                    "last_update_id": int(carried.last_update_id),
-                    "in_sync": bool(carried.is_valid),
+                    "levels": len(end_book.bid_price) + len(end_book.ask_price),
+                    "last_update_id": int(end_book.last_update_id),
+                    "in_sync": bool(end_book.is_valid),
                     "started_from": "D-1 checkpoint" if start is not None else "own snapshot",
                     "gaps": c.gaps,
                     "resyncs": c.resyncs,
@@ -408,38 +433,33 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
     )
     def book_snapshots(context: dg.AssetExecutionContext):
         days = Days(context, chain.key(SNAPSHOTS))
-        gold = chain.golden_module()
         for day in days:
             started = time.perf_counter()
+            final = chain.path(SNAPSHOTS, day)
+            staged = _staging(final)
             try:
-                events = chain.read(RAW, day)
-                start = _start_book(chain, day, events, None)
-                golden_bbo, golden_depth = (
-                    chain.read("golden_bbo", day),
-                    chain.read("golden_depth", day),
-                )
+                start = _start_book(chain, day, None)
+                instrument, _, c = _replay(chain, day, start, staged)
+                comparisons = _golden_comparisons(chain, day, staged)
             except DAY_ERRORS as exc:
+                staged.unlink(missing_ok=True)
                 days.failed(day, [str(exc)])
                 continue
-            instrument, result = _replay(chain, events, start)
-            comparisons = [gold.compare_bbo(result.snapshots, golden_bbo)]
-            if golden_depth.height:
-                comparisons.append(gold.compare_depth(result.snapshots, golden_depth))
             outcomes = checks.snapshot_checks(
-                result.snapshots, result.counters, instrument, cfg.depth, comparisons
+                pl.scan_parquet(staged), c, instrument, cfg.depth, comparisons
             )
             yield from _evaluations(context, chain.key(SNAPSHOTS), day, outcomes)
             if days.blocked(day, outcomes):
+                staged.unlink(missing_ok=True)
                 continue
-            path = chain.write(result.snapshots, SNAPSHOTS, day)
-            counters = pl.DataFrame([result.counters.to_dict()], schema=counters_schema())
+            staged.replace(final)
+            counters = pl.DataFrame([c.to_dict()], schema=counters_schema())
             chain.write(counters, COUNTERS, day)
-            c = result.counters
-            g = outcomes[-1].metadata
+            g = next(o for o in outcomes if o.name == "golden_exact").metadata
             days.written(
                 day,
                 {
-                    "rows": result.snapshots.height,
+                    "rows": c.rows,
                     "messages": c.messages,
                     "level_updates": c.level_updates,
                     "gaps": c.gaps,
@@ -451,7 +471,7 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
                     "golden_mismatched": g["golden_mismatched"],
                     "golden_match_rate": g["golden_match_rate"],
                     "seconds": round(time.perf_counter() - started, 3),
-                    "path": str(path),
+                    "path": str(final),
                 },
             )
         yield from days.finish()

@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from obpipeline.defs.assets import Chain
-from obpipeline.defs.sources import landing_files
+from obpipeline.sources.day import landing_files
 
 TRIGGER_TAG = "obpipeline/trigger"
 

@@ -9,6 +9,7 @@ invariants are Polars expressions (~0.1 s a day); the declarative Great Expectat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import polars as pl
@@ -17,7 +18,7 @@ from obpipeline import schemas
 from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.fidelity.golden import GoldenComparison
 from obpipeline.instruments import Instrument
-from obpipeline.sources.binance import Capture
+from obpipeline.sources.ingest import DayOut, Ingest
 
 ERROR = "ERROR"
 WARN = "WARN"
@@ -60,89 +61,48 @@ def _sample(frame: pl.DataFrame, n: int = 5) -> list[dict[str, Any]]:
     return [{k: str(v) for k, v in row.items()} for row in frame.head(n).iter_rows(named=True)]
 
 
-def _schema_problems(frame: pl.DataFrame, schema: pl.Schema, name: str) -> list[str]:
-    try:
-        schemas.conform(frame, schema, name)
-    except ValueError as exc:
-        return [str(exc)]
-    extra = [c for c in frame.columns if c not in schema.names()]
-    return [f"{name}: unexpected columns {extra}"] if extra else []
-
-
 # ----------------------------------------------------------------------------- raw_book_events
 
 
-def raw_checks(capture: Capture, depth: int) -> list[Outcome]:
-    inst = capture.instrument
+def raw_checks(staged: Ingest, day: date) -> list[Outcome]:
+    """The checks of one staged ingest day (counts gathered while streaming, message table)."""
+    out = staged.days.get(day)
+    if out is None:
+        return [
+            Outcome(
+                "raw_schema",
+                False,
+                ERROR,
+                f"no depth message with an exchange time on {day} in the source",
+                {"rows": 0},
+            ),
+            raw_quarantine(staged),
+        ]
+    assert staged.instrument is not None
     return [
-        raw_schema(capture, depth),
-        raw_id_chain(capture.events, inst),
-        raw_quarantine(capture.quarantine),
+        raw_schema(out),
+        raw_id_chain(out.message_table(), staged.instrument),
+        raw_quarantine(staged),
     ]
 
 
-def raw_schema(capture: Capture, depth: int) -> Outcome:
-    inst = capture.instrument
-    problems = [
-        *_schema_problems(capture.events, schemas.raw_book_events(inst), "raw_book_events"),
-        *_schema_problems(capture.golden_bbo, schemas.golden_bbo(inst), "golden_bbo"),
-        *_schema_problems(capture.golden_depth, schemas.golden_depth(inst, depth), "golden_depth"),
-        *_schema_problems(capture.trades, schemas.trades(inst), "trades"),
-        *_schema_problems(capture.quarantine, schemas.quarantine(), "quarantine"),
-    ]
-    counts: dict[str, int] = {}
-    if not problems:
-        ev = capture.events
-        level = pl.col("side").is_not_null()
-        row = ev.select(
-            (
-                pl.any_horizontal(
-                    pl.col(c).is_null()
-                    for c in (
-                        "ts_event",
-                        "ts_local",
-                        "msg_id",
-                        "first_update_id",
-                        "last_update_id",
-                        "is_snapshot",
-                    )
-                )
-            )
-            .sum()
-            .alias("null_keys"),
-            (level & ~pl.col("side").is_in([schemas.BID, schemas.ASK])).sum().alias("bad_side"),
-            (level & (pl.col("price").is_null() | (pl.col("price") <= 0))).sum().alias("bad_price"),
-            (level & (pl.col("size").is_null() | (pl.col("size") < 0))).sum().alias("bad_size"),
-            (pl.col("first_update_id") > pl.col("last_update_id")).sum().alias("u_before_U"),
-            (pl.col("msg_id").diff() < 0).sum().alias("msg_id_backwards"),
-            (pl.col("msg_id").diff() > 1).sum().alias("msg_id_holes"),
-        ).row(0, named=True)
-        counts = {k: int(v or 0) for k, v in row.items()}
-        if ev.height and int(ev["msg_id"].min()) != 0:
-            counts["msg_id_not_from_0"] = 1
-        problems = [f"{k}: {v}" for k, v in counts.items() if v]
+def raw_schema(out: DayOut) -> Outcome:
+    """Value rules of every raw_book_events row (the schema itself is fixed by the writers)."""
+    counts = dict(out.audit)
+    problems = [f"{k}: {v}" for k, v in counts.items() if v]
+    rows = out.rows("raw_book_events")
+    if rows == 0:
+        problems.append("no depth message on the day")
     return Outcome(
         "raw_schema",
         not problems,
         ERROR,
         "; ".join(problems)[:500] or "schema and value ranges ok",
-        {"rows": capture.events.height, "problems": len(problems), **counts},
+        {"rows": rows, "problems": len(problems), **counts},
     )
 
 
-def message_table(events: pl.DataFrame) -> pl.DataFrame:
-    """One row per message (its first row): msg_id, U, u, pu, is_snapshot, ts."""
-    return events.unique("msg_id", keep="first", maintain_order=True).select(
-        "msg_id",
-        "ts_event",
-        "first_update_id",
-        "last_update_id",
-        "prev_update_id",
-        "is_snapshot",
-    )
-
-
-def raw_id_chain(events: pl.DataFrame, instrument: Instrument) -> Outcome:
+def raw_id_chain(messages: pl.DataFrame, instrument: Instrument) -> Outcome:
     """Classify every break of the update-id chain between consecutive diff messages.
 
     Futures: ``pu`` must equal the previous ``u``; spot: ``U`` must be the previous ``u`` + 1
@@ -151,7 +111,7 @@ def raw_id_chain(events: pl.DataFrame, instrument: Instrument) -> Outcome:
     a gap, *handled* when a REST snapshot follows later in the day. Unhandled gaps fail (ERROR);
     handled gaps and duplicates only warn.
     """
-    msgs = message_table(events).with_row_index("pos")
+    msgs = messages.with_row_index("pos")
     snaps = msgs.filter(pl.col("is_snapshot"))
     last_snapshot_pos = int(snaps["pos"].max()) if snaps.height else -1
     diffs = msgs.filter(~pl.col("is_snapshot")).with_columns(
@@ -200,22 +160,18 @@ def raw_id_chain(events: pl.DataFrame, instrument: Instrument) -> Outcome:
     return Outcome("raw_id_chain", True, ERROR, "update-id chain complete", meta)
 
 
-def raw_quarantine(quarantine: pl.DataFrame) -> Outcome:
-    meta: dict[str, Any] = {"quarantined": quarantine.height}
-    if quarantine.height:
-        reasons = (
-            quarantine.group_by("reason")
-            .len()
-            .sort("len", descending=True)
-            .head(5)
-            .iter_rows(named=True)
-        )
-        meta["top_reasons"] = [{"reason": r["reason"][:120], "lines": r["len"]} for r in reasons]
+def raw_quarantine(staged: Ingest) -> Outcome:
+    n = staged.quarantine.rows
+    meta: dict[str, Any] = {"quarantined": n}
+    if n:
+        top = sorted(staged.reasons.items(), key=lambda kv: -kv[1])[:5]
+        meta["top_reasons"] = [{"reason": r, "lines": k} for r, k in top]
+        meta["first_lines"] = _sample(staged.quarantine_sample.select("file", "line", "reason"))
     return Outcome(
         "raw_quarantine",
-        quarantine.height == 0,
+        n == 0,
         WARN,
-        f"{quarantine.height} line(s) quarantined" if quarantine.height else "nothing quarantined",
+        f"{n} line(s) quarantined" if n else "nothing quarantined",
         meta,
     )
 
@@ -277,20 +233,38 @@ def checkpoint_checks(book: Book, counters: ReplayCounters) -> list[Outcome]:
 
 
 def snapshot_checks(
-    snapshots: pl.DataFrame,
+    snapshots: pl.LazyFrame,
     counters: ReplayCounters,
     instrument: Instrument,
     depth: int,
     comparisons: list[GoldenComparison],
 ) -> list[Outcome]:
+    """Checks of a staged book_snapshots file, read lazily (a few columns, never the day)."""
     out = []
-    problems = _schema_problems(snapshots, schemas.book_snapshots(instrument, depth), "snapshots")
-    if snapshots.height != counters.rows:
-        problems.append(f"{snapshots.height} rows but the replay reports {counters.rows}")
+    want = schemas.book_snapshots(instrument, depth)
+    got = snapshots.collect_schema()
+    problems = []
+    if list(got.names()) != list(want.names()) or any(got[c] != t for c, t in want.items()):
+        problems.append(f"snapshots: schema differs from book_snapshots ({dict(got)})"[:300])
     # Rows are in processing order (buffered diffs replay after a resync), so msg_id may repeat
     # or step back; the in-sync book's update id may not.
-    valid_ids = snapshots.filter(pl.col("is_valid"))["last_update_id"]
-    if valid_ids.len() and (valid_ids.diff() < 0).any():
+    row = (
+        snapshots.select(
+            pl.len().alias("rows"),
+            (pl.col("last_update_id").filter(pl.col("is_valid")).diff() < 0)
+            .sum()
+            .alias("backwards"),
+            (pl.col("is_valid") & (pl.col("bid_price_1") >= pl.col("ask_price_1")))
+            .sum()
+            .alias("crossed"),
+        )
+        .collect(engine="streaming")
+        .row(0, named=True)
+    )
+    rows, crossed = int(row["rows"]), int(row["crossed"] or 0)
+    if rows != counters.rows:
+        problems.append(f"{rows} rows but the replay reports {counters.rows}")
+    if row["backwards"]:
         problems.append("last_update_id goes backwards on in-sync rows")
     out.append(
         Outcome(
@@ -298,29 +272,30 @@ def snapshot_checks(
             not problems,
             ERROR,
             "; ".join(problems)[:500] or "schema ok",
-            {"rows": snapshots.height, "problems": len(problems)},
+            {"rows": rows, "problems": len(problems)},
         )
     )
 
-    crossed_rows = snapshots.filter(
-        pl.col("is_valid") & (pl.col("bid_price_1") >= pl.col("ask_price_1"))
+    first_crossed = (
+        snapshots.filter(pl.col("is_valid") & (pl.col("bid_price_1") >= pl.col("ask_price_1")))
+        .select("msg_id", "last_update_id")
+        .head(5)
+        .collect()
+        if crossed
+        else None
     )
     out.append(
         Outcome(
             "no_crossed_book",
-            crossed_rows.height == 0 and counters.crossed == 0,
+            crossed == 0 and counters.crossed == 0,
             ERROR,
-            f"{crossed_rows.height} crossed valid row(s), {counters.crossed} uncross repair(s)"
-            if crossed_rows.height or counters.crossed
+            f"{crossed} crossed valid row(s), {counters.crossed} uncross repair(s)"
+            if crossed or counters.crossed
             else "never crossed while in sync",
             {
-                "crossed_valid_rows": crossed_rows.height,
+                "crossed_valid_rows": crossed,
                 "uncross_repairs": counters.crossed,
-                **(
-                    {"first_crossed": _sample(crossed_rows.select("msg_id", "last_update_id"))}
-                    if crossed_rows.height
-                    else {}
-                ),
+                **({"first_crossed": _sample(first_crossed)} if first_crossed is not None else {}),
             },
         )
     )

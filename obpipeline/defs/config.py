@@ -30,40 +30,10 @@ from typing import Any
 
 import yaml
 
+from obpipeline.sources.day import SourceConfig
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "obpipeline.yaml"
-SOURCE_KINDS = ("simulator", "landing")
-LANDING_FORMATS = ("binance", "tardis")
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """Where raw_book_events of one instrument come from.
-
-    ``simulator``: the embedded simulated exchange (``profile``, ``seed``, ``options`` are passed
-    through). ``landing``: capture files under ``path`` whose names match ``pattern`` and carry
-    their UTC date (``YYYYMMDD`` or ``YYYY-MM-DD``); a day reads its own file plus the edges of its
-    neighbours (captures spill across midnight by up to ``edge_seconds``).
-    """
-
-    kind: str = "simulator"
-    profile: str = "demo"
-    seed: int = 0
-    options: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-    pattern: str = "*"
-    format: str = "binance"
-    edge_seconds: int = 120
-    faults: str | None = None  # simulator only: obpipeline.sources.faults spec, for drills
-    fault_days: tuple[date, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.kind not in SOURCE_KINDS:
-            raise ValueError(f"source kind {self.kind!r}: choose from {SOURCE_KINDS}")
-        if self.format not in LANDING_FORMATS:
-            raise ValueError(f"landing format {self.format!r}: choose from {LANDING_FORMATS}")
-        if self.kind == "landing" and self.path is None:
-            raise ValueError("a landing source needs a path")
 
 
 @dataclass(frozen=True)

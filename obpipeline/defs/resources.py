@@ -7,22 +7,23 @@ from datetime import date
 
 import polars as pl
 
-from obpipeline.defs import sources
-from obpipeline.defs.config import InstrumentConfig
-from obpipeline.sources.binance import Capture
+from obpipeline.sources.day import DayRequest, ingest_day
+from obpipeline.sources.ingest import Ingest
 
 LinesHook = Callable[[pl.DataFrame, date], pl.DataFrame]
 
 
 class DaySource:
-    """Loads one UTC day of canonical frames for a configured instrument.
+    """Stages one UTC day of ingest datasets for a configured instrument (``sources.day``).
 
-    ``lines_hook(lines, day) -> lines`` may rewrite a simulator day's capture lines before they
-    are parsed: fault injection for tests and alerting drills, without touching the library.
+    ``lines_hook(lines, day) -> lines`` may rewrite a day's capture lines (batch by batch) before
+    they are parsed: fault injection for tests and alerting drills, without touching the library.
     """
 
     def __init__(self, lines_hook: LinesHook | None = None) -> None:
         self.lines_hook = lines_hook
 
-    def load(self, inst: InstrumentConfig, day: date, depth: int) -> Capture:
-        return sources.load_day(inst, day, depth, self.lines_hook)
+    def ingest(self, req: DayRequest) -> Ingest:
+        hook = self.lines_hook
+        day_hook = None if hook is None else (lambda lines: hook(lines, req.day))
+        return ingest_day(req, day_hook)

@@ -1,0 +1,636 @@
+"""Capture bytes → the lake's ingest datasets, streamed in bounded memory.
+
+A real BTC-USDT day is ~11 M capture lines (~2.3 GB of text, ~27 M level updates). Nothing here
+holds the day: gzip is inflated in pieces, whole lines are cut into batches of ``batch_bytes``,
+each batch is parsed by the one parser (``binance.parse_lines``: the same rules, the same
+quarantine) and its frames are appended to streaming parquet writers, one per dataset and UTC
+day. A message is one line, so it never straddles two batches. What the day's checks need is
+accumulated as it goes: counts, the one-row-per-message table (``messages``, ~50 B a message) and
+the quarantine's reasons.
+
+Damage is quarantined, never fatal: a line that is not UTF-8, a line longer than
+``max_line_bytes`` (counted, not materialised), a truncated gzip tail, a corrupt deflate block or
+trailing garbage each become one quarantine entry naming the file, the line and, for gzip damage,
+the compressed byte offset; everything before the damage is ingested.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from obpipeline import schemas
+from obpipeline.instruments import Instrument
+from obpipeline.sources.binance import CaptureError, lines_frame, parse_lines
+
+NS = 1_000_000_000
+READ_BYTES = 8 << 20  # compressed bytes per read
+BATCH_BYTES = 64 << 20  # capture text per parsed batch (~200 k lines)
+PARSE_THREADS = 2
+MAX_LINE_BYTES = 64 << 20  # a longer line is quarantined without being held
+RECORD_PREVIEW = 2_000  # characters of an over-long or undecodable line kept in quarantine
+DATASETS = ("raw_book_events", "golden_bbo", "golden_depth", "trades")
+LinesHook = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+# ----------------------------------------------------------------------------- bytes → lines
+
+
+@dataclass(frozen=True)
+class Damage:
+    """The unreadable rest of a file: where it starts and why (one quarantine entry)."""
+
+    offset: int  # compressed byte offset where inflating failed
+    reason: str
+
+
+def inflate(path: Path | str) -> Iterator[bytes | Damage]:
+    """A capture file's text in pieces (gzip, multi-member gzip or plain); damage as ``Damage``.
+
+    Inflating stops at the first damage: a deflate stream cannot be resumed past a corrupt
+    block, so the rest of the file is one quarantine entry, not silently skipped.
+    """
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        if not gzipped:
+            while piece := f.read(READ_BYTES):
+                yield piece
+            return
+        d = zlib.decompressobj(31)
+        fed = 0  # compressed bytes consumed before the current piece
+        member_started = False
+        while piece := f.read(READ_BYTES):
+            buf = piece
+            while buf:
+                try:
+                    out = d.decompress(buf, READ_BYTES * 8)
+                except zlib.error as exc:
+                    yield Damage(fed, f"gzip data damaged ({exc})")
+                    return
+                member_started = True
+                used = len(buf) - len(d.unconsumed_tail) - len(d.unused_data)
+                fed += used
+                if out:
+                    yield out
+                if d.eof:
+                    buf = d.unused_data
+                    d = zlib.decompressobj(31)
+                    member_started = False
+                    if buf.strip(b"\x00") == b"" and not f.peek(1):
+                        return  # zero padding at the very end (some writers add it)
+                else:
+                    buf = d.unconsumed_tail
+        if member_started:
+            yield Damage(fed, "gzip stream truncated (file cut short)")
+
+
+class LineBatcher:
+    """Whole lines of one file in ``file, line, text`` batches, plus quarantine for damage."""
+
+    def __init__(
+        self,
+        file: str,
+        batch_bytes: int = BATCH_BYTES,
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
+        self.file = file
+        self.batch_bytes = batch_bytes
+        self.max_line_bytes = max_line_bytes
+
+    def batches(
+        self, pieces: Iterable[bytes | Damage]
+    ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+        """(lines, quarantine) per batch; line numbers are 1-based and count every line."""
+        pending: list[bytes] = []
+        size = 0
+        open_len = 0  # bytes of the last, unfinished line in ``pending``
+        line = 0  # lines emitted so far
+        skipping = 0  # bytes of an over-long line seen so far (0: not skipping)
+        preview = b""
+
+        def flush() -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+            """Emit the complete lines of ``pending``; keep the unfinished one."""
+            nonlocal pending, size, line
+            text = b"".join(pending)
+            cut = text.rfind(b"\n") + 1
+            if cut:
+                yield self._batch(text[:cut], line)
+                line += text.count(b"\n", 0, cut)
+            pending = [text[cut:]] if cut < len(text) else []
+            size = len(text) - cut
+
+        for piece in pieces:
+            if isinstance(piece, Damage):
+                yield from flush()
+                tail = b"".join(pending) if not skipping else preview
+                yield self._quarantine_only(
+                    line + 1,
+                    f"{piece.reason} at compressed byte {piece.offset}; the rest of the file "
+                    f"cannot be read (last line incomplete: {skipping or size} bytes)",
+                    tail[:RECORD_PREVIEW],
+                )
+                return
+            if skipping:
+                nl = piece.find(b"\n")
+                if nl < 0:
+                    skipping += len(piece)
+                    continue
+                line += 1
+                yield self._too_long(line, skipping + nl, preview)
+                skipping, preview = 0, b""
+                piece = piece[nl + 1 :]
+            nl = piece.rfind(b"\n")
+            open_len = len(piece) - nl - 1 if nl >= 0 else open_len + len(piece)
+            pending.append(piece)
+            size += len(piece)
+            if open_len > self.max_line_bytes:  # count the over-long line, never hold it
+                yield from flush()
+                skipping, preview = size, b"".join(pending)[:RECORD_PREVIEW]
+                pending, size, open_len = [], 0, 0
+            elif size >= self.batch_bytes:
+                yield from flush()
+        if skipping:
+            yield self._too_long(line + 1, skipping, preview)
+            return
+        yield from flush()
+        if pending:  # a last line without its newline
+            yield self._batch(pending[0] + b"\n", line)
+
+    def _batch(self, text: bytes, first_line: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        n = text.count(b"\n")
+        try:
+            frame = lines_frame(text, self.file)
+        except pl.exceptions.ComputeError:
+            frame = None  # not UTF-8 somewhere: find the lines below
+        if frame is not None and frame.height == n:
+            return _shift(frame, first_line), _no_quarantine()
+        return self._line_by_line(text, first_line)
+
+    def _line_by_line(self, text: bytes, first_line: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The slow path for a batch with undecodable bytes: quarantine just those lines."""
+        good_lines: list[str | None] = []
+        numbers: list[int] = []
+        bad: list[dict] = []
+        for i, raw in enumerate(text.split(b"\n")[:-1], start=first_line + 1):
+            try:
+                s = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad.append(
+                    {
+                        "file": self.file,
+                        "line": i,
+                        "reason": f"not UTF-8 text (byte {exc.start} of the line)",
+                        "record": raw[:RECORD_PREVIEW].decode("utf-8", "backslashreplace"),
+                    }
+                )
+                continue
+            good_lines.append(s.rstrip("\r") if s.strip() else None)
+            numbers.append(i)
+        frame = pl.DataFrame(
+            {"file": [self.file] * len(numbers), "line": numbers, "text": good_lines},
+            schema={"file": pl.String, "line": pl.Int64, "text": pl.String},
+        )
+        return frame, pl.DataFrame(bad, schema=schemas.quarantine())
+
+    def _too_long(self, line: int, size: int, preview: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return self._quarantine_only(
+            line,
+            f"line of {size} bytes is longer than the {self.max_line_bytes}-byte limit "
+            f"(first {RECORD_PREVIEW} bytes kept)",
+            preview,
+        )
+
+    def _quarantine_only(
+        self, line: int, reason: str, record: bytes
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        q = pl.DataFrame(
+            [
+                {
+                    "file": self.file,
+                    "line": line,
+                    "reason": reason,
+                    "record": record.decode("utf-8", "backslashreplace"),
+                }
+            ],
+            schema=schemas.quarantine(),
+        )
+        return _no_lines(), q
+
+
+def _shift(frame: pl.DataFrame, first_line: int) -> pl.DataFrame:
+    return frame.with_columns(pl.col("line") + first_line) if first_line else frame
+
+
+def _no_lines() -> pl.DataFrame:
+    return pl.DataFrame(schema={"file": pl.String, "line": pl.Int64, "text": pl.String})
+
+
+def _no_quarantine() -> pl.DataFrame:
+    return schemas.empty(schemas.quarantine())
+
+
+def prefetch(items: Iterable, depth: int = 2) -> Iterator:
+    """Iterate ``items`` on a background thread (inflating releases the GIL: it overlaps parsing)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as exc:  # re-raised in the consumer
+            failure.append(exc)
+        finally:
+            q.put(done)
+
+    t = threading.Thread(target=work, name="capture-inflate", daemon=True)
+    t.start()
+    while (item := q.get()) is not done:
+        yield item
+    t.join()
+    if failure:
+        raise failure[0]
+
+
+# ----------------------------------------------------------------------------- parquet out
+
+
+def parquet_options(schema: pa.Schema) -> dict:
+    """Fast, compact and deterministic: integers (and decimals stored as integers) delta-packed,
+    then zstd-1; statistics on every column (replay builds its price grid from them)."""
+    delta = [
+        f.name
+        for f in schema
+        if pa.types.is_integer(f.type)
+        or pa.types.is_timestamp(f.type)
+        or pa.types.is_decimal(f.type)
+    ]
+    return {
+        "compression": "zstd",
+        "compression_level": 1,
+        "use_dictionary": [f.name for f in schema if pa.types.is_string(f.type)],
+        "column_encoding": dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+        "store_decimal_as_integer": True,
+        "store_schema": False,
+    }
+
+
+class StagedParquet:
+    """A parquet file written batch by batch to a hidden temporary file beside ``path``;
+    ``publish`` makes it appear whole (fsync, rename), ``discard`` removes it."""
+
+    def __init__(self, path: Path, schema: pl.Schema) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.arrow_schema = schemas.empty(schema).to_arrow().schema
+        self.rows = 0
+        self._writer = pq.ParquetWriter(
+            tmp, self.arrow_schema, **parquet_options(self.arrow_schema)
+        )
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            table = frame.to_arrow()
+            if table.schema != self.arrow_schema:
+                table = table.cast(self.arrow_schema)
+            self._writer.write_table(table, row_group_size=len(table))
+            self.rows += frame.height
+
+    def publish(self) -> Path:
+        self._writer.close()
+        os.chmod(self.tmp, 0o666 & ~_umask())
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ----------------------------------------------------------------------------- the ingest
+
+
+@dataclass
+class Part:
+    """One input of a stream: a capture file, or bytes from a generator (the simulator), with an
+    optional receive-time window (a neighbour day's file contributes only its edge)."""
+
+    name: str
+    pieces: Callable[[], Iterable[bytes | Damage]]
+    lo_ns: int | None = None
+    hi_ns: int | None = None
+
+    @classmethod
+    def file(cls, path: Path | str, lo_ns: int | None = None, hi_ns: int | None = None) -> Part:
+        return cls(str(path), lambda: inflate(path), lo_ns, hi_ns)
+
+
+@dataclass
+class DayOut:
+    """One UTC day's staged files and what its checks read (counts, the message table)."""
+
+    day: date
+    writers: dict[str, StagedParquet]
+    messages: list[pl.DataFrame] = field(default_factory=list)
+    audit: dict[str, int] = field(default_factory=dict)
+    level_updates: int = 0
+    next_msg_id: int = 0
+
+    def rows(self, dataset: str) -> int:
+        return self.writers[dataset].rows
+
+    def message_table(self) -> pl.DataFrame:
+        """One row per message of the day (msg_id, ts_event, ids, is_snapshot), in order."""
+        return pl.concat(self.messages) if self.messages else _MESSAGES_EMPTY
+
+    def publish(self) -> dict[str, Path]:
+        return {name: w.publish() for name, w in self.writers.items()}
+
+    def discard(self) -> None:
+        for w in self.writers.values():
+            w.discard()
+
+
+_MESSAGE_COLUMNS = (
+    "msg_id",
+    "ts_event",
+    "ts_local",
+    "first_update_id",
+    "last_update_id",
+    "prev_update_id",
+    "is_snapshot",
+)
+_MESSAGES_EMPTY = pl.DataFrame(
+    schema={
+        "msg_id": pl.Int64,
+        "ts_event": schemas.TS,
+        "ts_local": schemas.TS,
+        "first_update_id": pl.Int64,
+        "last_update_id": pl.Int64,
+        "prev_update_id": pl.Int64,
+        "is_snapshot": pl.Boolean,
+    }
+)
+
+
+@dataclass
+class Ingest:
+    """One streamed ingest: per-day staged outputs, the quarantine, the instrument, accounting.
+
+    The quarantine is one staged file for the whole ingest: its day is chosen at publish time.
+    """
+
+    instrument: Instrument | None
+    days: dict[date, DayOut]
+    quarantine: StagedParquet
+    stats: dict[str, int]
+    reasons: dict[str, int]
+    quarantine_sample: pl.DataFrame
+
+    def publish(self, day: date, quarantine_path: Path) -> dict[str, Path]:
+        """Publish ``day``'s files and the quarantine (at ``quarantine_path``)."""
+        out = self.days[day].publish() if day in self.days else {}
+        self.quarantine.path = quarantine_path
+        out["quarantine"] = self.quarantine.publish()
+        return out
+
+    def discard(self) -> None:
+        for d in self.days.values():
+            d.discard()
+        self.quarantine.discard()
+
+
+def day_of_ns(ns: int) -> date:
+    return datetime.fromtimestamp(ns // NS, tz=UTC).date()
+
+
+def day_bounds_ns(day: date) -> tuple[int, int]:
+    start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * NS
+    return start, start + 86_400 * NS
+
+
+def receive_ns(text: pl.Expr) -> pl.Expr:
+    """Receive timestamp of a capture line in ns (ns, µs or ms told apart by digit count)."""
+    ts = text.str.extract(r"^(\d+) ", 1)
+    digits = ts.str.len_chars()
+    value = ts.cast(pl.Int64, strict=False)
+    return (
+        pl.when(digits >= 18)
+        .then(value)
+        .when(digits >= 15)
+        .then(value * 1_000)
+        .when(digits >= 12)
+        .then(value * 1_000_000)
+    )
+
+
+def ingest(
+    parts: Iterable[Part],
+    path_for: Callable[[str, date], Path],
+    market: str | None = None,
+    symbol: str | None = None,
+    depth: int = schemas.DEFAULT_DEPTH,
+    only_day: date | None = None,
+    lines_hook: LinesHook | None = None,
+    batch_bytes: int = BATCH_BYTES,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Ingest:
+    """Stream capture ``parts`` (one market and symbol, in time order) into staged per-day files.
+
+    Records go to the UTC day of their exchange time; with ``only_day`` the other days are read
+    and dropped (a neighbour file's edge), and so are quarantined lines received on another day.
+    ``msg_id`` counts each day's messages from 0 in arrival order. ``path_for(dataset, day)``
+    names the final files. Nothing is published: the caller checks, then publishes or discards.
+    """
+    days: dict[date, DayOut] = {}
+    stats: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    sample: list[pl.DataFrame] = []
+    instrument: Instrument | None = None
+    quarantine = StagedParquet(
+        path_for("quarantine", only_day or date(1970, 1, 1)), schemas.quarantine()
+    )
+
+    def day_out(d: date) -> DayOut:
+        if d not in days:
+            inst = instrument
+            assert inst is not None
+            schema_of = {
+                "raw_book_events": schemas.raw_book_events(inst),
+                "golden_bbo": schemas.golden_bbo(inst),
+                "golden_depth": schemas.golden_depth(inst, depth),
+                "trades": schemas.trades(inst),
+            }
+            days[d] = DayOut(d, {n: StagedParquet(path_for(n, d), s) for n, s in schema_of.items()})
+        return days[d]
+
+    def put_quarantine(q: pl.DataFrame) -> None:
+        if only_day is not None and q.height:
+            start, end = day_bounds_ns(only_day)
+            recv = receive_ns(pl.col("record"))
+            q = q.filter(recv.is_null() | ((recv >= start) & (recv < end)))
+        if q.height == 0:
+            return
+        quarantine.write(q)
+        for reason, n in q.group_by("reason").len().iter_rows():
+            key = reason.split(":")[0][:120]
+            reasons[key] = reasons.get(key, 0) + n
+        if sum(x.height for x in sample) < 20:
+            sample.append(q.head(20))
+
+    def take(name: str, lines: pl.DataFrame, parsed: Future | None, damage: pl.DataFrame) -> None:
+        nonlocal instrument, market, symbol
+        if parsed is not None:
+            capture = parsed.result()
+            if instrument is None:
+                instrument = capture.instrument
+                market, symbol = instrument.market, instrument.symbol
+            elif capture.instrument != instrument:
+                raise CaptureError(
+                    f"{name} lines {lines['line'][0]}–{lines['line'][-1]}: decimal scales "
+                    f"{capture.instrument.price_scale}/{capture.instrument.size_scale} differ "
+                    f"from those inferred from the first lines ({instrument.price_scale}/"
+                    f"{instrument.size_scale}); register the instrument in "
+                    "obpipeline/instruments.py"
+                )
+            _add(stats, {k: v for k, v in capture.stats.items() if k not in _RECOUNTED})
+            _route(capture, only_day, day_out)
+            put_quarantine(capture.quarantine)
+        put_quarantine(damage)
+
+    # Batches are parsed two at a time (the compiled scanner releases the GIL) and taken in order.
+    inflight: deque = deque()
+    try:
+        with ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="parse") as pool:
+            for part in parts:
+                batcher = LineBatcher(part.name, batch_bytes, max_line_bytes)
+                for lines, damage in batcher.batches(prefetch(part.pieces())):
+                    _add(stats, {"lines": lines.height + damage.height})
+                    if lines.height and (part.lo_ns is not None or part.hi_ns is not None):
+                        lines = _in_window(lines, part.lo_ns, part.hi_ns)
+                    if lines_hook is not None and lines.height:
+                        lines = lines_hook(lines)
+                    parsed = (
+                        pool.submit(parse_lines, lines, market, symbol, depth)
+                        if lines.height
+                        else None
+                    )
+                    inflight.append((part.name, lines, parsed, damage))
+                    if len(inflight) >= PARSE_THREADS:
+                        take(*inflight.popleft())
+            while inflight:
+                take(*inflight.popleft())
+    except BaseException:
+        for d in days.values():
+            d.discard()
+        quarantine.discard()
+        raise
+    stats["quarantined"] = quarantine.rows
+    stats["messages"] = sum(d.next_msg_id for d in days.values())
+    stats["level_updates"] = sum(d.level_updates for d in days.values())
+    sample_frame = pl.concat(sample).head(20) if sample else _no_quarantine()
+    return Ingest(instrument, days, quarantine, stats, reasons, sample_frame)
+
+
+# counted per day after routing (a batch's own figures include other days' records)
+_RECOUNTED = ("lines", "messages", "level_updates", "quarantined")
+
+
+def _add(total: dict[str, int], part: dict[str, int]) -> None:
+    for k, v in part.items():
+        total[k] = total.get(k, 0) + int(v)
+
+
+def _in_window(lines: pl.DataFrame, lo: int | None, hi: int | None) -> pl.DataFrame:
+    ts = receive_ns(pl.col("text"))
+    keep = pl.lit(True)
+    if lo is not None:
+        keep = keep & (ts >= lo)
+    if hi is not None:
+        keep = keep & (ts < hi)
+    return lines.filter(keep.fill_null(False))
+
+
+def _route(capture, only_day: date | None, day_out: Callable[[date], DayOut]) -> None:
+    """Append a parsed batch's frames to the days of their exchange time."""
+    ev = capture.events
+    day_expr = pl.col("ts_event").dt.date().alias("_day")
+    frames = {
+        "raw_book_events": ev,
+        "golden_bbo": capture.golden_bbo,
+        "golden_depth": capture.golden_depth,
+        "trades": capture.trades,
+    }
+    for name, frame in frames.items():
+        if frame.height == 0:
+            continue
+        tagged = frame.with_columns(day_expr)
+        if only_day is not None:
+            groups = [(only_day, tagged.filter(pl.col("_day") == only_day))]
+        else:
+            groups = [(k[0], g) for k, g in tagged.group_by("_day", maintain_order=True)]
+        for d, g in groups:
+            if g.height == 0:
+                continue
+            out = day_out(d)
+            g = g.drop("_day")
+            if name == "raw_book_events":
+                g = _renumber(g, out)
+            out.writers[name].write(g)
+
+
+def _renumber(events: pl.DataFrame, out: DayOut) -> pl.DataFrame:
+    """msg_id from the day's running count, in arrival order; audit and message table kept."""
+    events = events.with_columns(
+        (pl.col("msg_id").rank("dense") - 1 + out.next_msg_id).cast(pl.Int64).alias("msg_id")
+    )
+    heads = events.unique("msg_id", keep="first", maintain_order=True).select(_MESSAGE_COLUMNS)
+    out.messages.append(heads)
+    out.next_msg_id += heads.height
+    out.level_updates += int(events["side"].is_not_null().sum())
+    _add(out.audit, audit_events(events))
+    return events
+
+
+def audit_events(events: pl.DataFrame) -> dict[str, int]:
+    """Counts of rows that break raw_book_events' value rules (every one must be 0)."""
+    level = pl.col("side").is_not_null()
+    keys = ("ts_event", "ts_local", "msg_id", "first_update_id", "last_update_id", "is_snapshot")
+    row = events.select(
+        pl.any_horizontal(pl.col(c).is_null() for c in keys).sum().alias("null_keys"),
+        (level & ~pl.col("side").is_in([schemas.BID, schemas.ASK])).sum().alias("bad_side"),
+        (level & (pl.col("price").is_null() | (pl.col("price") <= 0))).sum().alias("bad_price"),
+        (level & (pl.col("size").is_null() | (pl.col("size") < 0))).sum().alias("bad_size"),
+        (pl.col("first_update_id") > pl.col("last_update_id")).sum().alias("u_before_U"),
+    ).row(0, named=True)
+    return {k: int(v or 0) for k, v in row.items()}
