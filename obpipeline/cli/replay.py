@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,9 +12,12 @@ import polars as pl
 
 from obpipeline import book, lake
 from obpipeline.book import checkpoint as ckpt
+from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.fidelity import exact, golden
 from obpipeline.instruments import MARKETS
 from obpipeline.schemas import DEFAULT_DEPTH
+from obpipeline.sources.binance import CaptureError
+from obpipeline.sources.ingest import Ingest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,70 +70,147 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def replay_files(args: argparse.Namespace) -> dict:
-    """Parse, replay and compare; returns the summary and writes outputs when asked."""
-    from obpipeline.sources.binance import read_capture
+    """Ingest, replay and compare, day by day in bounded memory; returns the summary.
 
-    start = ckpt.read(args.checkpoint_in) if args.checkpoint_in else None
+    The capture is streamed into per-UTC-day raw_book_events in a scratch folder, then each
+    day is replayed from the previous day's book (the first from ``--checkpoint-in``), written
+    as book_snapshots and compared with that day's golden records. Memory is that of one day's
+    replay, whatever the number of files or days.
+    """
+
+    carried = ckpt.read(args.checkpoint_in) if args.checkpoint_in else None
     started = time.perf_counter()
+    scratch_root = args.out if args.out else None
+    if scratch_root is not None:
+        Path(scratch_root).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".replay-", dir=scratch_root) as tmp:
+        scratch = Path(tmp)
+
+        def path_for(dataset: str, day) -> Path:
+            return scratch / dataset / f"{day}.parquet"
+
+        staged = _stage(args, carried, path_for)
+        inst = staged.instrument
+        for day_out in staged.days.values():
+            day_out.publish()
+        parsed = time.perf_counter()
+        outputs: list[str] = []
+        comparisons: list = []
+        total = ReplayCounters()
+        replay_seconds = 0.0
+        for day in sorted(staged.days):
+            snapshots = (
+                lake.partition_path("book_snapshots", inst.venue_id, inst.symbol, day, args.out)
+                if args.out
+                else path_for("book_snapshots", day)
+            )
+            t0 = time.perf_counter()
+            carried, counters = _replay_day(args, path_for("raw_book_events", day), snapshots,
+                                            inst, carried)  # fmt: skip
+            replay_seconds += time.perf_counter() - t0
+            _accumulate(total, counters)
+            comparisons += _compare_day(args, snapshots, staged.days[day], path_for, day)
+            if args.out:
+                outputs.append(str(snapshots))
+        if args.out and staged.quarantine.rows and staged.days:  # whole, under the first day
+            first_day = min(staged.days)
+            path = lake.partition_path(
+                "quarantine", inst.venue_id, inst.symbol, first_day, args.out
+            )
+            staged.publish(first_day, path)
+            outputs.append(str(path))
+        else:
+            staged.quarantine.discard()
+    if args.checkpoint_out and carried is not None:
+        outputs.append(str(ckpt.write(carried, inst, args.checkpoint_out)))
+    for q in staged.quarantine_sample.iter_rows(named=True):
+        print(f"quarantined {q['file']}:{q['line']}: {q['reason']}")
+    total.unsynced_at_end = int(carried is not None and not carried.is_valid)
+    summary = {
+        "venue": inst.venue_id,
+        "symbol": inst.symbol,
+        "engine": args.engine,
+        **total.to_dict(),
+        "lines": staged.stats.get("lines", 0),
+        "quarantined": staged.quarantine.rows,
+        **golden.summary(comparisons),
+        "parse_seconds": round(parsed - started, 3),
+        "replay_seconds": round(replay_seconds, 3),
+        "level_updates_per_s": round(total.level_updates / max(replay_seconds, 1e-9)),
+        "outputs": outputs,
+    }
+    return summary
+
+
+def _stage(args: argparse.Namespace, start: Book | None, path_for) -> Ingest:
+    """The capture files staged per UTC day (Binance streamed; Tardis read, then staged)."""
+    from obpipeline.sources import ingest as ing
+
     if args.format == "tardis":
         from obpipeline.sources.tardis import read_tardis
 
         first_id = start.last_update_id if start else 0
         paths = [*args.files, *args.golden]
         capture = read_tardis(paths, args.symbol, args.depth, start_update_id=first_id)
-    elif args.golden:
+        return ing.stage_capture(capture, path_for, args.depth)
+    if args.golden:
         raise SystemExit(
             "--golden is for --format tardis (Binance golden streams are in the capture)"
         )
-    else:
-        capture = read_capture(args.files, market=args.market, symbol=args.symbol, depth=args.depth)
-    parsed = time.perf_counter()
-    result = book.replay(capture.events, capture.instrument, args.depth, start, engine=args.engine)
-    replayed = time.perf_counter()
+    staged = ing.ingest(
+        [ing.Part.file(f) for f in args.files],
+        path_for,
+        market=args.market,
+        symbol=args.symbol,
+        depth=args.depth,
+    )
+    if staged.instrument is None:
+        staged.discard()
+        raise CaptureError(
+            f"no usable depth message in {', '.join(map(str, args.files))} "
+            f"({staged.quarantine.rows} line(s) quarantined)"
+        )
+    return staged
+
+
+def _compare_day(args, snapshots: Path, day_out, path_for, day) -> list:
+    """The day's golden comparisons, reading only the book rows the records align with."""
+    golden_bbo = pl.read_parquet(path_for("golden_bbo", day))
+    golden_depth = pl.read_parquet(path_for("golden_depth", day))
+    scan = pl.scan_parquet(snapshots)
     if args.format == "tardis":  # no update ids: aligned by time, within ±1 message
         from obpipeline.fidelity import tardis_golden
 
-        comparisons = [tardis_golden.compare_bbo(result.snapshots, capture.golden_bbo)]
-        if capture.golden_depth.height:
-            comparisons.append(tardis_golden.compare_depth(result.snapshots, capture.golden_depth))
-    else:  # aligned by update id; exchange times checked where the record carries one
-        comparisons = [exact.compare_bbo(result.snapshots, capture.golden_bbo, capture.events)]
-        if capture.golden_depth.height:
-            comparisons.append(
-                exact.compare_depth(result.snapshots, capture.golden_depth, capture.events)
-            )
-    inst = capture.instrument
-    outputs: list[str] = []
-    if args.out:
-        snapshots = result.snapshots.with_columns(pl.col("ts_event").dt.date().alias("_day"))
-        for (day,), part in snapshots.group_by("_day", maintain_order=True):
-            path = lake.write_partition(
-                part.drop("_day"), "book_snapshots", inst.venue_id, inst.symbol, day, args.out
-            )
-            outputs.append(str(path))
-        if capture.quarantine.height:  # kept whole, under the first day of the replay
-            first_day = snapshots["_day"].min() or "unknown"
-            path = lake.write_partition(
-                capture.quarantine, "quarantine", inst.venue_id, inst.symbol, first_day, args.out
-            )
-            outputs.append(str(path))
-    if args.checkpoint_out:
-        outputs.append(str(ckpt.write(result.checkpoint, inst, args.checkpoint_out)))
-    for q in capture.quarantine.head(20).iter_rows(named=True):
-        print(f"quarantined {q['file']}:{q['line']}: {q['reason']}")
-    summary = {
-        "venue": inst.venue_id,
-        "symbol": inst.symbol,
-        "engine": args.engine,
-        **result.counters.to_dict(),
-        "quarantined": capture.quarantine.height,
-        **golden.summary(comparisons),
-        "parse_seconds": round(parsed - started, 3),
-        "replay_seconds": round(replayed - parsed, 3),
-        "level_updates_per_s": round(result.counters.level_updates / max(replayed - parsed, 1e-9)),
-        "outputs": outputs,
-    }
-    return summary
+        rows = scan.collect()
+        out = [tardis_golden.compare_bbo(rows, golden_bbo)]
+        if golden_depth.height:
+            out.append(tardis_golden.compare_depth(rows, golden_depth))
+        return out
+    # aligned by update id; exchange times checked where the record carries one
+    ids = pl.concat([golden_bbo.select("update_id"), golden_depth.select("update_id")])
+    rows = scan.join(ids.lazy(), left_on="last_update_id", right_on="update_id", how="semi")
+    rows = rows.collect(engine="streaming")
+    messages = day_out.message_table()
+    out = [exact.compare_bbo(rows, golden_bbo, messages)]
+    if golden_depth.height:
+        out.append(exact.compare_depth(rows, golden_depth, messages))
+    return out
+
+
+def _replay_day(args, events: Path, snapshots: Path, inst, start: Book | None):
+    """The compiled engine streams parquet to parquet; the reference oracle replays in memory."""
+    if args.engine == "reference":
+        result = book.replay(pl.read_parquet(events), inst, args.depth, start, engine="reference")
+        lake.write_parquet_atomic(result.snapshots, snapshots)
+        return result.checkpoint, result.counters
+    from obpipeline.book.engine import replay_parquet
+
+    return replay_parquet(events, snapshots, inst, args.depth, start)
+
+
+def _accumulate(total: ReplayCounters, day: ReplayCounters) -> None:
+    for k, v in day.to_dict().items():
+        setattr(total, k, getattr(total, k) + v)
 
 
 def run_replay(args: argparse.Namespace) -> int:

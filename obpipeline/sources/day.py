@@ -30,9 +30,9 @@ from obpipeline.sources.ingest import (
     Ingest,
     LinesHook,
     Part,
-    StagedParquet,
     day_bounds_ns,
     ingest,
+    stage_capture,
 )
 
 SOURCE_KINDS = ("simulator", "landing")
@@ -245,40 +245,7 @@ def _tardis_day(req: DayRequest) -> Ingest:
         depth=req.depth,
         start_update_id=tardis_day_base(req.day),
     )
-    return staged_from_capture(capture, req)
-
-
-def staged_from_capture(capture, req: DayRequest) -> Ingest:
-    """An in-memory ``Capture`` (Tardis reader) staged like a streamed ingest of ``req.day``."""
-    from obpipeline.sources.ingest import DayOut, _renumber
-
-    start, end = day_bounds_ns(req.day)
-    lo, hi = (pl.lit(x).cast(schemas.TS) for x in (start, end))
-
-    def on_day(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.filter((pl.col("ts_event") >= lo) & (pl.col("ts_event") < hi))
-
-    inst = capture.instrument
-    schema_of = {
-        "raw_book_events": schemas.raw_book_events(inst),
-        "golden_bbo": schemas.golden_bbo(inst),
-        "golden_depth": schemas.golden_depth(inst, req.depth),
-        "trades": schemas.trades(inst),
-    }
-    out = DayOut(req.day, {n: StagedParquet(req.path(n), s) for n, s in schema_of.items()})
-    out.writers["raw_book_events"].write(_renumber(on_day(capture.events), out))
-    for name in ("golden_bbo", "golden_depth", "trades"):
-        out.writers[name].write(on_day(getattr(capture, name)))
-    quarantine = StagedParquet(req.path("quarantine"), schemas.quarantine())
-    quarantine.write(capture.quarantine)
-    reasons: dict[str, int] = {}
-    for reason, n in capture.quarantine.group_by("reason").len().iter_rows():
-        reasons[reason.split(":")[0][:120]] = n
-    stats = dict(capture.stats)
-    stats.update(
-        messages=out.next_msg_id, level_updates=out.level_updates, quarantined=quarantine.rows
-    )
-    return Ingest(inst, {req.day: out}, quarantine, stats, reasons, capture.quarantine.head(20))
+    return stage_capture(capture, lambda dataset, d: req.path(dataset, d), req.depth, req.day)
 
 
 def opens_with_snapshot(messages: pl.DataFrame, within_seconds: int) -> bool:

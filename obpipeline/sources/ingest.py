@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from obpipeline import schemas
 from obpipeline.instruments import Instrument
-from obpipeline.sources.binance import CaptureError, lines_frame, parse_lines
+from obpipeline.sources.binance import Capture, CaptureError, lines_frame, parse_lines
 
 NS = 1_000_000_000
 READ_BYTES = 8 << 20  # compressed bytes per read
@@ -403,19 +403,78 @@ _MESSAGES_EMPTY = pl.DataFrame(
 )
 
 
-@dataclass
 class Ingest:
-    """One streamed ingest: per-day staged outputs, the quarantine, the instrument, accounting.
+    """Staged per-day outputs of one stream, its quarantine, instrument and line accounting.
 
-    The quarantine is one staged file for the whole ingest: its day is chosen at publish time.
+    Parsed batches are added in arrival order (``add``); records go to the UTC day of their
+    exchange time (with ``only_day``, other days are dropped: a neighbour file's edge, and so
+    are quarantined lines received on another day). ``msg_id`` counts each day's messages from
+    0. The quarantine is one staged file: its day is chosen at ``publish``.
     """
 
-    instrument: Instrument | None
-    days: dict[date, DayOut]
-    quarantine: StagedParquet
-    stats: dict[str, int]
-    reasons: dict[str, int]
-    quarantine_sample: pl.DataFrame
+    def __init__(
+        self,
+        path_for: Callable[[str, date], Path],
+        depth: int = schemas.DEFAULT_DEPTH,
+        only_day: date | None = None,
+    ) -> None:
+        self.path_for, self.depth, self.only_day = path_for, depth, only_day
+        self.instrument: Instrument | None = None
+        self.days: dict[date, DayOut] = {}
+        self.stats: dict[str, int] = {}
+        self.reasons: dict[str, int] = {}
+        self._sample: list[pl.DataFrame] = []
+        self.quarantine = StagedParquet(
+            path_for("quarantine", only_day or date(1970, 1, 1)), schemas.quarantine()
+        )
+
+    def add(self, capture: Capture, where: str = "") -> None:
+        """A parsed batch: its frames to their days, its quarantine, its counts."""
+        if self.instrument is None:
+            self.instrument = capture.instrument
+        elif capture.instrument != self.instrument:
+            a, b = capture.instrument, self.instrument
+            raise CaptureError(
+                f"{where}: decimal scales {a.price_scale}/{a.size_scale} differ from those "
+                f"inferred from the first lines ({b.price_scale}/{b.size_scale}); register the "
+                "instrument in obpipeline/instruments.py"
+            )
+        _add(self.stats, {k: v for k, v in capture.stats.items() if k not in _RECOUNTED})
+        frames = {
+            "raw_book_events": capture.events,
+            "golden_bbo": capture.golden_bbo,
+            "golden_depth": capture.golden_depth,
+            "trades": capture.trades,
+        }
+        for name, frame in frames.items():
+            for d, part in self._by_day(frame):
+                out = self._day(d)
+                out.writers[name].write(_renumber(part, out) if name == "raw_book_events" else part)
+        self.add_quarantine(capture.quarantine)
+
+    def add_quarantine(self, q: pl.DataFrame) -> None:
+        if self.only_day is not None and q.height:
+            start, end = day_bounds_ns(self.only_day)
+            recv = receive_ns(pl.col("record"))
+            q = q.filter(recv.is_null() | ((recv >= start) & (recv < end)))
+        if q.height == 0:
+            return
+        self.quarantine.write(q)
+        for reason, n in q.group_by("reason").len().iter_rows():
+            key = reason.split(":")[0][:120]
+            self.reasons[key] = self.reasons.get(key, 0) + n
+        if sum(x.height for x in self._sample) < 20:
+            self._sample.append(q.head(20))
+
+    @property
+    def quarantine_sample(self) -> pl.DataFrame:
+        return pl.concat(self._sample).head(20) if self._sample else _no_quarantine()
+
+    def finish(self) -> Ingest:
+        self.stats["quarantined"] = self.quarantine.rows
+        self.stats["messages"] = sum(d.next_msg_id for d in self.days.values())
+        self.stats["level_updates"] = sum(d.level_updates for d in self.days.values())
+        return self
 
     def publish(self, day: date, quarantine_path: Path) -> dict[str, Path]:
         """Publish ``day``'s files and the quarantine (at ``quarantine_path``)."""
@@ -428,6 +487,34 @@ class Ingest:
         for d in self.days.values():
             d.discard()
         self.quarantine.discard()
+
+    def _by_day(self, frame: pl.DataFrame) -> Iterator[tuple[date, pl.DataFrame]]:
+        if frame.height == 0:
+            return
+        if self.only_day is not None:
+            start, end = (pl.lit(x).cast(schemas.TS) for x in day_bounds_ns(self.only_day))
+            part = frame.filter((pl.col("ts_event") >= start) & (pl.col("ts_event") < end))
+            if part.height:
+                yield self.only_day, part
+            return
+        tagged = frame.with_columns(pl.col("ts_event").dt.date().alias("_day"))
+        for (d,), g in tagged.group_by("_day", maintain_order=True):
+            yield d, g.drop("_day")
+
+    def _day(self, d: date) -> DayOut:
+        if d not in self.days:
+            inst = self.instrument
+            assert inst is not None
+            schema_of = {
+                "raw_book_events": schemas.raw_book_events(inst),
+                "golden_bbo": schemas.golden_bbo(inst),
+                "golden_depth": schemas.golden_depth(inst, self.depth),
+                "trades": schemas.trades(inst),
+            }
+            self.days[d] = DayOut(
+                d, {n: StagedParquet(self.path_for(n, d), s) for n, s in schema_of.items()}
+            )
+        return self.days[d]
 
 
 def day_of_ns(ns: int) -> date:
@@ -472,61 +559,15 @@ def ingest(
     ``msg_id`` counts each day's messages from 0 in arrival order. ``path_for(dataset, day)``
     names the final files. Nothing is published: the caller checks, then publishes or discards.
     """
-    days: dict[date, DayOut] = {}
-    stats: dict[str, int] = {}
-    reasons: dict[str, int] = {}
-    sample: list[pl.DataFrame] = []
-    instrument: Instrument | None = None
-    quarantine = StagedParquet(
-        path_for("quarantine", only_day or date(1970, 1, 1)), schemas.quarantine()
-    )
-
-    def day_out(d: date) -> DayOut:
-        if d not in days:
-            inst = instrument
-            assert inst is not None
-            schema_of = {
-                "raw_book_events": schemas.raw_book_events(inst),
-                "golden_bbo": schemas.golden_bbo(inst),
-                "golden_depth": schemas.golden_depth(inst, depth),
-                "trades": schemas.trades(inst),
-            }
-            days[d] = DayOut(d, {n: StagedParquet(path_for(n, d), s) for n, s in schema_of.items()})
-        return days[d]
-
-    def put_quarantine(q: pl.DataFrame) -> None:
-        if only_day is not None and q.height:
-            start, end = day_bounds_ns(only_day)
-            recv = receive_ns(pl.col("record"))
-            q = q.filter(recv.is_null() | ((recv >= start) & (recv < end)))
-        if q.height == 0:
-            return
-        quarantine.write(q)
-        for reason, n in q.group_by("reason").len().iter_rows():
-            key = reason.split(":")[0][:120]
-            reasons[key] = reasons.get(key, 0) + n
-        if sum(x.height for x in sample) < 20:
-            sample.append(q.head(20))
+    staged = Ingest(path_for, depth, only_day)
 
     def take(name: str, lines: pl.DataFrame, parsed: Future | None, damage: pl.DataFrame) -> None:
-        nonlocal instrument, market, symbol
+        nonlocal market, symbol
         if parsed is not None:
-            capture = parsed.result()
-            if instrument is None:
-                instrument = capture.instrument
-                market, symbol = instrument.market, instrument.symbol
-            elif capture.instrument != instrument:
-                raise CaptureError(
-                    f"{name} lines {lines['line'][0]}–{lines['line'][-1]}: decimal scales "
-                    f"{capture.instrument.price_scale}/{capture.instrument.size_scale} differ "
-                    f"from those inferred from the first lines ({instrument.price_scale}/"
-                    f"{instrument.size_scale}); register the instrument in "
-                    "obpipeline/instruments.py"
-                )
-            _add(stats, {k: v for k, v in capture.stats.items() if k not in _RECOUNTED})
-            _route(capture, only_day, day_out)
-            put_quarantine(capture.quarantine)
-        put_quarantine(damage)
+            staged.add(parsed.result(), f"{name} lines {lines['line'][0]}–{lines['line'][-1]}")
+            assert staged.instrument is not None
+            market, symbol = staged.instrument.market, staged.instrument.symbol
+        staged.add_quarantine(damage)
 
     # Batches are parsed two at a time (the compiled scanner releases the GIL) and taken in order.
     inflight: deque = deque()
@@ -535,7 +576,7 @@ def ingest(
             for part in parts:
                 batcher = LineBatcher(part.name, batch_bytes, max_line_bytes)
                 for lines, damage in batcher.batches(prefetch(part.pieces())):
-                    _add(stats, {"lines": lines.height + damage.height})
+                    _add(staged.stats, {"lines": lines.height + damage.height})
                     if lines.height and (part.lo_ns is not None or part.hi_ns is not None):
                         lines = _in_window(lines, part.lo_ns, part.hi_ns)
                     if lines_hook is not None and lines.height:
@@ -551,15 +592,26 @@ def ingest(
             while inflight:
                 take(*inflight.popleft())
     except BaseException:
-        for d in days.values():
-            d.discard()
-        quarantine.discard()
+        staged.discard()
         raise
-    stats["quarantined"] = quarantine.rows
-    stats["messages"] = sum(d.next_msg_id for d in days.values())
-    stats["level_updates"] = sum(d.level_updates for d in days.values())
-    sample_frame = pl.concat(sample).head(20) if sample else _no_quarantine()
-    return Ingest(instrument, days, quarantine, stats, reasons, sample_frame)
+    return staged.finish()
+
+
+def stage_capture(
+    capture: Capture,
+    path_for: Callable[[str, date], Path],
+    depth: int = schemas.DEFAULT_DEPTH,
+    only_day: date | None = None,
+) -> Ingest:
+    """A whole in-memory ``Capture`` (the Tardis reader) staged like a streamed ingest."""
+    staged = Ingest(path_for, depth, only_day)
+    try:
+        staged.add(capture)
+    except BaseException:
+        staged.discard()
+        raise
+    staged.stats["lines"] = capture.stats.get("lines", 0)
+    return staged.finish()
 
 
 # counted per day after routing (a batch's own figures include other days' records)
@@ -579,34 +631,6 @@ def _in_window(lines: pl.DataFrame, lo: int | None, hi: int | None) -> pl.DataFr
     if hi is not None:
         keep = keep & (ts < hi)
     return lines.filter(keep.fill_null(False))
-
-
-def _route(capture, only_day: date | None, day_out: Callable[[date], DayOut]) -> None:
-    """Append a parsed batch's frames to the days of their exchange time."""
-    ev = capture.events
-    day_expr = pl.col("ts_event").dt.date().alias("_day")
-    frames = {
-        "raw_book_events": ev,
-        "golden_bbo": capture.golden_bbo,
-        "golden_depth": capture.golden_depth,
-        "trades": capture.trades,
-    }
-    for name, frame in frames.items():
-        if frame.height == 0:
-            continue
-        tagged = frame.with_columns(day_expr)
-        if only_day is not None:
-            groups = [(only_day, tagged.filter(pl.col("_day") == only_day))]
-        else:
-            groups = [(k[0], g) for k, g in tagged.group_by("_day", maintain_order=True)]
-        for d, g in groups:
-            if g.height == 0:
-                continue
-            out = day_out(d)
-            g = g.drop("_day")
-            if name == "raw_book_events":
-                g = _renumber(g, out)
-            out.writers[name].write(g)
 
 
 def _renumber(events: pl.DataFrame, out: DayOut) -> pl.DataFrame:
