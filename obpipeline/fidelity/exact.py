@@ -396,9 +396,7 @@ def compare_rest(
         pl.col("is_valid") & pl.col("last_update_id").is_in(recs["update_id"].implode())
     )
     rows = collect(
-        book.lf.with_row_index("_row")
-        .filter(wanted)
-        .with_columns(pl.col("_row").cast(pl.Int64))
+        book.lf.with_row_index("_row").filter(wanted).with_columns(pl.col("_row").cast(pl.Int64))
     )
     own = (
         rows.filter(pl.col("msg_id").is_in(recs["msg_id"].implode()))
@@ -419,7 +417,9 @@ def compare_rest(
         )
         .with_columns((pl.col("_row") - pl.col("_own_row")).abs().alias("_dist"))
     )
-    chosen = joined.sort("msg_id", "_dist", maintain_order=True).unique("msg_id", keep="first", maintain_order=True)
+    chosen = joined.sort("msg_id", "_dist", maintain_order=True).unique(
+        "msg_id", keep="first", maintain_order=True
+    )
     ref = chosen.select("update_id", "ts_event", "ts_local", "levels", *names)
     book_rows = chosen.select(
         pl.col("update_id").alias("last_update_id"),

@@ -87,7 +87,9 @@ class Table:
     def schema(self) -> pl.Schema:
         return self.lf.collect_schema()
 
-    def rows(self, predicate: pl.Expr | None = None, columns: list[str] | None = None) -> pl.DataFrame:
+    def rows(
+        self, predicate: pl.Expr | None = None, columns: list[str] | None = None
+    ) -> pl.DataFrame:
         """The rows where ``predicate`` holds, in file order (pushed into the scan)."""
         if predicate is None and isinstance(self.source, pl.DataFrame):
             return self.source.select(columns) if columns else self.source

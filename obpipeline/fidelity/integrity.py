@@ -665,7 +665,9 @@ def integrity(
 
 def _first_duplicate(events: Events) -> tuple[int | None, int | None]:
     """The first diff whose ``u`` is not above the running maximum before it (a re-sent diff)."""
-    msgs = events.heads.filter(~pl.col("is_snapshot")).select("msg_id", "last_update_id", "ts_event")
+    msgs = events.heads.filter(~pl.col("is_snapshot")).select(
+        "msg_id", "last_update_id", "ts_event"
+    )
     dup = msgs.filter(
         pl.col("last_update_id") <= pl.col("last_update_id").cum_max().shift(1).fill_null(-1)
     ).head(1)
