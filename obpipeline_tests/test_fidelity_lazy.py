@@ -191,3 +191,21 @@ def test_real_captures_clean_and_with_faults(tmp_path) -> None:
         cap = _capture(lines, tmp_path / f"{market}.gz")
         _lake_day(tmp_path / market, cap, d1)
         assert not _check(tmp_path / market, cap.instrument, d1).passed
+
+
+def test_mid_rows_keep_every_whole_second_mid_grid(sim_days, tmp_path) -> None:
+    from obpipeline.fidelity import realism
+
+    cap = _capture(sim_days[0].lines(), tmp_path / "d1.gz")
+    snaps = book.replay(cap.events, cap.instrument, 20).snapshots
+    # a late exchange time inside the day: the running maximum must be kept, not the stamp
+    late = pl.int_range(pl.len()) == snaps.height // 2
+    snaps = snaps.with_columns(
+        pl.when(late).then(pl.col("ts_event") - pl.duration(seconds=90)).otherwise("ts_event")
+    )
+    path = tmp_path / "snaps.parquet"
+    snaps.write_parquet(path, row_group_size=4096)
+    reduced = realism.mid_rows(path)
+    assert reduced.height <= snaps.height and reduced.columns == realism.L1_COLUMNS
+    for every in ("1s", "5s", "1m", "1h"):
+        assert_frame_equal(realism.mid_grid(snaps, every), realism.mid_grid(reduced, every))
