@@ -89,7 +89,8 @@ class ExactComparison:
         bad = self.pairs["mismatch"]
         ref = self.ref.filter(bad)
         rec = self.rec.filter(bad).select(pl.all().name.suffix("_book"))
-        return pl.concat([self.pairs.filter(bad).select("msg_id"), ref, rec], how="horizontal")
+        own = self.pairs.filter(bad).select("ts_local", "msg_id")  # the record's receive time
+        return pl.concat([own, ref, rec], how="horizontal")
 
     def summary(self) -> dict[str, float]:
         return {
@@ -243,7 +244,14 @@ def _compare(
     ]
     ref_side, rec_side = ref_side.with_columns(hide), rec_side.with_columns(hide)
     pairs = joined.select(
-        "update_id", "ts_event", "ts_ns", "msg_id", "levels", "mismatch", "touch_mismatch"
+        "update_id",
+        "ts_event",
+        "ts_local",
+        "ts_ns",
+        "msg_id",
+        "levels",
+        "mismatch",
+        "touch_mismatch",
     )
     book_ids = book["last_update_id"].to_numpy()
     return ExactComparison(
