@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from obpipeline import book
-from obpipeline.fidelity import exact, golden
+from obpipeline.fidelity import exact
 from obpipeline.fidelity.config import DEFAULT
 from obpipeline.fidelity.gates import FAIL, INSUFFICIENT, PASS, SKIPPED
 from obpipeline.sources.binance import lines_frame, parse_lines, read_capture
@@ -32,6 +32,20 @@ def ticker(s: FuturesStream, b, bq, a, aq, u: int | None = None, late_ms: int = 
     data = {"e": "bookTicker", "u": s.u if u is None else u, "s": s.symbol, "b": b, "B": bq,
             "a": a, "A": aq, "T": t, "E": t}  # fmt: skip
     s.raw(json.dumps({"stream": f"{s.symbol.lower()}@bookTicker", "data": data}))
+
+
+def plain_bbo(snapshots: pl.DataFrame, golden_bbo: pl.DataFrame) -> tuple[int, int]:
+    """(compared, matched) by the plain rule, written independently: a record stamped ``u``
+    equals level 1 of the last valid row whose ``last_update_id`` is ``u``."""
+    book_rows = snapshots.filter(pl.col("is_valid")).unique("last_update_id", keep="last")
+    joined = golden_bbo.join(book_rows, left_on="update_id", right_on="last_update_id")
+    same = joined.filter(
+        (pl.col("bid_price") == pl.col("bid_price_1"))
+        & (pl.col("bid_size") == pl.col("bid_size_1"))
+        & (pl.col("ask_price") == pl.col("ask_price_1"))
+        & (pl.col("ask_size") == pl.col("ask_size_1"))
+    )
+    return joined.height, same.height
 
 
 def run(s: FuturesStream):
@@ -59,8 +73,7 @@ def test_aligned_records_match_and_unalignable_ones_are_explained() -> None:
     assert (cmp.records, cmp.aligned, cmp.matched, cmp.incidents) == (9, 8, 8, 0)
     assert cmp.not_aligned == {"inside_message": 1}
     assert cmp.time_checked == 8 and cmp.time_mismatched == 0
-    ref = golden.compare_bbo(result.snapshots, capture.golden_bbo)
-    assert (ref.compared, ref.matched) == (cmp.aligned, cmp.matched)
+    assert plain_bbo(result.snapshots, capture.golden_bbo) == (cmp.aligned, cmp.matched)
 
 
 def test_consecutive_mismatches_are_one_incident() -> None:
@@ -170,12 +183,12 @@ def test_no_records_is_skipped() -> None:
     assert [r.status for r in results] == [SKIPPED] * 3  # the kind, touch, top
 
 
-def test_real_capture_agrees_with_golden_py_and_times_agree() -> None:
+def test_real_capture_agrees_with_the_plain_rule_and_times_agree() -> None:
     capture = read_capture([require_binance_data() / "usdm/btcusdt_20240808.gz"])
     result = book.replay(capture.events, capture.instrument, engine="reference")
     cmp = exact.compare_bbo(result.snapshots, capture.golden_bbo, capture.events)
-    ref = golden.compare_bbo(result.snapshots, capture.golden_bbo)
-    assert (cmp.aligned, cmp.matched) == (ref.compared, ref.matched) and cmp.aligned > 500
+    assert plain_bbo(result.snapshots, capture.golden_bbo) == (cmp.aligned, cmp.matched)
+    assert cmp.aligned > 500
     assert cmp.time_checked >= cmp.aligned and cmp.time_mismatched == 0
     assert cmp.not_aligned["inside_message"] > 0.9 * cmp.records
 
@@ -230,3 +243,35 @@ def test_pooled_touch_counts_each_book_state_once() -> None:
     assert (top.aligned, top.mismatched, top.kinds) == (6, 2, ["depth"])
     by = {r.check: r for r in exact.exact_results(comps, DEFAULT)}
     assert by["touch"].status == FAIL and by["touch"].first_failure_msg_id == 3
+
+
+def test_day_comparisons_and_the_cli_summary() -> None:
+    """One entry point for both alignments; the summary the CLI prints; mismatches side by side."""
+    s = stream_with_tickers({2, 3})
+    depth_partial(s, BIDS, ASKS)
+    capture, result = run(s)
+    comps = exact.day_comparisons(
+        result.snapshots, capture.events, capture.golden_bbo, capture.golden_depth, rest=False
+    )
+    assert [c.kind for c in comps] == ["bookTicker", "depth"]
+    out = exact.summary(comps)
+    assert out["golden_bookTicker_compared"] == 8 and out["golden_bookTicker_mismatched"] == 2
+    assert out["golden_mismatched"] == sum(c.mismatched for c in comps)
+    # the partial-book record above is stamped T = E, its depth message T = E - 1
+    assert (comps[0].time_mismatched, comps[1].time_mismatched) == (0, 1)
+    assert out["golden_time_mismatched"] == 1
+    bad = comps[0].mismatches
+    assert bad.height == 2 and (bad["bid_size_1"] != bad["bid_size_1_book"]).all()
+    # the same records without ids are aligned by time: the bookTicker kind becomes quotes
+    by_time = exact.day_comparisons(
+        result.snapshots, None, capture.golden_bbo, None, aligned_by="time"
+    )
+    assert [c.kind for c in by_time] == ["quotes"]
+    assert (by_time[0].records, by_time[0].matched) == (8, 6)
+    # an empty bookTicker frame is still reported (0 compared); an empty depth frame is not
+    empty = exact.day_comparisons(
+        result.snapshots, None, capture.golden_bbo.head(0), capture.golden_depth.head(0)
+    )
+    assert [(c.kind, c.records) for c in empty] == [("bookTicker", 0)]
+    with pytest.raises(ValueError, match="aligned_by"):
+        exact.day_comparisons(result.snapshots, aligned_by="clock")

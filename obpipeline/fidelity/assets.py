@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from obpipeline import features as F
 from obpipeline import lake
 from obpipeline.fidelity import lakeio, realism
 from obpipeline.fidelity.config import Thresholds, thresholds_for
@@ -81,11 +82,13 @@ def realism_window(
     if not have:
         return None
     pairs, grids = [], {}
+    whole_seconds = F.parse_duration(t.return_every) % 1_000_000_000 == 0
     for d in have:
-        snaps = pl.read_parquet(
-            lake.partition_path("book_snapshots", venue, symbol, d, root),
-            columns=["ts_event", "is_valid", "bid_price_1", "ask_price_1"],
-        )
+        path = lake.partition_path("book_snapshots", venue, symbol, d, root)
+        if whole_seconds:  # mid grids need L1 only, and only the last row of each second
+            snaps = realism.mid_rows(path)
+        else:
+            snaps = pl.read_parquet(path, columns=realism.L1_COLUMNS)
         pairs.append((str(d), snaps))
         g = lake.partition_path("book_features_1s", venue, symbol, d, root)
         if g.exists():

@@ -23,6 +23,7 @@ import polars as pl
 from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.fidelity import exact, gates
 from obpipeline.fidelity.config import Thresholds, thresholds_for
+from obpipeline.fidelity.frames import Events, Frame, Table, events_of, table_of
 from obpipeline.fidelity.gates import GateResult
 from obpipeline.fidelity.integrity import IntegrityReport, integrity
 from obpipeline.fidelity.materiality import MaterialityReport, materiality
@@ -65,48 +66,36 @@ class DayFidelity:
         return out
 
 
-def _has_ids(frame: pl.DataFrame | None) -> bool:
-    return frame is not None and frame.height > 0 and frame["update_id"].null_count() == 0
-
-
 def comparisons_for(
-    snapshots: pl.DataFrame,
-    events: pl.DataFrame | None = None,
-    golden_bbo: pl.DataFrame | None = None,
-    golden_depth: pl.DataFrame | None = None,
+    snapshots: Frame | Table,
+    events: Frame | Events | None = None,
+    golden_bbo: Frame | None = None,
+    golden_depth: Frame | None = None,
 ) -> list[exact.ExactComparison]:
-    """Every A1 comparison the inputs allow (see the module docstring)."""
-    out: list[exact.ExactComparison] = []
-    if golden_bbo is not None and golden_bbo.height:
-        if _has_ids(golden_bbo):
-            out.append(exact.compare_bbo(snapshots, golden_bbo, events))
-        else:
-            out.append(exact.compare_windowed("quotes", exact.TOUCH, snapshots, golden_bbo))
-    if golden_depth is not None and golden_depth.height:
-        if _has_ids(golden_depth):
-            out.append(exact.compare_depth(snapshots, golden_depth, events))
-        else:
-            out.append(exact.compare_windowed("book_snapshot", exact.TOP, snapshots, golden_depth))
-    if events is not None and events.height and bool(events["is_snapshot"].any()):
-        out.append(exact.compare_rest(snapshots, events))
-    return out
+    """Every A1 comparison the inputs allow (see the module docstring); empty kinds are left out."""
+    n_bbo = exact.golden_records(golden_bbo)[0]
+    return exact.day_comparisons(snapshots, events, golden_bbo if n_bbo else None, golden_depth)
 
 
 def evaluate_day(
-    snapshots: pl.DataFrame,
+    snapshots: Frame | Table,
     instrument: Instrument,
     *,
-    events: pl.DataFrame | None = None,
-    golden_bbo: pl.DataFrame | None = None,
-    golden_depth: pl.DataFrame | None = None,
+    events: Frame | Events | None = None,
+    golden_bbo: Frame | None = None,
+    golden_depth: Frame | None = None,
     counters: ReplayCounters | dict | None = None,
     checkpoint_in: Book | None = None,
     quarantined: int = 0,
     thresholds: Thresholds | None = None,
     with_materiality: bool = True,
 ) -> DayFidelity:
-    """Gate A (A0 integrity, A1 exact, A2 materiality) for one replayed day."""
+    """Gate A (A0 integrity, A1 exact, A2 materiality) for one replayed day.
+
+    Frames or parquet paths alike: level columns are read in batches or only at aligned rows.
+    """
     t = thresholds or thresholds_for(instrument.venue_id)
+    snapshots, events = table_of(snapshots), events_of(events)
     a0 = integrity(snapshots, instrument, events, counters, checkpoint_in, quarantined)
     comps = comparisons_for(snapshots, events, golden_bbo, golden_depth)
     results = a0.results(t) + exact.exact_results(comps, t)

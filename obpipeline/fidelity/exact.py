@@ -31,6 +31,7 @@ import polars as pl
 from obpipeline import schemas
 from obpipeline.fidelity import stats
 from obpipeline.fidelity.config import Thresholds
+from obpipeline.fidelity.frames import Events, Frame, Table, collect, events_of, lazy, table_of
 from obpipeline.fidelity.gates import FAIL, INSUFFICIENT, PASS, SKIPPED, GateResult
 
 TOUCH, TOP = "touch", "top"
@@ -82,6 +83,15 @@ class ExactComparison:
         row = bad.row(0, named=True)
         return int(row["ts_ns"]), int(row["msg_id"])
 
+    @property
+    def mismatches(self) -> pl.DataFrame:
+        """The mismatching records, golden side by side with the book (``<column>_book``)."""
+        bad = self.pairs["mismatch"]
+        ref = self.ref.filter(bad)
+        rec = self.rec.filter(bad).select(pl.all().name.suffix("_book"))
+        own = self.pairs.filter(bad).select("ts_local", "msg_id")  # the record's receive time
+        return pl.concat([own, ref, rec], how="horizontal")
+
     def summary(self) -> dict[str, float]:
         return {
             "records": self.records,
@@ -101,24 +111,25 @@ class ExactComparison:
 # the book side
 
 
-def valid_book_rows(snapshots: pl.DataFrame) -> pl.DataFrame:
-    """Valid rows, one per ``last_update_id`` (the last one: the book after that id)."""
-    return snapshots.filter(pl.col("is_valid")).unique(
-        "last_update_id", keep="last", maintain_order=True
-    )
+def valid_book_rows(snapshots: Frame | Table, ids: pl.Series | None = None) -> pl.DataFrame:
+    """Valid rows, one per ``last_update_id`` (the last one: the book after that id).
+
+    With ``ids``, only the rows at those ids are read (a semi-join pushed into the scan): the
+    same rows as filtering the whole day's result afterwards.
+    """
+    book = table_of(snapshots)
+    keep = pl.col("is_valid")
+    if ids is not None:
+        keep = keep & pl.col("last_update_id").is_in(ids.implode())
+    return book.rows(keep).unique("last_update_id", keep="last", maintain_order=True)
 
 
-def diff_messages(events: pl.DataFrame) -> pl.DataFrame:
+def diff_messages(events: Frame | Events) -> pl.DataFrame:
     """One row per diff message (no REST snapshots): msg_id, U, u, exchange and local time."""
-    return (
-        events.filter(~pl.col("is_snapshot"))
-        .group_by("msg_id", maintain_order=True)
-        .agg(
-            pl.col("first_update_id").first(),
-            pl.col("last_update_id").first(),
-            pl.col("ts_event").first(),
-            pl.col("ts_local").first(),
-        )
+    ev = events_of(events)
+    assert ev is not None
+    return ev.heads.filter(~pl.col("is_snapshot")).select(
+        "msg_id", "first_update_id", "last_update_id", "ts_event", "ts_local"
     )
 
 
@@ -157,16 +168,18 @@ def _compare(
     kind: str,
     scope: str,
     ref: pl.DataFrame,
-    snapshots: pl.DataFrame,
+    snapshots: Frame | Table,
     depth: int,
     messages: pl.DataFrame | None,
 ) -> ExactComparison:
     """``ref``: update_id, ts_event, ts_local, levels, and level columns 1..depth (book naming)."""
     names = [n for group in schemas.level_names(depth) for n in group]
+    snapshots = table_of(snapshots)
     # the book row's exchange time locates a failure (a golden record's own stamp may be a
     # receive time on a lagging clock: spot bookTicker)
-    book_ts = pl.col("ts_event").dt.epoch("ns") if "ts_event" in snapshots.columns else pl.lit(None)
-    book = valid_book_rows(snapshots).select(
+    has_ts = "ts_event" in snapshots.schema.names()
+    book_ts = pl.col("ts_event").dt.epoch("ns") if has_ts else pl.lit(None)
+    book = valid_book_rows(snapshots, ref["update_id"]).select(
         "last_update_id", "msg_id", *names, book_ts.cast(pl.Int64).alias("_book_ts")
     )
     ref = ref.with_row_index("_order")
@@ -231,7 +244,14 @@ def _compare(
     ]
     ref_side, rec_side = ref_side.with_columns(hide), rec_side.with_columns(hide)
     pairs = joined.select(
-        "update_id", "ts_event", "ts_ns", "msg_id", "levels", "mismatch", "touch_mismatch"
+        "update_id",
+        "ts_event",
+        "ts_local",
+        "ts_ns",
+        "msg_id",
+        "levels",
+        "mismatch",
+        "touch_mismatch",
     )
     book_ids = book["last_update_id"].to_numpy()
     return ExactComparison(
@@ -281,59 +301,58 @@ def _check_times(
 
 
 def compare_bbo(
-    snapshots: pl.DataFrame, golden_bbo: pl.DataFrame, events: pl.DataFrame | None = None
+    snapshots: Frame | Table, golden_bbo: Frame, events: Frame | Events | None = None
 ) -> ExactComparison:
     """bookTicker against level 1 of the book at the same update id (plus exchange times)."""
-    ref = golden_bbo.select(
-        "update_id",
-        "ts_event",
-        "ts_local",
-        pl.lit(1, pl.Int16).alias("levels"),
-        pl.col("bid_price").alias("bid_price_1"),
-        pl.col("bid_size").alias("bid_size_1"),
-        pl.col("ask_price").alias("ask_price_1"),
-        pl.col("ask_size").alias("ask_size_1"),
+    ref = collect(
+        lazy(golden_bbo).select(
+            "update_id",
+            "ts_event",
+            "ts_local",
+            pl.lit(1, pl.Int16).alias("levels"),
+            pl.col("bid_price").alias("bid_price_1"),
+            pl.col("bid_size").alias("bid_size_1"),
+            pl.col("ask_price").alias("ask_price_1"),
+            pl.col("ask_size").alias("ask_size_1"),
+        )
     )
     messages = diff_messages(events) if events is not None else None
     cmp = _compare("bookTicker", TOUCH, ref, snapshots, 1, messages)
-    return _check_times(cmp, golden_bbo, messages)
+    return _check_times(cmp, ref, messages)
 
 
 def compare_depth(
-    snapshots: pl.DataFrame, golden_depth: pl.DataFrame, events: pl.DataFrame | None = None
+    snapshots: Frame | Table, golden_depth: Frame, events: Frame | Events | None = None
 ) -> ExactComparison:
     """Partial-book records (depth5/10/20) against the same levels of the book at the same id."""
-    depth = min(schemas.depth_of(snapshots), schemas.depth_of(golden_depth))
+    snapshots, golden = table_of(snapshots), lazy(golden_depth)
+    depth = min(schemas.depth_of(snapshots.schema), schemas.depth_of(golden))
     names = [n for group in schemas.level_names(depth) for n in group]
-    ref = golden_depth.select(
-        "update_id",
-        "ts_event",
-        "ts_local",
-        pl.col("levels").clip(upper_bound=depth).cast(pl.Int16),
-        *names,
+    ref = collect(
+        golden.select(
+            "update_id",
+            "ts_event",
+            "ts_local",
+            pl.col("levels").clip(upper_bound=depth).cast(pl.Int16),
+            *names,
+        )
     )
     messages = diff_messages(events) if events is not None else None
     cmp = _compare("depth", TOP, ref, snapshots, depth, messages)
-    return _check_times(cmp, golden_depth, messages)
+    return _check_times(cmp, ref, messages)
 
 
-def rest_snapshot_records(events: pl.DataFrame, depth: int) -> pl.DataFrame:
+def rest_snapshot_records(events: Frame | Events, depth: int) -> pl.DataFrame:
     """REST snapshots in raw_book_events as top-``depth`` wide records (golden_depth-shaped)."""
-    snaps = events.filter(pl.col("is_snapshot") & pl.col("side").is_not_null())
-    snaps = snaps.filter(pl.col("size") > 0)
+    ev = events_of(events)
+    assert ev is not None
     bp, bs, ap, asz = schemas.level_names(depth)
-    heads = (
-        events.filter(pl.col("is_snapshot"))
-        .group_by("msg_id", maintain_order=True)
-        .agg(
-            pl.col("last_update_id").first().alias("update_id"),
-            pl.col("ts_event").first(),
-            pl.col("ts_local").first(),
-        )
+    heads = ev.heads.filter(pl.col("is_snapshot")).select(
+        "msg_id", pl.col("last_update_id").alias("update_id"), "ts_event", "ts_local"
     )
     if heads.height == 0:
-        p = events.schema["price"]
-        s = events.schema["size"]
+        p = ev.schema["price"]
+        s = ev.schema["size"]
         cols = {n: p for n in bp + ap} | {n: s for n in bs + asz}
         return pl.DataFrame(
             schema={
@@ -345,6 +364,7 @@ def rest_snapshot_records(events: pl.DataFrame, depth: int) -> pl.DataFrame:
                 **cols,
             }
         )
+    snaps = ev.rows(pl.col("is_snapshot") & pl.col("side").is_not_null() & (pl.col("size") > 0))
     ranked = snaps.with_columns(
         pl.when(pl.col("side") == schemas.BID)
         .then(pl.col("price").rank("ordinal", descending=True).over("msg_id", "side"))
@@ -365,7 +385,7 @@ def rest_snapshot_records(events: pl.DataFrame, depth: int) -> pl.DataFrame:
 
 
 def compare_rest(
-    snapshots: pl.DataFrame, events: pl.DataFrame, depth: int | None = None
+    snapshots: Frame | Table, events: Frame | Events, depth: int | None = None
 ) -> ExactComparison:
     """REST snapshots against the valid book at their ``lastUpdateId``, independent of them.
 
@@ -375,10 +395,17 @@ def compare_rest(
     emitted before it when it (re)synced the book (everything after comes from it). The nearest
     such row in output order wins. A snapshot that synced an invalid book has none: not compared.
     """
-    depth = depth or schemas.depth_of(snapshots)
+    book = table_of(snapshots)
+    depth = depth or schemas.depth_of(book.schema)
     recs = rest_snapshot_records(events, depth)
     names = [n for group in schemas.level_names(depth) for n in group]
-    rows = snapshots.with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
+    # only the snapshots' own rows and the valid rows at their ids are read
+    wanted = pl.col("msg_id").is_in(recs["msg_id"].implode()) | (
+        pl.col("is_valid") & pl.col("last_update_id").is_in(recs["update_id"].implode())
+    )
+    rows = collect(
+        book.lf.with_row_index("_row").filter(wanted).with_columns(pl.col("_row").cast(pl.Int64))
+    )
     own = (
         rows.filter(pl.col("msg_id").is_in(recs["msg_id"].implode()))
         .select(
@@ -398,7 +425,9 @@ def compare_rest(
         )
         .with_columns((pl.col("_row") - pl.col("_own_row")).abs().alias("_dist"))
     )
-    chosen = joined.sort("msg_id", "_dist").unique("msg_id", keep="first", maintain_order=True)
+    chosen = joined.sort("msg_id", "_dist", maintain_order=True).unique(
+        "msg_id", keep="first", maintain_order=True
+    )
     ref = chosen.select("update_id", "ts_event", "ts_local", "levels", *names)
     book_rows = chosen.select(
         pl.col("update_id").alias("last_update_id"),
@@ -420,47 +449,147 @@ def compare_rest(
 # window matching (time-stamped references: Tardis)
 
 
+OFFSETS = (0, -1, 1)
+BBO_PAIRS = [
+    ("bid_price", "bid_price_1", 1),
+    ("bid_size", "bid_size_1", 1),
+    ("ask_price", "ask_price_1", 1),
+    ("ask_size", "ask_size_1", 1),
+]
+
+
+def _pairs_for(book: Table, reference: pl.DataFrame) -> tuple[int, list[tuple[str, str, int]]]:
+    """(depth, (reference column, book column, level)) of a book_snapshot_N or quotes frame."""
+    if "levels" in reference.columns:
+        depth = min(schemas.depth_of(book.schema), schemas.depth_of(reference))
+        names = [n for g in schemas.level_names(depth) for n in g]
+        return depth, [(n, n, int(n.rsplit("_", 1)[1])) for n in names]
+    return 1, BBO_PAIRS
+
+
+def _align(
+    book: Table, references: pl.DataFrame, pairs: list[tuple[str, str, int]]
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(alignment per reference, the book's pos/t/is_valid, the valid rows near a reference).
+
+    Only ``ts_local`` and ``is_valid`` are read for every row; the level columns only for the
+    valid rows at offsets -1, 0, +1 of an aligned reference.
+    """
+    book_cols = sorted({b for _, b, _ in pairs})
+    small = book.rows(None, ["ts_local", "is_valid"]).select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("pos"),
+        pl.col("ts_local").dt.epoch("ns").cum_max().alias("t"),
+        "is_valid",
+    )
+    refs = references.with_row_index("ref").with_columns(
+        pl.col("ts_local").dt.epoch("ns").alias("t_ref")
+    )
+    has_levels = "levels" in refs.columns
+    joined = (
+        refs.sort("t_ref")
+        .join_asof(small.select("t", "pos"), left_on="t_ref", right_on="t", strategy="backward")
+        .sort("ref")
+    )
+    near = pl.concat([joined["pos"].drop_nulls() + o for o in OFFSETS]).unique()
+    fetched = collect(
+        book.lf.with_row_index("pos")
+        .with_columns(pl.col("pos").cast(pl.Int64))
+        .filter(pl.col("is_valid") & pl.col("pos").is_in(near.implode()))
+        .select("pos", "msg_id", "is_valid", *book_cols)
+    )
+    valid_book = fetched.select(
+        "pos", *[pl.col(c).alias(f"{c}__b") for c in book_cols], pl.lit(True).alias("__hit")
+    )
+    ref_cols = sorted({r for r, _, _ in pairs})
+    matched_cols, present_cols = [], []
+    for o in OFFSETS:
+        cand = joined.select(
+            "ref",
+            (pl.col("pos") + o).alias("pos_o"),
+            *ref_cols,
+            *(["levels"] if has_levels else []),
+        ).join(valid_book, left_on="pos_o", right_on="pos", how="left", maintain_order="left")
+        present = pl.col("__hit").fill_null(False)
+        equal = pl.all_horizontal(
+            pl.col(r).eq_missing(pl.col(f"{b}__b"))
+            | (pl.col("levels") < level if has_levels else pl.lit(False))
+            for r, b, level in pairs
+        )
+        res = cand.select(present.alias("present"), (present & equal).alias("match"))
+        matched_cols.append(res["match"].alias(f"match_{o}"))
+        present_cols.append(res["present"].alias(f"present_{o}"))
+    out = joined.select("ref", "pos").with_columns(*matched_cols, *present_cols)
+    offset = pl.when(pl.col("match_0")).then(0)
+    for o in OFFSETS[1:]:
+        offset = offset.when(pl.col(f"match_{o}")).then(o)
+    aligned = out.select(
+        "pos",
+        (pl.col("pos").is_not_null() & pl.any_horizontal(f"present_{o}" for o in OFFSETS)).alias(
+            "aligned"
+        ),
+        offset.otherwise(None).cast(pl.Int8).alias("offset"),
+    )
+    return aligned, small, fetched
+
+
+def align(
+    snapshots: Frame | Table, references: pl.DataFrame, pairs: list[tuple[str, str, int]]
+) -> pl.DataFrame:
+    """Per reference (input order): ``pos`` (aligned row j or null), ``aligned``, ``offset``.
+
+    A reference with local time ``t`` is aligned with message ``j``: the last book_snapshots
+    row, in message order, whose ``ts_local <= t`` (``ts_local`` made non-decreasing by a
+    running maximum first, so one late clock reading cannot reorder the search). It matches if
+    it equals, exactly, the valid book after message ``j``, ``j - 1`` or ``j + 1`` (a clock tie,
+    or a reference stamped just before/after its message); offset 0 is tried first. It is
+    aligned when ``j`` exists and one of the three rows is valid. ``pairs`` are (reference
+    column, book column, level); a pair is skipped where the record's ``levels`` is below it.
+    """
+    return _align(table_of(snapshots), references, pairs)[0]
+
+
+def offset_counts(snapshots: Frame | Table, golden: Frame) -> dict[str, int]:
+    """How many references matched at offset 0 / -1 / +1, and how many were not aligned."""
+    book, reference = table_of(snapshots), collect(lazy(golden))
+    a = align(book, reference, _pairs_for(book, reference)[1])
+    return {
+        "offset_0": int((a["offset"] == 0).sum()),
+        "offset_-1": int((a["offset"] == -1).sum()),
+        "offset_+1": int((a["offset"] == 1).sum()),
+        "not_aligned": int((~a["aligned"]).sum()),
+    }
+
+
 def compare_windowed(
-    kind: str, scope: str, snapshots: pl.DataFrame, reference: pl.DataFrame
+    kind: str, scope: str, snapshots: Frame | Table, reference: Frame
 ) -> ExactComparison:
     """References without update ids (Tardis ``book_snapshot_N``, ``quotes``), within ±1 message.
 
-    Alignment and matching are ``tardis_golden.align``'s (the last book row received at or before
-    the record's local time, matching the valid book after that message or its neighbours);
-    this wraps them in the gate's figures. A record that matches no neighbour is compared with
-    the nearest valid one of the three rows, so its per-level errors are reported.
+    Tardis stamps these rows with the ``local_timestamp`` of the message after which it took
+    them, not with an update id: they are aligned by time (``align``). A record that matches no
+    neighbour is compared with the nearest valid one of the three rows, so its per-level errors
+    are reported. Tardis writes a row only when what it shows changed, so on a faithful replay
+    offset 0 matches every one of them.
     """
-    from obpipeline.fidelity import tardis_golden
-
-    if "levels" in reference.columns:
-        depth = min(schemas.depth_of(snapshots), schemas.depth_of(reference))
-        names = [n for g in schemas.level_names(depth) for n in g]
-        pairs = [(n, n, int(n.rsplit("_", 1)[1])) for n in names]
-        ref_wide = reference.select(
-            "ts_event", "ts_local", pl.col("levels").clip(upper_bound=depth).cast(pl.Int16), *names
-        )
-    else:
-        depth = 1
-        names = [n for g in schemas.level_names(1) for n in g]
-        pairs = [
-            ("bid_price", "bid_price_1", 1),
-            ("bid_size", "bid_size_1", 1),
-            ("ask_price", "ask_price_1", 1),
-            ("ask_size", "ask_size_1", 1),
-        ]
-        ref_wide = reference.select(
-            "ts_event",
-            "ts_local",
-            pl.lit(1, pl.Int16).alias("levels"),
-            *[pl.col(r).alias(b) for r, b, _ in pairs],
-        )
-    a = (
-        tardis_golden.align(snapshots, reference, pairs)
-        if reference.height
-        else pl.DataFrame(schema={"pos": pl.Int64, "aligned": pl.Boolean, "offset": pl.Int8})
+    book, reference = table_of(snapshots), collect(lazy(reference))
+    depth, pairs = _pairs_for(book, reference)
+    names = [n for g in schemas.level_names(depth) for n in g]
+    ref_wide = reference.select(
+        "ts_event",
+        "ts_local",
+        pl.col("levels").clip(upper_bound=depth).cast(pl.Int16)
+        if "levels" in reference.columns
+        else pl.lit(1, pl.Int16).alias("levels"),
+        *[pl.col(r).alias(b) for r, b, _ in pairs],
     )
-    valid = snapshots["is_valid"].fill_null(False).to_numpy()
-    n_book = snapshots.height
+    if reference.height:
+        a, small, fetched = _align(book, reference, pairs)
+    else:
+        a = pl.DataFrame(schema={"pos": pl.Int64, "aligned": pl.Boolean, "offset": pl.Int8})
+        small = book.rows(None, ["is_valid"])
+        fetched = pl.DataFrame(schema={"pos": pl.Int64})
+    valid = small["is_valid"].fill_null(False).to_numpy()
+    n_book = small.height
 
     def valid_at(p: np.ndarray) -> np.ndarray:
         ok = (p >= 0) & (p < n_book)
@@ -480,9 +609,19 @@ def compare_windowed(
     aligned = a["aligned"].to_numpy() & (chosen >= 0)
     idx = np.flatnonzero(aligned)
     ref_frame = ref_wide[idx.tolist()].with_columns(pl.Series("update_id", idx.astype(np.int64)))
-    rows = snapshots[chosen[idx].tolist()] if idx.size else snapshots.head(0)
-    rec_frame = rows.select(
-        pl.Series("last_update_id", idx.astype(np.int64)), "msg_id", "is_valid", *names
+    # every chosen row is a valid row next to an aligned reference: among the fetched ones
+    rows = pl.DataFrame({"pos": chosen[idx]}).join(
+        fetched, on="pos", how="left", maintain_order="left"
+    ) if idx.size else None  # fmt: skip
+    rec_frame = (
+        rows.select(pl.Series("last_update_id", idx.astype(np.int64)), "msg_id", "is_valid", *names)
+        if rows is not None
+        else ref_frame.head(0).select(
+            pl.col("update_id").alias("last_update_id"),
+            pl.lit(None, pl.Int64).alias("msg_id"),
+            pl.lit(True).alias("is_valid"),
+            *names,
+        )
     )
     cmp = _compare(
         kind,
@@ -499,6 +638,69 @@ def compare_windowed(
         else {}
     )
     return cmp
+
+
+# --------------------------------------------------------------------------------------------
+# one day
+
+
+def golden_records(golden: Frame | None) -> tuple[int, bool]:
+    """(records, every record carries an update id) of a golden frame or file."""
+    if golden is None:
+        return 0, False
+    n, nulls = collect(lazy(golden).select(pl.len(), pl.col("update_id").null_count())).row(0)
+    return int(n), bool(n) and nulls == 0
+
+
+def day_comparisons(
+    snapshots: Frame | Table,
+    events: Frame | Events | None = None,
+    golden_bbo: Frame | None = None,
+    golden_depth: Frame | None = None,
+    aligned_by: str | None = None,
+    rest: bool = True,
+) -> list[ExactComparison]:
+    """Every golden comparison of a day, from frames or parquet paths, in bounded memory.
+
+    ``aligned_by``: ``"update_id"`` (Binance: the book row at the record's id),
+    ``"time"`` (Tardis: within ±1 message of its arrival) or ``None`` (by id when every record
+    carries one). The bookTicker/quotes kind is compared whenever ``golden_bbo`` is given, even
+    with no records (it is then reported as 0 compared); depth only when it has records; REST
+    snapshots in ``events`` when ``rest`` (the replayer checks them too: ``snapshot_mismatches``).
+    """
+    if aligned_by not in (None, "update_id", "time"):
+        raise ValueError(f"aligned_by must be 'update_id', 'time' or None, not {aligned_by!r}")
+    book, ev = table_of(snapshots), events_of(events)
+    out: list[ExactComparison] = []
+    for golden, by_id, by_time in (
+        (golden_bbo, compare_bbo, ("quotes", TOUCH)),
+        (golden_depth, compare_depth, ("book_snapshot", TOP)),
+    ):
+        n, ids = golden_records(golden)
+        if golden is None or (n == 0 and golden is golden_depth):
+            continue
+        if aligned_by == "update_id" or (aligned_by is None and (ids or n == 0)):
+            out.append(by_id(book, golden, ev))
+        else:
+            out.append(compare_windowed(by_time[0], by_time[1], book, golden))
+    if rest and ev is not None and ev.has_snapshots:
+        out.append(compare_rest(book, ev))
+    return out
+
+
+def summary(comparisons: list[ExactComparison]) -> dict[str, int]:
+    """CLI totals (compared / matched / mismatched / time mismatched, and per kind)."""
+    out = {
+        "golden_records": sum(c.records for c in comparisons),
+        "golden_compared": sum(c.compared for c in comparisons),
+        "golden_matched": sum(c.matched for c in comparisons),
+        "golden_mismatched": sum(c.mismatched for c in comparisons),
+        "golden_time_mismatched": sum(c.time_mismatched for c in comparisons),
+    }
+    for c in comparisons:
+        out[f"golden_{c.kind}_compared"] = c.compared
+        out[f"golden_{c.kind}_mismatched"] = c.mismatched
+    return out
 
 
 # --------------------------------------------------------------------------------------------

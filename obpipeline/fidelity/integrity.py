@@ -32,6 +32,7 @@ import polars as pl
 from obpipeline import schemas
 from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.fidelity.config import Thresholds
+from obpipeline.fidelity.frames import Events, Frame, Table, events_of, table_of
 from obpipeline.fidelity.gates import FAIL, PASS, SKIPPED, GateResult
 from obpipeline.instruments import Instrument
 
@@ -332,7 +333,7 @@ def _event_sanity(events: pl.DataFrame) -> tuple[int, pl.Expr]:
 
 def carried_book_check(
     checkpoint: Book | None,
-    events: pl.DataFrame | None,
+    events: Frame | Events | None,
     instrument: Instrument,
     depth: int = schemas.DEFAULT_DEPTH,
     engine: str | None = None,
@@ -345,11 +346,12 @@ def carried_book_check(
     """
     from obpipeline import book as replay_mod
 
+    ev = events_of(events)
     if checkpoint is None:
         return CarriedBookCheck("no_checkpoint", detail="day did not start from a checkpoint")
-    if events is None or events.height == 0:
+    if ev is None or ev.height == 0:
         return CarriedBookCheck("no_snapshot", detail="no events")
-    snaps = events.filter(pl.col("is_snapshot"))
+    snaps = ev.heads.filter(pl.col("is_snapshot"))
     if snaps.height == 0:
         return CarriedBookCheck("no_snapshot", detail="the day has no REST snapshot of its own")
     snap_msg = int(snaps["msg_id"][0])
@@ -361,7 +363,7 @@ def carried_book_check(
         return CarriedBookCheck(
             "not_aligned", L, detail="the snapshot is older than the carried book"
         )
-    prefix = events.filter(
+    prefix = ev.rows(
         (pl.col("msg_id") < snap_msg) & ~pl.col("is_snapshot") & (pl.col("last_update_id") <= L)
     )
     if prefix.height:
@@ -370,13 +372,14 @@ def carried_book_check(
         carried = result.checkpoint
     else:
         carried = checkpoint
+    del prefix
     if not carried.is_valid or carried.last_update_id != L:
         return CarriedBookCheck(
             "not_aligned",
             L,
             detail=f"carried book ends at id {carried.last_update_id}, snapshot is at {L}",
         )
-    snap = events.filter((pl.col("msg_id") == snap_msg) & pl.col("side").is_not_null())
+    snap = ev.rows((pl.col("msg_id") == snap_msg) & pl.col("side").is_not_null())
     price, _ = schemas.to_unscaled(snap["price"])
     size, _ = schemas.to_unscaled(snap["size"])
     side = snap["side"].to_numpy()
@@ -427,7 +430,7 @@ class SnapshotConsistency:
 
 
 def snapshot_consistency(
-    events: pl.DataFrame | None, rule: str, window_messages: int = 20_000
+    events: Frame | Events | None, rule: str, window_messages: int = 20_000
 ) -> SnapshotConsistency:
     """Does each REST snapshot agree with the diff stream at the levels the diffs set?
 
@@ -441,19 +444,17 @@ def snapshot_consistency(
     stale by the sync procedure, and a real day-1 capture has no other snapshot to compare).
     """
     out = SnapshotConsistency()
-    if events is None or events.height == 0 or not bool(events["is_snapshot"].any()):
+    ev = events_of(events)
+    if ev is None or not ev.has_snapshots:
         return out
-    heads = (
-        events.group_by("msg_id", maintain_order=True)
-        .agg(
-            pl.col("first_update_id").first().alias("U"),
-            pl.col("last_update_id").first().alias("u"),
-            pl.col("prev_update_id").first().alias("pu"),
-            pl.col("is_snapshot").first(),
-            pl.col("ts_event").dt.epoch("ns").first().alias("ts_ns"),
-        )
-        .with_row_index("arrival")
-    )
+    heads = ev.heads.select(
+        "msg_id",
+        pl.col("first_update_id").alias("U"),
+        pl.col("last_update_id").alias("u"),
+        pl.col("prev_update_id").alias("pu"),
+        "is_snapshot",
+        pl.col("ts_event").dt.epoch("ns").alias("ts_ns"),
+    ).with_row_index("arrival")
     diffs = heads.filter(~pl.col("is_snapshot")).sort("u", "arrival")
     if diffs.height == 0:
         return out
@@ -467,9 +468,8 @@ def snapshot_consistency(
     )
     u_arr = diffs["u"].to_numpy()
     seg = diffs["segment"].to_numpy()
-    levels = events.filter(~pl.col("is_snapshot") & pl.col("side").is_not_null()).select(
-        "msg_id", "side", "price", "size"
-    )
+    is_level = ~pl.col("is_snapshot") & pl.col("side").is_not_null()
+    level_cols = ["msg_id", "side", "price", "size"]
     for snap in heads.filter(pl.col("is_snapshot")).iter_rows(named=True):
         L = int(snap["u"])
         last = int(np.searchsorted(u_arr, L, side="right")) - 1  # last diff with u <= L
@@ -483,19 +483,23 @@ def snapshot_consistency(
             straddle = {int(diffs["msg_id"][nxt])}
         first = max(int(np.searchsorted(seg, seg[last], side="left")), last - window_messages + 1)
         window = diffs.slice(first, last - first + 1).select("msg_id", "pos")
+        # only the window's messages are read (a msg_id range pushed into the scan)
+        lo, hi = window["msg_id"].min(), window["msg_id"].max()
+        levels = ev.rows(is_level & pl.col("msg_id").is_between(lo, hi), level_cols)
         latest = (
-            levels.join(window, on="msg_id", how="inner")
+            levels.join(window, on="msg_id", how="inner", maintain_order="left")
             .with_row_index("row")
             .sort("pos", "row")
             .unique(["side", "price"], keep="last")
             .select("side", "price", pl.col("size").alias("diff_size"))
         )
         if straddle:
-            touched = levels.filter(pl.col("msg_id").is_in(list(straddle))).select("side", "price")
+            touched = ev.rows(is_level & pl.col("msg_id").is_in(list(straddle)), ["side", "price"])
             latest = latest.join(touched, on=["side", "price"], how="anti")
-        book = events.filter(
-            (pl.col("msg_id") == snap["msg_id"]) & pl.col("side").is_not_null()
-        ).select("side", "price", pl.col("size").alias("snap_size"))
+        book = ev.rows(
+            (pl.col("msg_id") == snap["msg_id"]) & pl.col("side").is_not_null(),
+            ["side", "price", "size"],
+        ).rename({"size": "snap_size"})
         if book.height == 0 or latest.height == 0:
             continue
         lo_bid = book.filter(pl.col("side") == schemas.BID)["price"].min()
@@ -520,62 +524,112 @@ def snapshot_consistency(
 # the day
 
 
+BOOK_FLAGS = ["ts_event", "is_valid", "msg_id", "crossed_repaired", "resynced"]
+
+
+@dataclass
+class ValueChecks:
+    """Grid conformity and value sanity of one dataset, summed batch by batch."""
+
+    off_grid: int = 0
+    checked: int = 0
+    insane: int = 0
+    first_off_grid: tuple[int | None, int | None] = (None, None)
+    first_insane: tuple[int | None, int | None] = (None, None)
+
+    def add(self, frame: pl.DataFrame, off: int, n: int, grid_mask: pl.Expr, insane: int,
+            insane_mask: pl.Expr) -> None:  # fmt: skip
+        self.off_grid, self.checked, self.insane = (
+            self.off_grid + off, self.checked + n, self.insane + insane
+        )  # fmt: skip
+        if off and self.first_off_grid[0] is None:
+            self.first_off_grid = _first(frame, grid_mask)
+        if insane and self.first_insane[0] is None:
+            self.first_insane = _first(frame, insane_mask)
+
+
+def book_value_checks(book: Table, instrument: Instrument) -> ValueChecks:
+    """Every level of book_snapshots on the grid and sane, one batch of rows at a time."""
+    depth = schemas.depth_of(book.schema)
+    bp, bs, ap, asz = schemas.level_names(depth)
+    out = ValueChecks()
+    for b in book.batches(["ts_event", "msg_id", "is_valid", *bp, *bs, *ap, *asz]):
+        off, n, grid_mask = _grid_violations(b, bp + ap, bs + asz, instrument)
+        insane, insane_mask = _book_sanity(b)
+        out.add(b, off, n, grid_mask, insane, insane_mask)
+    return out
+
+
+def event_value_checks(events: Events, instrument: Instrument) -> ValueChecks:
+    """Every price and size of raw_book_events on the grid and sane, batch by batch."""
+    out = ValueChecks()
+    for b in events.batches(["ts_event", "msg_id", "side", "price", "size"]):
+        off, n, grid_mask = _grid_violations(b, ["price"], ["size"], instrument)
+        insane, insane_mask = _event_sanity(b)
+        out.add(b, off, n, grid_mask, insane, insane_mask)
+    return out
+
+
 def integrity(
-    snapshots: pl.DataFrame,
+    snapshots: Frame | Table,
     instrument: Instrument,
-    events: pl.DataFrame | None = None,
+    events: Frame | Events | None = None,
     counters: ReplayCounters | dict | None = None,
     checkpoint_in: Book | None = None,
     quarantined: int = 0,
     day_end_ns: int | None = None,
 ) -> IntegrityReport:
-    """A0 figures for one day's replay (see the module docstring)."""
+    """A0 figures for one day's replay (see the module docstring).
+
+    Frames or parquet paths: every row is needed only for the flags, times and L1 prices; the
+    level columns are checked batch by batch (``book_value_checks``), so memory stays bounded.
+    """
+    book = table_of(snapshots)
+    ev = events_of(events)
+    small = book.rows(None, [*BOOK_FLAGS, "bid_price_1", "ask_price_1"])
     c = counters.to_dict() if isinstance(counters, ReplayCounters) else counters
-    derived = _derived_counters(snapshots)
+    derived = _derived_counters(small)
     c = {**derived, **(c or {})}
-    intervals = invalid_intervals(snapshots, day_end_ns)
+    intervals = invalid_intervals(small, day_end_ns)
     startup = float(intervals.filter(pl.col("kind") == "startup")["seconds"].sum())
     gap_secs = float(intervals.filter(pl.col("kind") == "gap")["seconds"].sum())
-    if snapshots.height:
-        t = snapshots["ts_event"].dt.epoch("ns")
+    if small.height:
+        t = small["ts_event"].dt.epoch("ns")
         span = (max(int(t.max()), day_end_ns or 0) - int(t.min())) / NS
     else:
         span = 0.0
     gap_resyncs = max(0, c["resyncs"] - c["snapshot_mismatches"])
     unhandled = max(0, c["gaps"] - gap_resyncs)
-    if c["unsynced_at_end"] and c["gaps"] == 0 and snapshots.height:
+    if c["unsynced_at_end"] and c["gaps"] == 0 and small.height:
         unhandled = max(unhandled, 1)  # never synced (e.g. a continuation day without checkpoint)
 
-    depth = schemas.depth_of(snapshots)
-    bp, bs, ap, asz = schemas.level_names(depth)
-    off_b, n_b, grid_mask_b = _grid_violations(snapshots, bp + ap, bs + asz, instrument)
-    insane_b, insane_mask_b = _book_sanity(snapshots)
+    depth = schemas.depth_of(book.schema)
+    values_b = book_value_checks(book, instrument)
     bid1, ask1 = pl.col("bid_price_1"), pl.col("ask_price_1")
     crossed_out_mask = pl.col("is_valid") & (bid1 >= ask1).fill_null(False)
-    crossed_out = int(snapshots.select(crossed_out_mask.sum()).item() or 0)
-    off_e = n_e = insane_e = 0
+    crossed_out = int(small.select(crossed_out_mask.sum()).item() or 0)
+    values_e = ValueChecks()
     first: dict[str, tuple[int | None, int | None]] = {}
-    if events is not None and events.height:
-        off_e, n_e, grid_mask_e = _grid_violations(events, ["price"], ["size"], instrument)
-        insane_e, insane_mask_e = _event_sanity(events)
-        first["off_grid"] = _first(events, grid_mask_e)
-        first["negative_or_nan"] = _first(events, insane_mask_e)
+    if ev is not None and ev.height:
+        values_e = event_value_checks(ev, instrument)
+        first["off_grid"] = values_e.first_off_grid
+        first["negative_or_nan"] = values_e.first_insane
     if "off_grid" not in first or first["off_grid"][0] is None:
-        first["off_grid"] = _first(snapshots, grid_mask_b)
+        first["off_grid"] = values_b.first_off_grid
     if "negative_or_nan" not in first or first["negative_or_nan"][0] is None:
-        first["negative_or_nan"] = _first(snapshots, insane_mask_b)
+        first["negative_or_nan"] = values_b.first_insane
 
     valid = pl.col("is_valid")
     prev_valid = pl.col("is_valid").shift(1).fill_null(False)
-    first["gaps"] = _first(snapshots, ~valid & prev_valid)
+    first["gaps"] = _first(small, ~valid & prev_valid)
     first["unhandled_gaps"] = first["gaps"]
     first["gap_invalid_fraction"] = first["gaps"]
-    first["crossed"] = _first(snapshots, valid & pl.col("crossed_repaired"))
-    first["uncross_repairs"] = _first(snapshots, pl.col("crossed_repaired"))
-    first["crossed_in_output"] = _first(snapshots, crossed_out_mask)
-    first["snapshot_mismatches"] = _first(snapshots, pl.col("resynced") & prev_valid)
-    if events is not None and c.get("duplicates"):
-        first["duplicates"] = _first_duplicate(events)
+    first["crossed"] = _first(small, valid & pl.col("crossed_repaired"))
+    first["uncross_repairs"] = _first(small, pl.col("crossed_repaired"))
+    first["crossed_in_output"] = _first(small, crossed_out_mask)
+    first["snapshot_mismatches"] = _first(small, pl.col("resynced") & prev_valid)
+    if ev is not None and c.get("duplicates"):
+        first["duplicates"] = _first_duplicate(ev)
 
     figures: dict[str, float] = {
         "messages": c["messages"],
@@ -590,31 +644,29 @@ def integrity(
         "span_seconds": span,
         "gap_invalid_fraction": gap_secs / span if span > 0 else 0.0,
         "crossed": c["crossed"],
-        "uncross_repairs": int(snapshots["crossed_repaired"].fill_null(False).sum()),
+        "uncross_repairs": int(small["crossed_repaired"].fill_null(False).sum()),
         "crossed_in_output": crossed_out,
-        "off_grid": off_b + off_e,
-        "values_checked": n_b + n_e,
-        "negative_or_nan": insane_b + insane_e,
+        "off_grid": values_b.off_grid + values_e.off_grid,
+        "values_checked": values_b.checked + values_e.checked,
+        "negative_or_nan": values_b.insane + values_e.insane,
         "duplicates": c["duplicates"],
         "stale": c["stale"],
         "quarantined": quarantined,
         "snapshot_checks": c["snapshot_checks"],
         "snapshot_mismatches": c["snapshot_mismatches"],
     }
-    consistency = snapshot_consistency(events, instrument.sequencing)
+    consistency = snapshot_consistency(ev, instrument.sequencing)
     figures["snapshot_levels_checked"] = consistency.levels_compared
     figures["snapshot_inconsistent_levels"] = consistency.levels_mismatched
     first["snapshot_consistency"] = (consistency.first_ns, consistency.first_msg_id)
-    carried = carried_book_check(checkpoint_in, events, instrument, depth)
+    carried = carried_book_check(checkpoint_in, ev, instrument, depth)
     return IntegrityReport(figures, intervals, carried, first)
 
 
-def _first_duplicate(events: pl.DataFrame) -> tuple[int | None, int | None]:
+def _first_duplicate(events: Events) -> tuple[int | None, int | None]:
     """The first diff whose ``u`` is not above the running maximum before it (a re-sent diff)."""
-    msgs = (
-        events.filter(~pl.col("is_snapshot"))
-        .group_by("msg_id", maintain_order=True)
-        .agg(pl.col("last_update_id").first(), pl.col("ts_event").first())
+    msgs = events.heads.filter(~pl.col("is_snapshot")).select(
+        "msg_id", "last_update_id", "ts_event"
     )
     dup = msgs.filter(
         pl.col("last_update_id") <= pl.col("last_update_id").cum_max().shift(1).fill_null(-1)

@@ -18,11 +18,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from obpipeline import lake, schemas
 from obpipeline.book import checkpoint as ckpt
 from obpipeline.fidelity.config import Thresholds, thresholds_for
 from obpipeline.fidelity.evaluate import DayFidelity, evaluate_day
+from obpipeline.fidelity.frames import BATCH_ROWS, Events, Table
 from obpipeline.fidelity.gates import METRICS_SCHEMA
 from obpipeline.instruments import MARKETS, VENUES, Instrument, get_instrument
 
@@ -77,6 +79,15 @@ def _read(root: Path, dataset: str, venue: str, symbol: str, day) -> pl.DataFram
     return pl.read_parquet(path) if path.exists() else None
 
 
+def _path(root: Path, dataset: str, venue: str, symbol: str, day) -> Path | None:
+    path = lake.partition_path(dataset, venue, symbol, day, root)
+    return path if path.exists() else None
+
+
+def _rows(path: Path | None) -> int:
+    return pq.ParquetFile(path).metadata.num_rows if path is not None else 0
+
+
 def evaluate_lake_day(
     root: Path,
     venue: str,
@@ -84,29 +95,35 @@ def evaluate_lake_day(
     day: date | str,
     thresholds: Thresholds | None = None,
     with_materiality: bool = True,
+    batch_rows: int = BATCH_ROWS,
 ) -> DayFidelity:
-    """Gate A for one materialised day, from the lake's datasets."""
+    """Gate A for one materialised day, from the lake's parquet files in bounded memory.
+
+    The files are scanned, not loaded: integrity reads flags, times and ids for every row and
+    checks the level columns ``batch_rows`` at a time; the golden comparison reads the level
+    columns only of the rows a golden record aligns with.
+    """
     root = Path(root)
     day = date.fromisoformat(str(day))
-    snapshots = _read(root, "book_snapshots", venue, symbol, day)
+    snapshots = _path(root, "book_snapshots", venue, symbol, day)
     if snapshots is None:
         raise FileNotFoundError(f"book_snapshots {venue} {symbol} {day} is not in {root}")
-    events = _read(root, "raw_book_events", venue, symbol, day)
-    inst = instrument_for(venue, symbol, events if events is not None else snapshots)
+    events = _path(root, "raw_book_events", venue, symbol, day)
+    schema = pl.scan_parquet(events if events is not None else snapshots).collect_schema()
+    inst = instrument_for(venue, symbol, pl.DataFrame(schema=schema))
     counters_frame = _read(root, "replay_counters", venue, symbol, day)
     counters = counters_frame.row(0, named=True) if counters_frame is not None else None
-    quarantine = _read(root, "quarantine", venue, symbol, day)
     prev = lake.partition_path("book_checkpoint", venue, symbol, day - timedelta(days=1), root)
     checkpoint_in = ckpt.read(prev) if prev.exists() else None
     return evaluate_day(
-        snapshots,
+        Table(snapshots, batch_rows),
         inst,
-        events=events,
-        golden_bbo=_read(root, "golden_bbo", venue, symbol, day),
-        golden_depth=_read(root, "golden_depth", venue, symbol, day),
+        events=Events(events, batch_rows) if events is not None else None,
+        golden_bbo=_path(root, "golden_bbo", venue, symbol, day),
+        golden_depth=_path(root, "golden_depth", venue, symbol, day),
         counters=counters,
         checkpoint_in=checkpoint_in,
-        quarantined=quarantine.height if quarantine is not None else 0,
+        quarantined=_rows(_path(root, "quarantine", venue, symbol, day)),
         thresholds=thresholds or thresholds_for(venue),
         with_materiality=with_materiality,
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -38,6 +39,29 @@ from obpipeline.fidelity.gates import INSUFFICIENT, PASS, WARN, GateResult
 
 # --------------------------------------------------------------------------------------------
 # returns
+
+
+L1_COLUMNS = ["ts_event", "is_valid", "bid_price_1", "ask_price_1"]
+
+
+def mid_rows(snapshots: Path | str | pl.DataFrame) -> pl.DataFrame:
+    """The L1 rows ``mid_grid`` needs, reduced to the last row of each 1-s interval.
+
+    ``ts_event`` becomes its running maximum, as ``mid_grid`` reads it; a longer interval ends
+    on a 1-s boundary, so its last row is among these: every ``mid_grid`` at a whole number of
+    seconds is unchanged, and a day is ~86 400 rows instead of millions.
+    """
+    lf = snapshots.lazy() if isinstance(snapshots, pl.DataFrame) else pl.scan_parquet(snapshots)
+    t = pl.col("ts_event").dt.epoch("ns").cum_max()
+    step = 1_000_000_000
+    return (
+        lf.select(L1_COLUMNS)
+        .with_columns(t.cast(schemas.TS).alias("ts_event"))
+        .with_columns((-((-t) // step)).alias("_s"))
+        .filter(pl.col("_s") != pl.col("_s").shift(-1).fill_null(-1))
+        .drop("_s")
+        .collect()
+    )
 
 
 def mid_grid(snapshots: pl.DataFrame, every: str = "1m") -> pl.DataFrame:

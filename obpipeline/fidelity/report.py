@@ -29,6 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 from obpipeline import features as F  # noqa: E402
 from obpipeline import lake  # noqa: E402
@@ -343,19 +344,22 @@ def _load_realism(
         return None
     pairs, grids, walks = [], {}, {}
     for d in days:
-        snaps = pl.read_parquet(lake.partition_path("book_snapshots", venue, symbol, d, root))
+        path = lake.partition_path("book_snapshots", venue, symbol, d, root)
         key = str(d)
-        pairs.append((key, snaps.select("ts_event", "is_valid", "bid_price_1", "ask_price_1")))
+        pairs.append((key, pl.read_parquet(path, columns=realism.L1_COLUMNS)))
         g_path = lake.partition_path("book_features_1s", venue, symbol, d, root)
         if g_path.exists():
             grids[key] = pl.read_parquet(g_path)
-        else:
+        else:  # the grid needs every row at full depth: computed from the whole day
             grids[key] = F.grid_features(
-                snaps, every="1s", config=F.FeatureConfig(walk_sizes=t.walk_sizes[:1])
+                pl.read_parquet(path),
+                every="1s",
+                config=F.FeatureConfig(walk_sizes=t.walk_sizes[:1]),
             )
-        step = max(1, snaps.height // 20_000)  # the median cost needs no more rows
-        walks[key] = F.book_walk(snaps.gather_every(step), t.walk_sizes)
-        del snaps
+        # the median cost needs no more rows: one row in ``step``, read without the others
+        step = max(1, pq.ParquetFile(path).metadata.num_rows // 20_000)
+        sample = pl.scan_parquet(path).gather_every(step).collect(engine="streaming")
+        walks[key] = F.book_walk(sample, t.walk_sizes)
     return realism.realism_report(pairs, t, grids, walks)
 
 
