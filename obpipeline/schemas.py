@@ -21,11 +21,12 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from obpipeline import book
 from obpipeline.instruments import Instrument
 
 BID: int = 1
 ASK: int = -1
-DEFAULT_DEPTH = 20
+DEFAULT_DEPTH = book.DEFAULT_DEPTH
 TS = pl.Datetime("ns", "UTC")
 
 

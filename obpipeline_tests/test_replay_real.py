@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from obpipeline import book
-from obpipeline.fidelity import golden
+from obpipeline.fidelity import exact
 from obpipeline.sources.binance import read_capture
 from obpipeline_tests.conftest import CONTINUATIONS, STANDALONE, require_binance_data
 
@@ -18,7 +18,7 @@ def _check(result, capture, *, expect_snapshot: bool) -> None:
     assert c.gaps == 0 and c.crossed == 0 and c.duplicates == 0
     assert c.unsynced_at_end == 0
     assert c.snapshots == (1 if expect_snapshot else 0)
-    cmp = golden.compare_bbo(result.snapshots, capture.golden_bbo)
+    cmp = exact.compare_bbo(result.snapshots, capture.golden_bbo)
     assert cmp.compared > 0, "no bookTicker aligned with the book: nothing was proven"
     assert cmp.mismatched == 0, cmp.mismatches
     # every row after sync is valid; only pre-snapshot buffered diffs may be invalid
@@ -66,4 +66,4 @@ def test_continuation_without_checkpoint_is_flagged_not_silently_good() -> None:
     result = book.replay(capture.events, capture.instrument)
     assert result.counters.unsynced_at_end == 1
     assert not result.snapshots["is_valid"].any()
-    assert golden.compare_bbo(result.snapshots, capture.golden_bbo).compared == 0
+    assert exact.compare_bbo(result.snapshots, capture.golden_bbo).compared == 0

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from obpipeline import book
-from obpipeline.fidelity import golden
+from obpipeline.fidelity import exact
 from obpipeline.sources.binance import lines_frame, parse_lines
 from obpipeline_tests.conftest import FuturesStream
 
@@ -179,7 +179,7 @@ def test_snapshot_in_sync_is_checked_and_a_mismatch_resyncs(engine: str) -> None
         Decimal("100.1"),
         Decimal("1.000"),
     )
-    cmp = golden.compare_bbo(r.snapshots, capture.golden_bbo)
+    cmp = exact.compare_bbo(r.snapshots, capture.golden_bbo)
     assert (cmp.compared, cmp.mismatched) == (1, 0)
 
 
@@ -190,7 +190,7 @@ def test_golden_mismatch_is_reported() -> None:
     s.diff(bids=[("100.0", "1.200")])
     s.book_ticker("100.0", "1.250", "100.1", "1.500")  # the exchange says otherwise
     capture, r = run(s, "reference")
-    cmp = golden.compare_bbo(r.snapshots, capture.golden_bbo)
+    cmp = exact.compare_bbo(r.snapshots, capture.golden_bbo)
     assert (cmp.compared, cmp.matched, cmp.mismatched) == (2, 1, 1)
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from obpipeline import book
 from obpipeline.book.stream import Book as Checkpoint
-from obpipeline.fidelity import golden
+from obpipeline.fidelity import exact
 from obpipeline.sources import synthetic as S
 from obpipeline.sources.binance import Capture, lines_frame, parse_lines
 from obpipeline.sources.synthetic import paths as P
@@ -223,8 +223,8 @@ def _replay_chain(days: list[S.SimulatedDay]) -> None:
         if k > 0:  # chained from the checkpoint: valid from the very first message
             assert c.invalid_rows == 0
         assert_same_books(sim.truth, rows)
-        bbo = golden.compare_bbo(res.snapshots, cap.golden_bbo)
-        depth = golden.compare_depth(res.snapshots, cap.golden_depth)
+        bbo = exact.compare_bbo(res.snapshots, cap.golden_bbo)
+        depth = exact.compare_depth(res.snapshots, cap.golden_depth)
         assert bbo.compared > 0 and bbo.mismatched == 0
         # every depth20 record reflects a published message: all but pre-sync ones align
         assert depth.mismatched == 0 and depth.compared >= cap.golden_depth.height - 2

@@ -14,7 +14,7 @@ import pytest
 
 from obpipeline import book, schemas
 from obpipeline.cli import main as cli_main
-from obpipeline.fidelity import tardis_golden
+from obpipeline.fidelity import exact
 from obpipeline.instruments import get_instrument
 from obpipeline.sources.binance import CaptureError
 from obpipeline.sources.tardis import classify, decimals_needed, read_tardis, to_fixed
@@ -330,10 +330,10 @@ def test_golden_alignment_rule_within_one_message(tmp_path):
         + "\n"
     )
     golden = read_tardis([qpath]).golden_bbo
-    cmp = tardis_golden.compare_bbo(r.snapshots, golden)
+    cmp = exact.compare_windowed("quotes", exact.TOUCH, r.snapshots, golden)
     assert (cmp.records, cmp.compared, cmp.matched, cmp.mismatched) == (5, 4, 3, 1)
     assert cmp.mismatches["ts_local"].dt.epoch("us").to_list() == [3_600]
-    counts = tardis_golden.offset_counts(r.snapshots, golden)
+    counts = exact.offset_counts(r.snapshots, golden)
     assert counts == {"offset_0": 1, "offset_-1": 1, "offset_+1": 1, "not_aligned": 1}
 
 
@@ -393,8 +393,8 @@ def test_exported_capture_replays_to_the_original_books_and_its_golden(exports, 
     names = [n for g in schemas.level_names(25) for n in g]
     assert valid.select(names).equals(ex.rows.select(names))  # the original books, 25 levels
     for cmp in (
-        tardis_golden.compare_depth(r.snapshots, cap.golden_depth),
-        tardis_golden.compare_bbo(r.snapshots, cap.golden_bbo),
+        exact.compare_windowed("book_snapshot", exact.TOP, r.snapshots, cap.golden_depth),
+        exact.compare_windowed("quotes", exact.TOUCH, r.snapshots, cap.golden_bbo),
     ):
         assert cmp.records > 1000 and cmp.compared == cmp.matched == cmp.records, cmp.kind
     assert cap.trades.height == ex.stats["trades_rows"]

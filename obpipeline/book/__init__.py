@@ -1,23 +1,30 @@
-"""Order-book replay: sequencing rules, the reference replayer and the compiled engine."""
+"""Order-book replay: sequencing rules, the reference replayer and the compiled engine.
+
+Kept free of heavy imports (Polars, numba load on first replay) so that the command line starts
+fast: ``obpipeline --help`` needs only the names below.
+"""
 
 from __future__ import annotations
 
-import polars as pl
+from typing import TYPE_CHECKING
 
-from obpipeline import schemas
-from obpipeline.book.stream import Book, ReplayResult
-from obpipeline.instruments import Instrument
+if TYPE_CHECKING:
+    import polars as pl
+
+    from obpipeline.book.stream import Book, ReplayResult
+    from obpipeline.instruments import Instrument
 
 # "engine": the compiled numba loop (book/engine.py), the production path.
 # "reference": the SortedDict oracle (book/replayer.py), slow and obviously correct.
 ENGINES = ("engine", "reference")
 DEFAULT_ENGINE = "engine"
+DEFAULT_DEPTH = 20  # levels per side kept in book_snapshots (``schemas.DEFAULT_DEPTH``)
 
 
 def replay(
     events: pl.DataFrame,
     instrument: Instrument,
-    depth: int = schemas.DEFAULT_DEPTH,
+    depth: int = DEFAULT_DEPTH,
     checkpoint: Book | None = None,
     engine: str = DEFAULT_ENGINE,
 ) -> ReplayResult:

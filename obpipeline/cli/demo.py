@@ -10,8 +10,6 @@ import argparse
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from obpipeline import lake
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     help_ = "materialise the whole Dagster chain for the last days (simulator by default)"
@@ -28,6 +26,7 @@ def run_demo(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore")
     import dagster as dg
 
+    from obpipeline import lake
     from obpipeline.defs import build_definitions, load_config, partitions
     from obpipeline.defs.local import dagster_home, materialize_range
 

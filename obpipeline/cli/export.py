@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from obpipeline import book
-from obpipeline.book import checkpoint as ckpt
 from obpipeline.instruments import MARKETS
 
 
@@ -36,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from obpipeline.book import checkpoint as ckpt
     from obpipeline.sources.tardis_export import export_capture
 
     started = time.perf_counter()

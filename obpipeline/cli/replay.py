@@ -7,17 +7,14 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
-
-from obpipeline import book, lake
-from obpipeline.book import checkpoint as ckpt
-from obpipeline.book.stream import Book, ReplayCounters
-from obpipeline.fidelity import exact, golden
+from obpipeline import book
 from obpipeline.instruments import MARKETS
-from obpipeline.schemas import DEFAULT_DEPTH
-from obpipeline.sources.binance import CaptureError
-from obpipeline.sources.ingest import Ingest
+
+if TYPE_CHECKING:  # the heavy modules load in the commands, so ``--help`` stays instant
+    from obpipeline.book.stream import Book, ReplayCounters
+    from obpipeline.sources.ingest import Ingest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             help="lake root to write book_snapshots under",
         )
         p.add_argument(
-            "--depth", type=int, default=DEFAULT_DEPTH, help="levels per side in book_snapshots"
+            "--depth",
+            type=int,
+            default=book.DEFAULT_DEPTH,
+            help="levels per side in book_snapshots",
         )
         p.add_argument(
             "--checkpoint-in", type=Path, help="book_checkpoint to start from (previous day)"
@@ -77,6 +77,11 @@ def replay_files(args: argparse.Namespace) -> dict:
     as book_snapshots and compared with that day's golden records. Memory is that of one day's
     replay, whatever the number of files or days.
     """
+
+    from obpipeline import lake
+    from obpipeline.book import checkpoint as ckpt
+    from obpipeline.book.stream import ReplayCounters
+    from obpipeline.fidelity import exact
 
     carried = ckpt.read(args.checkpoint_in) if args.checkpoint_in else None
     started = time.perf_counter()
@@ -133,7 +138,7 @@ def replay_files(args: argparse.Namespace) -> dict:
         **total.to_dict(),
         "lines": staged.stats.get("lines", 0),
         "quarantined": staged.quarantine.rows,
-        **golden.summary(comparisons),
+        **exact.summary(comparisons),
         "parse_seconds": round(parsed - started, 3),
         "replay_seconds": round(replay_seconds, 3),
         "level_updates_per_s": round(total.level_updates / max(replay_seconds, 1e-9)),
@@ -145,6 +150,7 @@ def replay_files(args: argparse.Namespace) -> dict:
 def _stage(args: argparse.Namespace, start: Book | None, path_for) -> Ingest:
     """The capture files staged per UTC day (Binance streamed; Tardis read, then staged)."""
     from obpipeline.sources import ingest as ing
+    from obpipeline.sources.binance import CaptureError
 
     if args.format == "tardis":
         from obpipeline.sources.tardis import read_tardis
@@ -174,31 +180,29 @@ def _stage(args: argparse.Namespace, start: Book | None, path_for) -> Ingest:
 
 
 def _compare_day(args, snapshots: Path, day_out, path_for, day) -> list:
-    """The day's golden comparisons, reading only the book rows the records align with."""
-    golden_bbo = pl.read_parquet(path_for("golden_bbo", day))
-    golden_depth = pl.read_parquet(path_for("golden_depth", day))
-    scan = pl.scan_parquet(snapshots)
-    if args.format == "tardis":  # no update ids: aligned by time, within ±1 message
-        from obpipeline.fidelity import tardis_golden
+    """The day's golden comparisons (``fidelity.exact``), reading only the rows they need.
 
-        rows = scan.collect()
-        out = [tardis_golden.compare_bbo(rows, golden_bbo)]
-        if golden_depth.height:
-            out.append(tardis_golden.compare_depth(rows, golden_depth))
-        return out
-    # aligned by update id; exchange times checked where the record carries one
-    ids = pl.concat([golden_bbo.select("update_id"), golden_depth.select("update_id")])
-    rows = scan.join(ids.lazy(), left_on="last_update_id", right_on="update_id", how="semi")
-    rows = rows.collect(engine="streaming")
-    messages = day_out.message_table()
-    out = [exact.compare_bbo(rows, golden_bbo, messages)]
-    if golden_depth.height:
-        out.append(exact.compare_depth(rows, golden_depth, messages))
-    return out
+    Binance records align by update id (exchange times checked against the depth message's);
+    Tardis records carry none and align by time, within ±1 message.
+    """
+    from obpipeline.fidelity import exact
+
+    return exact.day_comparisons(
+        snapshots,
+        day_out.message_table() if args.format != "tardis" else None,
+        path_for("golden_bbo", day),
+        path_for("golden_depth", day),
+        aligned_by="time" if args.format == "tardis" else "update_id",
+        rest=False,
+    )
 
 
 def _replay_day(args, events: Path, snapshots: Path, inst, start: Book | None):
     """The compiled engine streams parquet to parquet; the reference oracle replays in memory."""
+    import polars as pl
+
+    from obpipeline import lake
+
     if args.engine == "reference":
         result = book.replay(pl.read_parquet(events), inst, args.depth, start, engine="reference")
         lake.write_parquet_atomic(result.snapshots, snapshots)

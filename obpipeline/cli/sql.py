@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import polars as pl
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     help_ = "run a DuckDB query file (sql/*.sql) over the lake's parquet and print the result"
@@ -29,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import polars as pl
+
     from obpipeline import lake
     from obpipeline.fidelity.sql import run_sql
 

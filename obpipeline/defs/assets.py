@@ -41,7 +41,7 @@ from obpipeline.defs import checks
 from obpipeline.defs.config import InstrumentConfig, PlatformConfig
 from obpipeline.defs.resources import DaySource
 from obpipeline.fidelity import assets as fidelity_assets
-from obpipeline.fidelity import golden
+from obpipeline.fidelity import exact
 from obpipeline.instruments import Instrument, get_instrument
 from obpipeline.sources import day as daylib
 from obpipeline.sources.binance import CaptureError
@@ -129,14 +129,6 @@ class Chain:
             Decimal(1).scaleb(-ss),
             rule,  # type: ignore[arg-type]
         )
-
-    def golden_module(self) -> Any:
-        """Update-id-aligned golden comparison, or time-aligned (±1 message) for Tardis files."""
-        if self.inst.source.kind == "landing" and self.inst.source.format == "tardis":
-            from obpipeline.fidelity import tardis_golden
-
-            return tardis_golden
-        return golden
 
     @property
     def policy(self) -> dg.BackfillPolicy:
@@ -283,20 +275,16 @@ def _replay(
     return instrument, book, counters
 
 
-def _golden_comparisons(chain: Chain, day: str, snapshots: Path) -> list[Any]:
-    """Gate A1 on the staged book_snapshots: only the rows a golden record aligns with are read."""
-    gold = chain.golden_module()
-    golden_bbo = chain.read("golden_bbo", day)
-    golden_depth = chain.read("golden_depth", day)
-    scan = pl.scan_parquet(snapshots)
-    if gold is golden:  # aligned by update id: the aligned rows are all it needs
-        ids = pl.concat([golden_bbo.select("update_id"), golden_depth.select("update_id")])
-        scan = scan.join(ids.lazy(), left_on="last_update_id", right_on="update_id", how="semi")
-    rows = scan.collect(engine="streaming")
-    comparisons = [gold.compare_bbo(rows, golden_bbo)]
-    if golden_depth.height:
-        comparisons.append(gold.compare_depth(rows, golden_depth))
-    return comparisons
+def _golden_comparisons(chain: Chain, day: str, snapshots: Path) -> list[exact.ExactComparison]:
+    """Gate A1 on the staged book_snapshots (``fidelity.exact``: the one comparison)."""
+    return exact.day_comparisons(
+        snapshots,
+        None,
+        chain.existing("golden_bbo", day),
+        chain.existing("golden_depth", day),
+        aligned_by="time" if chain.inst.source.is_tardis else "update_id",
+        rest=False,
+    )
 
 
 def _staging(path: Path) -> Path:

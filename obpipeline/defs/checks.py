@@ -16,7 +16,7 @@ import polars as pl
 
 from obpipeline import schemas
 from obpipeline.book.stream import Book, ReplayCounters
-from obpipeline.fidelity.golden import GoldenComparison
+from obpipeline.fidelity.exact import ExactComparison
 from obpipeline.instruments import Instrument
 from obpipeline.sources.ingest import DayOut, Ingest
 
@@ -237,7 +237,7 @@ def snapshot_checks(
     counters: ReplayCounters,
     instrument: Instrument,
     depth: int,
-    comparisons: list[GoldenComparison],
+    comparisons: list[ExactComparison],
 ) -> list[Outcome]:
     """Checks of a staged book_snapshots file, read lazily (a few columns, never the day)."""
     out = []

@@ -38,7 +38,7 @@ from pathlib import Path
 import polars as pl
 
 from obpipeline import book
-from obpipeline.book.stream import Book
+from obpipeline.book.stream import Book, ReplayResult
 from obpipeline.fidelity.config import Thresholds, thresholds_for
 from obpipeline.fidelity.evaluate import DayFidelity, evaluate_day
 from obpipeline.fidelity.gates import first_failure
@@ -147,7 +147,7 @@ def evaluate_lines(
     symbol: str | None = None,
     thresholds: Thresholds | None = None,
     engine: str = book.DEFAULT_ENGINE,
-) -> tuple[DayFidelity, Capture, book.ReplayResult]:
+) -> tuple[DayFidelity, Capture, ReplayResult]:
     """Parse, replay and judge capture lines (Gate A)."""
     capture = parse(lines, name, market, symbol)
     result = book.replay(capture.events, capture.instrument, checkpoint=checkpoint, engine=engine)
