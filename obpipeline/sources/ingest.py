@@ -176,9 +176,29 @@ class LineBatcher:
             frame = lines_frame(text, self.file)
         except pl.exceptions.ComputeError:
             frame = None  # not UTF-8 somewhere: find the lines below
-        if frame is not None and frame.height == n:
-            return _shift(frame, first_line), _no_quarantine()
-        return self._line_by_line(text, first_line)
+        if frame is None or frame.height != n:
+            frame, bad = self._line_by_line(text, first_line)
+        else:
+            frame, bad = _shift(frame, first_line), _no_quarantine()
+        too_long = frame["text"].str.len_bytes() > self.max_line_bytes
+        if too_long.any():  # longer lines than one inflated piece never get here (skipped)
+            long = frame.filter(too_long)
+            bad = pl.concat([bad, self._too_long_rows(long)]).sort("line")
+            frame = frame.filter(~too_long.fill_null(False))
+        return frame, bad
+
+    def _too_long_rows(self, rows: pl.DataFrame) -> pl.DataFrame:
+        return rows.select(
+            "file",
+            "line",
+            pl.format(
+                "line of {} bytes is longer than the {}-byte limit (first {} bytes kept)",
+                pl.col("text").str.len_bytes(),
+                pl.lit(self.max_line_bytes),
+                pl.lit(RECORD_PREVIEW),
+            ).alias("reason"),
+            pl.col("text").str.slice(0, RECORD_PREVIEW).alias("record"),
+        )
 
     def _line_by_line(self, text: bytes, first_line: int) -> tuple[pl.DataFrame, pl.DataFrame]:
         """The slow path for a batch with undecodable bytes: quarantine just those lines."""
