@@ -1,17 +1,5 @@
 """Peak resident memory of the current process, for the benches' per-process figures."""
 
-from __future__ import annotations
+from obpipeline.procstat import peak_rss_mb
 
-import resource
-
-
-def peak_rss_mb() -> float:
-    """``VmHWM`` of this process image; ``ru_maxrss`` would carry a parent's peak across exec."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+__all__ = ["peak_rss_mb"]

@@ -82,6 +82,7 @@ def replay_files(args: argparse.Namespace) -> dict:
     from obpipeline.book import checkpoint as ckpt
     from obpipeline.book.stream import ReplayCounters
     from obpipeline.fidelity import exact
+    from obpipeline.procstat import peak_rss_mb
 
     carried = ckpt.read(args.checkpoint_in) if args.checkpoint_in else None
     started = time.perf_counter()
@@ -142,6 +143,7 @@ def replay_files(args: argparse.Namespace) -> dict:
         "parse_seconds": round(parsed - started, 3),
         "replay_seconds": round(replay_seconds, 3),
         "level_updates_per_s": round(total.level_updates / max(replay_seconds, 1e-9)),
+        "peak_rss_mb": round(peak_rss_mb()),
         "outputs": outputs,
     }
     return summary

@@ -43,6 +43,7 @@ from obpipeline.defs.resources import DaySource
 from obpipeline.fidelity import assets as fidelity_assets
 from obpipeline.fidelity import exact
 from obpipeline.instruments import Instrument, get_instrument
+from obpipeline.procstat import peak_rss_mb
 from obpipeline.sources import day as daylib
 from obpipeline.sources.binance import CaptureError
 
@@ -351,6 +352,7 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
                     "quarantined": staged.quarantine.rows,
                     "lines_read": staged.stats.get("lines", 0),
                     "seconds": round(time.perf_counter() - started, 3),
+                    "peak_rss_mb": round(peak_rss_mb()),
                     "path": str(paths[RAW]),
                 },
             )
@@ -459,6 +461,7 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
                     "golden_mismatched": g["golden_mismatched"],
                     "golden_match_rate": g["golden_match_rate"],
                     "seconds": round(time.perf_counter() - started, 3),
+                    "peak_rss_mb": round(peak_rss_mb()),
                     "path": str(final),
                 },
             )
