@@ -190,8 +190,9 @@ class Messages:
 
     def between(self, lo: int, hi: int) -> pl.DataFrame:
         """``at_id`` rows with lo <= update_id <= hi."""
-        a, b = np.searchsorted(self._at_ids, [lo, hi], side="left")[0], np.searchsorted(
-            self._at_ids, hi, side="right"
+        a, b = (
+            np.searchsorted(self._at_ids, [lo, hi], side="left")[0],
+            np.searchsorted(self._at_ids, hi, side="right"),
         )
         return self.at_id.slice(int(a), int(b - a))
 
@@ -301,7 +302,11 @@ class _Accumulator:
             self.compared += np.asarray(counts[:depth], np.int64)
             self.matched += np.asarray(counts[depth:], np.int64)
         state_ts = pl.col("ts_ns").cast(schemas.TS).alias("ts_event")  # the book state's time
-        head = [pl.col("update_id").alias("last_update_id"), state_ts, pl.lit(True).alias("is_valid")]
+        head = [
+            pl.col("update_id").alias("last_update_id"),
+            state_ts,
+            pl.lit(True).alias("is_valid"),
+        ]
         # levels a record does not cover are hidden on both sides, so paired features see the same
         cover = {n: int(n.rsplit("_", 1)[1]) for n in names}
         hide = [

@@ -352,9 +352,7 @@ class Materiality:
                 parts = self._pooled(col)
                 if not parts:
                     continue
-                shares[f"{col}_exact_share"] = sum(p.exact for p in parts) / sum(
-                    p.n for p in parts
-                )
+                shares[f"{col}_exact_share"] = sum(p.exact for p in parts) / sum(p.n for p in parts)
                 if first_depth[0] is None:
                     first_depth = first(parts)
         if shares:
@@ -402,8 +400,9 @@ class Materiality:
         if parts:
             q = TopValues.quantile([p.top for p in parts])  # type: ignore[misc]
             finite = ExactSum()
-            finite.total, finite.n = sum(p.finite.total for p in parts), sum(
-                p.finite.n for p in parts
+            finite.total, finite.n = (
+                sum(p.finite.total for p in parts),
+                sum(p.finite.n for p in parts),
             )
             results.append(
                 _judge(
