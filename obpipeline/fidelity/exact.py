@@ -5,8 +5,8 @@ A golden record stamped ``u`` is compared with the valid book_snapshots row whos
 and size, exactly (Decimal against Decimal). The same rule as ``golden.py``, extended with what
 the gate needs: per-level accuracy, the aligned fraction and why records did not align, incidents
 (runs of consecutive mismatching records, in update-id order), the Clopper–Pearson bound on
-incidents, the first failure (for detection latency), and the aligned pairs themselves (Gate A2
-computes its paired feature deltas on them).
+incidents, the first failure (for detection latency), and the aligned pairs, handed batch by
+batch to a ``PairsSink`` (Gate A2 computes its paired feature deltas on them).
 
 Golden kinds and their scope (which FIDELITY.md threshold applies):
 
