@@ -156,7 +156,7 @@ def fake(aligned: int, incidents: int, scope: str = exact.TOUCH, records: int | 
     per = pl.DataFrame({"level": [1], "compared": [aligned], "matched": [aligned - incidents]})
     return exact.ExactComparison(
         "x", scope, aligned if records is None else records, aligned, aligned - incidents,
-        incidents, 1, per.with_columns(accuracy=pl.lit(1.0)), pairs, pairs, pairs,
+        incidents, 1, per.with_columns(accuracy=pl.lit(1.0)), pairs, pairs,
     )  # fmt: skip
 
 

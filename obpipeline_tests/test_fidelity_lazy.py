@@ -96,7 +96,7 @@ def assert_same_day(a: DayFidelity, b: DayFidelity) -> None:
             y.first_time_mismatch_ns,
             y.first_time_mismatch_msg_id,
         )
-        for f in ("pairs", "ref", "rec", "per_level"):
+        for f in ("pairs", "mismatch_sample", "per_level"):
             assert_frame_equal(getattr(x, f), getattr(y, f))
     assert (a.materiality is None) == (b.materiality is None)
     if a.materiality is not None and b.materiality is not None:
@@ -167,7 +167,7 @@ def test_time_aligned_references_lazy_equals_whole(sim_days, tmp_path) -> None:
     for x, y in zip(whole, lazy, strict=True):
         assert x.summary() == y.summary()
         assert_frame_equal(x.pairs, y.pairs)
-        assert_frame_equal(x.rec, y.rec)
+        assert_frame_equal(x.mismatch_sample, y.mismatch_sample)
     assert whole[0].aligned > 0 and whole[0].mismatched < whole[0].aligned
     assert exact.offset_counts(res.snapshots, no_ids["depth"]) == exact.offset_counts(
         Table(snaps, BATCH), paths["depth"]

@@ -26,7 +26,7 @@ from obpipeline.fidelity.config import Thresholds, thresholds_for
 from obpipeline.fidelity.frames import Events, Frame, Table, events_of, table_of
 from obpipeline.fidelity.gates import GateResult
 from obpipeline.fidelity.integrity import IntegrityReport, integrity
-from obpipeline.fidelity.materiality import MaterialityReport, materiality
+from obpipeline.fidelity.materiality import Materiality, MaterialityReport
 from obpipeline.instruments import Instrument
 
 
@@ -71,10 +71,12 @@ def comparisons_for(
     events: Frame | Events | None = None,
     golden_bbo: Frame | None = None,
     golden_depth: Frame | None = None,
+    sink: exact.PairsSink | None = None,
 ) -> list[exact.ExactComparison]:
     """Every A1 comparison the inputs allow (see the module docstring); empty kinds are left out."""
     n_bbo = exact.golden_records(golden_bbo)[0]
-    return exact.day_comparisons(snapshots, events, golden_bbo if n_bbo else None, golden_depth)
+    bbo = golden_bbo if n_bbo else None
+    return exact.day_comparisons(snapshots, events, bbo, golden_depth, sink=sink)
 
 
 def evaluate_day(
@@ -92,14 +94,16 @@ def evaluate_day(
 ) -> DayFidelity:
     """Gate A (A0 integrity, A1 exact, A2 materiality) for one replayed day.
 
-    Frames or parquet paths alike: level columns are read in batches or only at aligned rows.
+    Frames or parquet paths alike: level columns are read in batches or only at aligned rows;
+    golden records batch by batch, Gate A2 accumulating on each batch of aligned pairs.
     """
     t = thresholds or thresholds_for(instrument.venue_id)
     snapshots, events = table_of(snapshots), events_of(events)
     a0 = integrity(snapshots, instrument, events, counters, checkpoint_in, quarantined)
-    comps = comparisons_for(snapshots, events, golden_bbo, golden_depth)
+    sink = Materiality(instrument, t) if with_materiality else None
+    comps = comparisons_for(snapshots, events, golden_bbo, golden_depth, sink)
     results = a0.results(t) + exact.exact_results(comps, t)
-    mat = materiality(comps, instrument, t) if with_materiality else None
+    mat = sink.report() if sink is not None else None
     if mat is not None:
         results += mat.results
     return DayFidelity(results, a0, comps, mat, t)

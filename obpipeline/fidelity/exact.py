@@ -5,8 +5,8 @@ A golden record stamped ``u`` is compared with the valid book_snapshots row whos
 and size, exactly (Decimal against Decimal). The same rule as ``golden.py``, extended with what
 the gate needs: per-level accuracy, the aligned fraction and why records did not align, incidents
 (runs of consecutive mismatching records, in update-id order), the Clopper–Pearson bound on
-incidents, the first failure (for detection latency), and the aligned pairs themselves (Gate A2
-computes its paired feature deltas on them).
+incidents, the first failure (for detection latency), and the aligned pairs, handed batch by
+batch to a ``PairsSink`` (Gate A2 computes its paired feature deltas on them).
 
 Golden kinds and their scope (which FIDELITY.md threshold applies):
 
@@ -23,7 +23,9 @@ Golden kinds and their scope (which FIDELITY.md threshold applies):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -31,15 +33,44 @@ import polars as pl
 from obpipeline import schemas
 from obpipeline.fidelity import stats
 from obpipeline.fidelity.config import Thresholds
-from obpipeline.fidelity.frames import Events, Frame, Table, collect, events_of, lazy, table_of
+from obpipeline.fidelity.frames import (
+    Events,
+    Frame,
+    Table,
+    batches,
+    collect,
+    events_of,
+    lazy,
+    table_of,
+)
 from obpipeline.fidelity.gates import FAIL, INSUFFICIENT, PASS, SKIPPED, GateResult
 
 TOUCH, TOP = "touch", "top"
 
 
+#: mismatching records kept side by side with the book; the counts are always exact
+MISMATCH_SAMPLE = 100
+#: golden records compared at once (depth20: 80 Decimal columns on each side of the join)
+GOLDEN_BATCH = 1 << 16
+
+
+class PairsSink(Protocol):
+    """Receives the aligned pairs batch by batch (Gate A2 accumulates its features on them)."""
+
+    def start(self, records: int) -> None:
+        """Called once, before any pairs, with the day's golden records of every kind."""
+
+    def add(self, kind: str, levels: int, ref: pl.DataFrame, rec: pl.DataFrame) -> None:
+        """One batch of a kind's pairs, in update-id order, continuing the previous batch."""
+
+
 @dataclass
 class ExactComparison:
-    """One golden kind against the book: counts, per-level accuracy and the aligned pairs."""
+    """One golden kind against the book: counts, per-level accuracy, the aligned pairs' verdicts.
+
+    The level columns of the pairs are not kept (a day has ~1 M of them): they go batch by
+    batch to a ``PairsSink``; the first ``MISMATCH_SAMPLE`` mismatching records are kept whole.
+    """
 
     kind: str
     scope: str  # TOUCH or TOP
@@ -50,8 +81,7 @@ class ExactComparison:
     levels: int  # the deepest level any record covers
     per_level: pl.DataFrame  # level, compared, matched, accuracy
     pairs: pl.DataFrame  # one row per aligned record: update_id, ts_event, msg_id, mismatch, ...
-    ref: pl.DataFrame  # the golden side of the pairs, book_snapshots-shaped
-    rec: pl.DataFrame  # our side of the pairs, same rows and columns as ``ref``
+    mismatch_sample: pl.DataFrame  # the first mismatching records (see ``mismatches``)
     not_aligned: dict[str, int] = field(default_factory=dict)  # reason → records
     time_checked: int = 0  # records whose exchange time was compared with the depth message's
     time_mismatched: int = 0
@@ -85,12 +115,9 @@ class ExactComparison:
 
     @property
     def mismatches(self) -> pl.DataFrame:
-        """The mismatching records, golden side by side with the book (``<column>_book``)."""
-        bad = self.pairs["mismatch"]
-        ref = self.ref.filter(bad)
-        rec = self.rec.filter(bad).select(pl.all().name.suffix("_book"))
-        own = self.pairs.filter(bad).select("ts_local", "msg_id")  # the record's receive time
-        return pl.concat([own, ref, rec], how="horizontal")
+        """The first ``MISMATCH_SAMPLE`` mismatching records in update-id order, golden side by
+        side with the book (``<column>_book``); ``mismatched`` counts them all."""
+        return self.mismatch_sample
 
     def summary(self) -> dict[str, float]:
         return {
@@ -114,12 +141,16 @@ class ExactComparison:
 def valid_book_rows(snapshots: Frame | Table, ids: pl.Series | None = None) -> pl.DataFrame:
     """Valid rows, one per ``last_update_id`` (the last one: the book after that id).
 
-    With ``ids``, only the rows at those ids are read (a semi-join pushed into the scan): the
-    same rows as filtering the whole day's result afterwards.
+    With ``ids``, only the rows at those ids are read (a semi-join pushed into the scan, with
+    the ids' range so row groups outside it are skipped by their statistics): the same rows as
+    filtering the whole day's result afterwards.
     """
     book = table_of(snapshots)
     keep = pl.col("is_valid")
     if ids is not None:
+        ids = ids.drop_nulls()
+        if ids.len():
+            keep = keep & pl.col("last_update_id").is_between(ids.min(), ids.max())
         keep = keep & pl.col("last_update_id").is_in(ids.implode())
     return book.rows(keep).unique("last_update_id", keep="last", maintain_order=True)
 
@@ -133,35 +164,254 @@ def diff_messages(events: Frame | Events) -> pl.DataFrame:
     )
 
 
-def _not_aligned_reasons(
-    ids: np.ndarray, messages: pl.DataFrame | None, book_ids: np.ndarray
-) -> dict[str, int]:
-    """Why golden records did not align: inside a message's id range, on an invalid row, other."""
-    missing = ids[~np.isin(ids, book_ids)]
-    if missing.size == 0:
-        return {}
-    if messages is None or messages.height == 0:
-        return {"no_book_row": int(missing.size)}
-    last = messages["last_update_id"].to_numpy()
-    first = messages["first_update_id"].to_numpy()
-    order = np.argsort(last, kind="stable")
-    last, first = last[order], first[order]
-    pos = np.searchsorted(last, missing, side="left")
-    inside = np.zeros(missing.size, bool)
-    on_boundary = np.zeros(missing.size, bool)
-    ok = pos < last.size
-    on_boundary[ok] = last[pos[ok]] == missing[ok]
-    inside[ok] = ~on_boundary[ok] & (first[pos[ok]] <= missing[ok])
-    out = {
-        "inside_message": int(inside.sum()),  # no book state exists at that id: not alignable
-        "invalid_book": int(on_boundary.sum()),  # a message ends there but the book was invalid
-        "outside_stream": int((~inside & ~on_boundary).sum()),
-    }
-    return {k: v for k, v in out.items() if v}
+class Messages:
+    """A day's diff messages, indexed once for every batch of golden records: why a record did
+    not align, and the exchange time of the message ending at a record's id."""
+
+    def __init__(self, messages: pl.DataFrame) -> None:
+        last = messages["last_update_id"].to_numpy()
+        first = messages["first_update_id"].to_numpy()
+        order = np.argsort(last, kind="stable")
+        self.last, self.first = last[order], first[order]
+        self.at_id = (
+            messages.select(
+                pl.col("last_update_id").alias("update_id"),
+                pl.col("ts_event").alias("ts_message"),
+                "msg_id",
+            )
+            .unique("update_id", keep="first", maintain_order=True)
+            .sort("update_id")
+        )
+        self._at_ids = self.at_id["update_id"].to_numpy()
+
+    @property
+    def empty(self) -> bool:
+        return self.last.size == 0
+
+    def between(self, lo: int, hi: int) -> pl.DataFrame:
+        """``at_id`` rows with lo <= update_id <= hi."""
+        a, b = (
+            np.searchsorted(self._at_ids, [lo, hi], side="left")[0],
+            np.searchsorted(self._at_ids, hi, side="right"),
+        )
+        return self.at_id.slice(int(a), int(b - a))
+
+    def not_aligned(self, missing: np.ndarray) -> dict[str, int]:
+        """Why records at ``missing`` ids did not align: inside a message's id range, on an
+        invalid row, other."""
+        if missing.size == 0:
+            return {}
+        if self.empty:
+            return {"no_book_row": int(missing.size)}
+        last, first = self.last, self.first
+        pos = np.searchsorted(last, missing, side="left")
+        inside = np.zeros(missing.size, bool)
+        on_boundary = np.zeros(missing.size, bool)
+        ok = pos < last.size
+        on_boundary[ok] = last[pos[ok]] == missing[ok]
+        inside[ok] = ~on_boundary[ok] & (first[pos[ok]] <= missing[ok])
+        out = {
+            "inside_message": int(inside.sum()),  # no book state exists at that id: not alignable
+            "invalid_book": int(on_boundary.sum()),  # a message ends there but the book was invalid
+            "outside_stream": int((~inside & ~on_boundary).sum()),
+        }
+        return {k: v for k, v in out.items() if v}
+
+
+def messages_of(events: Frame | Events | Messages | None) -> Messages | None:
+    if events is None or isinstance(events, Messages):
+        return events
+    return Messages(diff_messages(events))
 
 
 # --------------------------------------------------------------------------------------------
-# the comparison core
+# the comparison core: batches of records in update-id order, accumulated
+
+
+class _Accumulator:
+    """One kind's comparison, fed batches of records (in update-id order across batches).
+
+    Counts, per-level figures and reasons add up; the compact per-pair verdicts are kept (8
+    scalars a record: pooling and incidents need them); the level columns go to ``sink`` and
+    are dropped; the first mismatching records are kept whole.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        scope: str,
+        depth: int,
+        levels: int,
+        messages: Messages | None,
+        sink: PairsSink | None,
+        check_times: bool,
+    ) -> None:
+        self.kind, self.scope, self.depth, self.levels = kind, scope, depth, levels
+        self.messages, self.sink, self.check_times = messages, sink, check_times
+        self.names = [n for group in schemas.level_names(depth) for n in group]
+        self.records = 0
+        self.compared = np.zeros(depth, np.int64)
+        self.matched = np.zeros(depth, np.int64)
+        self.pairs: list[pl.DataFrame] = []
+        self.sample: list[pl.DataFrame] = []
+        self.sampled = 0
+        self.not_aligned: dict[str, int] = {}
+        self.time_checked = self.time_mismatched = 0
+        self.first_time: tuple[int, int] | None = None
+
+    def add(self, ref: pl.DataFrame, book: pl.DataFrame) -> None:
+        """``ref``: update_id, ts_event, ts_local, levels, level columns 1..depth, ``_order``
+        (the record's position in its file); ``book``: last_update_id, msg_id, the level
+        columns and ``_book_ts`` of the valid rows at the batch's ids."""
+        depth, names = self.depth, self.names
+        self.records += ref.height
+        joined = (
+            ref.join(
+                book, left_on="update_id", right_on="last_update_id", how="inner", suffix="_book"
+            )
+            .sort("update_id", "_order", maintain_order=True)
+            .with_columns(
+                pl.coalesce(pl.col("_book_ts"), pl.col("ts_event").dt.epoch("ns")).alias("ts_ns")
+            )
+        )
+        bp, bs, ap, asz = schemas.level_names(depth)
+        level_eq = []
+        for i in range(depth):
+            covered = pl.col("levels") >= (i + 1)
+            eq = (
+                pl.col(bp[i]).eq_missing(pl.col(bp[i] + "_book"))
+                & pl.col(bs[i]).eq_missing(pl.col(bs[i] + "_book"))
+                & pl.col(ap[i]).eq_missing(pl.col(ap[i] + "_book"))
+                & pl.col(asz[i]).eq_missing(pl.col(asz[i] + "_book"))
+            )
+            level_eq.append((eq | ~covered).alias(f"_eq_{i + 1}"))
+        joined = joined.with_columns(level_eq)
+        eq_cols = [f"_eq_{i + 1}" for i in range(depth)]
+        joined = joined.with_columns(
+            (~pl.all_horizontal(eq_cols)).alias("mismatch"),
+            (~pl.col("_eq_1")).alias("touch_mismatch"),
+        )
+        if joined.height:
+            counts = joined.select(
+                *[(pl.col("levels") >= i + 1).sum().alias(f"c{i}") for i in range(depth)],
+                *[
+                    ((pl.col("levels") >= i + 1) & pl.col(f"_eq_{i + 1}")).sum().alias(f"m{i}")
+                    for i in range(depth)
+                ],
+            ).row(0)
+            self.compared += np.asarray(counts[:depth], np.int64)
+            self.matched += np.asarray(counts[depth:], np.int64)
+        state_ts = pl.col("ts_ns").cast(schemas.TS).alias("ts_event")  # the book state's time
+        head = [
+            pl.col("update_id").alias("last_update_id"),
+            state_ts,
+            pl.lit(True).alias("is_valid"),
+        ]
+        # levels a record does not cover are hidden on both sides, so paired features see the same
+        cover = {n: int(n.rsplit("_", 1)[1]) for n in names}
+        hide = [
+            pl.when(pl.col("levels") >= cover[n]).then(pl.col(n)).otherwise(None).alias(n)
+            for n in names
+        ]
+        ref_side = joined.select(*head, "levels", *names).with_columns(hide)
+        rec_side = joined.select(
+            *head, "levels", *[pl.col(n + "_book").alias(n) for n in names]
+        ).with_columns(hide)
+        pairs = joined.select(
+            "update_id", "ts_event", "ts_local", "ts_ns", "msg_id", "levels", "mismatch",
+            "touch_mismatch",
+        )  # fmt: skip
+        self.pairs.append(pairs)
+        if self.sampled < MISMATCH_SAMPLE:
+            bad = pairs["mismatch"]
+            part = pl.concat(
+                [
+                    pairs.filter(bad).select("ts_local", "msg_id"),  # the record's receive time
+                    ref_side.filter(bad),
+                    rec_side.filter(bad).select(pl.all().name.suffix("_book")),
+                ],
+                how="horizontal",
+            ).head(MISMATCH_SAMPLE - self.sampled)
+            self.sample.append(part)
+            self.sampled += part.height
+        if self.sink is not None and joined.height:
+            self.sink.add(self.kind, self.levels, ref_side, rec_side)
+        missing = ref["update_id"].to_numpy()
+        missing = missing[~np.isin(missing, book["last_update_id"].to_numpy())]
+        if self.messages is not None or missing.size:
+            reasons = (
+                self.messages.not_aligned(missing)
+                if self.messages is not None
+                else {"no_book_row": int(missing.size)}
+            )
+            for k, v in reasons.items():
+                self.not_aligned[k] = self.not_aligned.get(k, 0) + v
+        if self.check_times:
+            self._times(ref)
+
+    def _times(self, golden: pl.DataFrame) -> None:
+        """Exchange time of each record that carries one vs its depth message's (same u).
+
+        A record carries an exchange time when ``ts_event != ts_local`` (the parser falls back
+        to the receive time only where the venue sends none: spot bookTicker).
+        """
+        if self.messages is None or self.messages.empty or golden.height == 0:
+            return
+        timed = golden.filter(pl.col("ts_event") != pl.col("ts_local")).select(
+            "update_id", pl.col("ts_event").alias("ts_golden")
+        )
+        if timed.height == 0:
+            return
+        ids = timed["update_id"]
+        msgs = self.messages.between(int(ids.min()), int(ids.max()))  # type: ignore[arg-type]
+        both = timed.join(msgs, on="update_id", how="inner").sort("update_id", maintain_order=True)
+        bad = both.filter(pl.col("ts_golden") != pl.col("ts_message"))
+        self.time_checked += both.height
+        self.time_mismatched += bad.height
+        if bad.height and self.first_time is None:
+            self.first_time = (int(bad["ts_message"].dt.epoch("ns")[0]), int(bad["msg_id"][0]))
+
+    def result(self) -> ExactComparison:
+        pairs = pl.concat(self.pairs)
+        mismatch = pairs["mismatch"].to_numpy() if pairs.height else np.zeros(0, bool)
+        per_level = pl.DataFrame(
+            {
+                "level": np.arange(1, self.depth + 1, dtype=np.int64),
+                "compared": self.compared,
+                "matched": self.matched,
+            }
+        ).with_columns((pl.col("matched") / pl.col("compared")).fill_nan(None).alias("accuracy"))
+        first = self.first_time or (None, None)
+        return ExactComparison(
+            kind=self.kind,
+            scope=self.scope,
+            records=self.records,
+            aligned=pairs.height,
+            matched=int(pairs.height - mismatch.sum()),
+            incidents=stats.count_incidents(mismatch),
+            levels=self.levels,
+            per_level=per_level,
+            pairs=pairs,
+            mismatch_sample=pl.concat(self.sample),
+            not_aligned=self.not_aligned,
+            time_checked=self.time_checked,
+            time_mismatched=self.time_mismatched,
+            first_time_mismatch_ns=first[0],
+            first_time_mismatch_msg_id=first[1],
+        )
+
+
+def _book_side(snapshots: Table, names: list[str], ids: pl.Series) -> pl.DataFrame:
+    """The valid book rows at ``ids``: last_update_id, msg_id, level columns, ``_book_ts``.
+
+    The book row's exchange time locates a failure (a golden record's own stamp may be a
+    receive time on a lagging clock: spot bookTicker).
+    """
+    has_ts = "ts_event" in snapshots.schema.names()
+    book_ts = pl.col("ts_event").dt.epoch("ns") if has_ts else pl.lit(None)
+    return valid_book_rows(snapshots, ids).select(
+        "last_update_id", "msg_id", *names, book_ts.cast(pl.Int64).alias("_book_ts")
+    )
 
 
 def _compare(
@@ -170,176 +420,126 @@ def _compare(
     ref: pl.DataFrame,
     snapshots: Frame | Table,
     depth: int,
-    messages: pl.DataFrame | None,
+    messages: Messages | None,
+    sink: PairsSink | None = None,
 ) -> ExactComparison:
-    """``ref``: update_id, ts_event, ts_local, levels, and level columns 1..depth (book naming)."""
+    """One frame of records (``ref``: update_id, ts_event, ts_local, levels, level columns
+    1..depth, book naming) compared in one batch."""
+    book = table_of(snapshots)
+    levels = int(ref["levels"].max() or 0) if ref.height else 0
+    acc = _Accumulator(kind, scope, depth, levels, messages, sink, check_times=False)
     names = [n for group in schemas.level_names(depth) for n in group]
-    snapshots = table_of(snapshots)
-    # the book row's exchange time locates a failure (a golden record's own stamp may be a
-    # receive time on a lagging clock: spot bookTicker)
-    has_ts = "ts_event" in snapshots.schema.names()
-    book_ts = pl.col("ts_event").dt.epoch("ns") if has_ts else pl.lit(None)
-    book = valid_book_rows(snapshots, ref["update_id"]).select(
-        "last_update_id", "msg_id", *names, book_ts.cast(pl.Int64).alias("_book_ts")
-    )
-    ref = ref.with_row_index("_order")
-    joined = (
-        ref.join(book, left_on="update_id", right_on="last_update_id", how="inner", suffix="_book")
-        .sort("update_id", "_order", maintain_order=True)
-        .with_columns(
-            pl.coalesce(pl.col("_book_ts"), pl.col("ts_event").dt.epoch("ns")).alias("ts_ns")
-        )
-    )
-    bp, bs, ap, asz = schemas.level_names(depth)
-    level_eq = []
-    for i in range(depth):
-        covered = pl.col("levels") >= (i + 1)
-        eq = (
-            pl.col(bp[i]).eq_missing(pl.col(bp[i] + "_book"))
-            & pl.col(bs[i]).eq_missing(pl.col(bs[i] + "_book"))
-            & pl.col(ap[i]).eq_missing(pl.col(ap[i] + "_book"))
-            & pl.col(asz[i]).eq_missing(pl.col(asz[i] + "_book"))
-        )
-        level_eq.append((eq | ~covered).alias(f"_eq_{i + 1}"))
-    joined = joined.with_columns(level_eq)
-    eq_cols = [f"_eq_{i + 1}" for i in range(depth)]
-    joined = joined.with_columns(
-        (~pl.all_horizontal(eq_cols)).alias("mismatch"), (~pl.col("_eq_1")).alias("touch_mismatch")
-    )
-    mismatch = joined["mismatch"].to_numpy() if joined.height else np.zeros(0, bool)
-    per_level = pl.DataFrame(
-        {
-            "level": np.arange(1, depth + 1, dtype=np.int64),
-            "compared": [
-                int((joined["levels"] >= i + 1).sum()) if joined.height else 0 for i in range(depth)
-            ],
-            "matched": [
-                int(((joined["levels"] >= i + 1) & joined[f"_eq_{i + 1}"]).sum())
-                if joined.height
-                else 0
-                for i in range(depth)
-            ],
-        }
-    ).with_columns((pl.col("matched") / pl.col("compared")).fill_nan(None).alias("accuracy"))
-    state_ts = pl.col("ts_ns").cast(schemas.TS).alias("ts_event")  # the book state's time
-    ref_side = joined.select(
-        pl.col("update_id").alias("last_update_id"),
-        state_ts,
-        pl.lit(True).alias("is_valid"),
-        "levels",
-        *names,
-    )
-    rec_side = joined.select(
-        pl.col("update_id").alias("last_update_id"),
-        state_ts,
-        pl.lit(True).alias("is_valid"),
-        "levels",
-        *[pl.col(n + "_book").alias(n) for n in names],
-    )
-    # levels a record does not cover are hidden on both sides, so paired features see the same
-    cover = {n: int(n.rsplit("_", 1)[1]) for n in names}
-    hide = [
-        pl.when(pl.col("levels") >= cover[n]).then(pl.col(n)).otherwise(None).alias(n)
-        for n in names
-    ]
-    ref_side, rec_side = ref_side.with_columns(hide), rec_side.with_columns(hide)
-    pairs = joined.select(
-        "update_id",
-        "ts_event",
-        "ts_local",
-        "ts_ns",
-        "msg_id",
-        "levels",
-        "mismatch",
-        "touch_mismatch",
-    )
-    book_ids = book["last_update_id"].to_numpy()
-    return ExactComparison(
-        kind=kind,
-        scope=scope,
-        records=ref.height,
-        aligned=joined.height,
-        matched=int(joined.height - mismatch.sum()),
-        incidents=stats.count_incidents(mismatch),
-        levels=int(ref["levels"].max() or 0) if ref.height else 0,
-        per_level=per_level,
-        pairs=pairs,
-        ref=ref_side,
-        rec=rec_side,
-        not_aligned=_not_aligned_reasons(ref["update_id"].to_numpy(), messages, book_ids),
-    )
+    acc.add(ref.with_row_index("_order"), _book_side(book, names, ref["update_id"]))
+    return acc.result()
 
 
-def _check_times(
-    cmp: ExactComparison, golden: pl.DataFrame, messages: pl.DataFrame | None
-) -> ExactComparison:
-    """Exchange time of each golden record that carries one vs its depth message's (same u).
+def _sorted_by_id(golden: Frame, rows: int) -> bool:
+    """Whether the records' update ids are non-decreasing and never null (stream order)."""
+    last = None
+    for b in batches(golden, ["update_id"], rows):
+        ids = b["update_id"]
+        if ids.null_count():
+            return False
+        if ids.len() == 0:
+            continue
+        if (last is not None and ids[0] < last) or not ids.is_sorted():
+            return False
+        last = ids[-1]
+    return True
 
-    A record carries an exchange time when ``ts_event != ts_local`` (the parser falls back to the
-    receive time only where the venue sends none: spot bookTicker).
+
+def _record_batches(golden: Frame, select: list[pl.Expr], rows: int) -> Iterator[pl.DataFrame]:
+    """The records, projected by ``select``, with ``_order`` (position in the input), in
+    batches of ``rows`` in update-id order.
+
+    Golden files are written in stream order, which is update-id order: they are read batch by
+    batch. Records that are not in that order are compared in one batch (the join sorts them).
     """
-    if messages is None or messages.height == 0 or golden.height == 0:
-        return cmp
-    timed = golden.filter(pl.col("ts_event") != pl.col("ts_local")).select(
-        "update_id", pl.col("ts_event").alias("ts_golden")
-    )
-    if timed.height == 0:
-        return cmp
-    msgs = messages.select(
-        pl.col("last_update_id").alias("update_id"),
-        pl.col("ts_event").alias("ts_message"),
-        "msg_id",
-    ).unique("update_id", keep="first", maintain_order=True)
-    both = timed.join(msgs, on="update_id", how="inner").sort("update_id", maintain_order=True)
-    bad = both.filter(pl.col("ts_golden") != pl.col("ts_message"))
-    cmp.time_checked = both.height
-    cmp.time_mismatched = bad.height
-    if bad.height:
-        cmp.first_time_mismatch_ns = int(bad["ts_message"].dt.epoch("ns")[0])
-        cmp.first_time_mismatch_msg_id = int(bad["msg_id"][0])
-    return cmp
+    needed = sorted({c for e in select for c in e.meta.root_names()})
+    if not _sorted_by_id(golden, rows):
+        yield collect(lazy(golden).select(select).with_row_index("_order"))
+        return
+    start = 0
+    for b in batches(golden, needed, rows):
+        out = b.select(select).with_row_index("_order", offset=start)
+        start += b.height
+        yield out
+    if start == 0:
+        yield collect(lazy(golden).head(0).select(select).with_row_index("_order"))
+
+
+def _compare_golden(
+    kind: str,
+    scope: str,
+    snapshots: Table,
+    golden: Frame,
+    depth: int,
+    select: list[pl.Expr],
+    messages: Messages | None,
+    sink: PairsSink | None,
+    rows: int,
+) -> ExactComparison:
+    """A golden file against the book, batch by batch (see ``_record_batches``)."""
+    names = [n for group in schemas.level_names(depth) for n in group]
+    n, levels = collect(lazy(golden).select(pl.len(), select[3].max())).row(0)  # [3]: levels
+    acc = _Accumulator(kind, scope, depth, int(levels or 0) if n else 0, messages, sink, True)
+    for ref in _record_batches(golden, select, rows):
+        acc.add(ref.with_columns(pl.col("_order").cast(pl.UInt32)), _book_side(snapshots, names,
+                ref["update_id"]))  # fmt: skip
+    return acc.result()
+
+
+BBO_SELECT = [
+    pl.col("update_id"),
+    pl.col("ts_event"),
+    pl.col("ts_local"),
+    pl.lit(1, pl.Int16).alias("levels"),
+    pl.col("bid_price").alias("bid_price_1"),
+    pl.col("bid_size").alias("bid_size_1"),
+    pl.col("ask_price").alias("ask_price_1"),
+    pl.col("ask_size").alias("ask_size_1"),
+]
+
+
+def _rows(snapshots: Table, batch_rows: int | None) -> int:
+    return batch_rows or min(snapshots.batch_rows, GOLDEN_BATCH)
 
 
 def compare_bbo(
-    snapshots: Frame | Table, golden_bbo: Frame, events: Frame | Events | None = None
+    snapshots: Frame | Table,
+    golden_bbo: Frame,
+    events: Frame | Events | Messages | None = None,
+    *,
+    sink: PairsSink | None = None,
+    batch_rows: int | None = None,
 ) -> ExactComparison:
     """bookTicker against level 1 of the book at the same update id (plus exchange times)."""
-    ref = collect(
-        lazy(golden_bbo).select(
-            "update_id",
-            "ts_event",
-            "ts_local",
-            pl.lit(1, pl.Int16).alias("levels"),
-            pl.col("bid_price").alias("bid_price_1"),
-            pl.col("bid_size").alias("bid_size_1"),
-            pl.col("ask_price").alias("ask_price_1"),
-            pl.col("ask_size").alias("ask_size_1"),
-        )
-    )
-    messages = diff_messages(events) if events is not None else None
-    cmp = _compare("bookTicker", TOUCH, ref, snapshots, 1, messages)
-    return _check_times(cmp, ref, messages)
+    book = table_of(snapshots)
+    return _compare_golden("bookTicker", TOUCH, book, golden_bbo, 1, BBO_SELECT,
+                           messages_of(events), sink, _rows(book, batch_rows))  # fmt: skip
 
 
 def compare_depth(
-    snapshots: Frame | Table, golden_depth: Frame, events: Frame | Events | None = None
+    snapshots: Frame | Table,
+    golden_depth: Frame,
+    events: Frame | Events | Messages | None = None,
+    *,
+    sink: PairsSink | None = None,
+    batch_rows: int | None = None,
 ) -> ExactComparison:
     """Partial-book records (depth5/10/20) against the same levels of the book at the same id."""
-    snapshots, golden = table_of(snapshots), lazy(golden_depth)
-    depth = min(schemas.depth_of(snapshots.schema), schemas.depth_of(golden))
+    book, golden = table_of(snapshots), lazy(golden_depth)
+    depth = min(schemas.depth_of(book.schema), schemas.depth_of(golden))
     names = [n for group in schemas.level_names(depth) for n in group]
-    ref = collect(
-        golden.select(
-            "update_id",
-            "ts_event",
-            "ts_local",
-            pl.col("levels").clip(upper_bound=depth).cast(pl.Int16),
-            *names,
-        )
-    )
-    messages = diff_messages(events) if events is not None else None
-    cmp = _compare("depth", TOP, ref, snapshots, depth, messages)
-    return _check_times(cmp, ref, messages)
+    select = [
+        pl.col("update_id"),
+        pl.col("ts_event"),
+        pl.col("ts_local"),
+        pl.col("levels").clip(upper_bound=depth).cast(pl.Int16),
+        *[pl.col(n) for n in names],
+    ]
+    return _compare_golden("depth", TOP, book, golden_depth, depth, select, messages_of(events),
+                           sink, _rows(book, batch_rows))  # fmt: skip
 
 
 def rest_snapshot_records(events: Frame | Events, depth: int) -> pl.DataFrame:
@@ -385,7 +585,11 @@ def rest_snapshot_records(events: Frame | Events, depth: int) -> pl.DataFrame:
 
 
 def compare_rest(
-    snapshots: Frame | Table, events: Frame | Events, depth: int | None = None
+    snapshots: Frame | Table,
+    events: Frame | Events,
+    depth: int | None = None,
+    *,
+    sink: PairsSink | None = None,
 ) -> ExactComparison:
     """REST snapshots against the valid book at their ``lastUpdateId``, independent of them.
 
@@ -435,7 +639,7 @@ def compare_rest(
         pl.lit(True).alias("is_valid"),
         *[pl.col(f"{n}_book").alias(n) for n in names],
     )
-    cmp = _compare("rest", TOP, ref, book_rows, depth, None)
+    cmp = _compare("rest", TOP, ref, book_rows, depth, None, sink)
     cmp.records = recs.height
     cmp.not_aligned = (
         {"no_independent_valid_book": recs.height - chosen.height}
@@ -561,7 +765,12 @@ def offset_counts(snapshots: Frame | Table, golden: Frame) -> dict[str, int]:
 
 
 def compare_windowed(
-    kind: str, scope: str, snapshots: Frame | Table, reference: Frame
+    kind: str,
+    scope: str,
+    snapshots: Frame | Table,
+    reference: Frame,
+    *,
+    sink: PairsSink | None = None,
 ) -> ExactComparison:
     """References without update ids (Tardis ``book_snapshot_N``, ``quotes``), within ±1 message.
 
@@ -630,6 +839,7 @@ def compare_windowed(
         rec_frame,
         depth,
         None,
+        sink,
     )
     cmp.records = reference.height
     cmp.not_aligned = (
@@ -659,6 +869,9 @@ def day_comparisons(
     golden_depth: Frame | None = None,
     aligned_by: str | None = None,
     rest: bool = True,
+    *,
+    sink: PairsSink | None = None,
+    batch_rows: int | None = None,
 ) -> list[ExactComparison]:
     """Every golden comparison of a day, from frames or parquet paths, in bounded memory.
 
@@ -667,11 +880,15 @@ def day_comparisons(
     carries one). The bookTicker/quotes kind is compared whenever ``golden_bbo`` is given, even
     with no records (it is then reported as 0 compared); depth only when it has records; REST
     snapshots in ``events`` when ``rest`` (the replayer checks them too: ``snapshot_mismatches``).
+    Records aligned by id are read ``batch_rows`` at a time (default: ``GOLDEN_BATCH``, or the
+    book Table's batch if smaller) with the book rows at their ids; ``sink`` receives the
+    aligned pairs batch by batch (Gate A2).
     """
     if aligned_by not in (None, "update_id", "time"):
         raise ValueError(f"aligned_by must be 'update_id', 'time' or None, not {aligned_by!r}")
     book, ev = table_of(snapshots), events_of(events)
-    out: list[ExactComparison] = []
+    rows = _rows(book, batch_rows)
+    plan = []
     for golden, by_id, by_time in (
         (golden_bbo, compare_bbo, ("quotes", TOUCH)),
         (golden_depth, compare_depth, ("book_snapshot", TOP)),
@@ -679,12 +896,22 @@ def day_comparisons(
         n, ids = golden_records(golden)
         if golden is None or (n == 0 and golden is golden_depth):
             continue
-        if aligned_by == "update_id" or (aligned_by is None and (ids or n == 0)):
-            out.append(by_id(book, golden, ev))
+        plan.append((golden, n, aligned_by == "update_id" or (aligned_by is None and (ids or n == 0)),
+                     by_id, by_time))  # fmt: skip
+    with_rest = rest and ev is not None and ev.has_snapshots
+    if sink is not None:
+        snaps = int(ev.heads["is_snapshot"].sum()) if with_rest and ev is not None else 0
+        sink.start(sum(p[1] for p in plan) + snaps)
+    messages = messages_of(ev) if ev is not None and any(p[2] for p in plan) else None
+    out: list[ExactComparison] = []
+    for golden, _, by_ids, by_id, by_time in plan:
+        if by_ids:
+            out.append(by_id(book, golden, messages, sink=sink, batch_rows=rows))
         else:
-            out.append(compare_windowed(by_time[0], by_time[1], book, golden))
-    if rest and ev is not None and ev.has_snapshots:
-        out.append(compare_rest(book, ev))
+            out.append(compare_windowed(by_time[0], by_time[1], book, golden, sink=sink))
+    if with_rest:
+        assert ev is not None
+        out.append(compare_rest(book, ev, sink=sink))
     return out
 
 
