@@ -596,7 +596,7 @@ GRIDS = ("1s", "100ms")
 
 def streamed(
     tmp_path, book: pl.DataFrame, trades: pl.DataFrame | None, config: F.FeatureConfig,
-    batch_rows: int, grids: tuple[str, ...] = GRIDS, book_files: int = 1,
+    batch_rows: int, grids: tuple[str, ...] = GRIDS, book_files: int = 1, instrument=INSTRUMENT,
 ) -> tuple[dict, pl.DataFrame, dict[str, pl.DataFrame]]:  # fmt: skip
     """write_day_features over ``book`` (split into ``book_files`` files) and ``trades``."""
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -613,7 +613,7 @@ def streamed(
     summary = F.write_day_features(
         paths, trade_path, out / "features.parquet",
         {every: out / f"features_{every}.parquet" for every in grids},
-        config, instrument=INSTRUMENT, batch_rows=batch_rows,
+        config, instrument=instrument, batch_rows=batch_rows,
     )  # fmt: skip
     per_msg = pl.read_parquet(out / "features.parquet")
     return summary, per_msg, {e: pl.read_parquet(out / f"features_{e}.parquet") for e in grids}
@@ -712,7 +712,7 @@ def demo_day(tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
     from obpipeline.sources import synthetic
 
     sim = synthetic.simulate_day("2024-03-01", profile="demo", msg_ms=5_000)
-    path = tmp_path_factory.mktemp("demo") / sim.file_name
+    path = tmp_path_factory.mktemp("demo") / sim.file_name()
     path.write_bytes(sim.capture)
     return _replayed(path)
 
@@ -734,8 +734,10 @@ def test_streamed_real_capture(tmp_path, name: str) -> None:
     assert trades.height > 0
     instrument = get_instrument("binance", name.split("/")[0], "BTCUSDT")
     assert instrument is not None
-    summary, per_msg, grid = streamed(tmp_path, book, trades, F.FeatureConfig(), 1_999)
-    whole = F.compute_features(book, trades, F.FeatureConfig(), instrument=INSTRUMENT)
+    summary, per_msg, grid = streamed(
+        tmp_path, book, trades, F.FeatureConfig(), 1_999, instrument=instrument
+    )
+    whole = F.compute_features(book, trades, F.FeatureConfig(), instrument=instrument)
     assert per_msg.equals(whole)
     for every in GRIDS:
         assert grid[every].equals(F.grid_features(whole, trades, every, F.FeatureConfig()))
