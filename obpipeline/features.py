@@ -49,8 +49,12 @@ last message with key <= t_k: empty intervals carry the previous state; an inval
 nulls); flows are sums over the interval. The time key is the running maximum of ``ts_event``,
 which keeps the message order of states when exchange stamps go backwards. ``log_return`` is
 ``ln(mid_k / mid_k-1)``; ``rv = sqrt(sum of log_return^2 over the trailing rv_window)`` (default
-1 minute: 60 returns on the 1 s grid, 600 on 100 ms), not annualised, null unless every return in
-the window exists.
+1 minute: 60 returns on the 1 s grid, 600 on 100 ms), each window summed afresh in time order (the
+same bits on any machine, whole or streamed), not annualised, null unless every return in the
+window exists.
+
+A whole day from files (``write_day_features``) is streamed in batches of book_snapshots rows,
+with the same result as the two in-memory functions on the whole day.
 
 How it is computed, and why: the per-message features are one compiled pass (numba, releasing the
 GIL, two threads on disjoint row ranges) that reads the exact unscaled integers zero-copy from the
