@@ -10,7 +10,14 @@ them, as the box is shared), numba compiled beforehand (its cache makes that a o
 the simulator landed, the per-message set is also timed on its real-profile day replayed to
 book_snapshots (made once under data/bench/, skipped when it cannot be built).
 
+A day as the asset computes it, file to files: ``write_day_features`` (streamed in batches) and
+the in-memory path it replaced (read the whole day, ``compute_features``, ``grid_features`` per
+grid, write), each in its own subprocess so ``rss_mb`` (VmHWM) is its own peak; numba is warmed
+on a small day first. Run on the simulator's real-profile day and on the synthetic day with its
+trades (written once under data/bench/).
+
     uv run python bench/bench_features.py [--rows 1800000] [--repeat 3] [--no-simulator]
+    uv run python bench/bench_features.py --day BOOK.parquet [--trades T.parquet] [--batch-rows N]
 """
 
 from __future__ import annotations
@@ -18,11 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from _rss import peak_rss_mb
 
 from obpipeline import features, schemas
 from obpipeline.instruments import get_instrument
@@ -168,11 +179,82 @@ def _synthetic_cases(rows: int, repeat: int, config: features.FeatureConfig) -> 
     return out
 
 
+def day_child(mode: str, book: Path, trades: Path | None, batch_rows: int) -> dict:
+    """One day file to per-message and grid files, by ``mode`` (stream / in_memory), timed
+    after a warm-up on a small day; VmHWM of this process."""
+    from obpipeline.lake import write_parquet_atomic
+
+    config = features.FeatureConfig()
+    with tempfile.TemporaryDirectory(dir=BENCH_DIR) as tmp:
+        out = Path(tmp)
+        small = out / "small.parquet"
+        make_book_snapshots(5_000).write_parquet(small)
+
+        def stream(path: Path) -> dict:
+            grids = {e: out / f"features_{e}.parquet" for e in config.grids}
+            return features.write_day_features(
+                path, trades, out / "features.parquet", grids, config,
+                instrument=INSTRUMENT, batch_rows=batch_rows,
+            )  # fmt: skip
+
+        def in_memory(path: Path) -> dict:
+            day = pl.read_parquet(path)
+            tr = None if trades is None else pl.read_parquet(trades)
+            per_msg = features.compute_features(day, tr, config, instrument=INSTRUMENT)
+            write_parquet_atomic(per_msg, out / "features.parquet")
+            summary = features.feature_summary(per_msg, config)
+            for every in config.grids:
+                grid = features.grid_features(per_msg, tr, every, config)
+                write_parquet_atomic(grid, out / f"features_{every}.parquet")
+                summary[f"rows_{every}"] = grid.height
+            return summary
+
+        fn = stream if mode == "stream" else in_memory
+        fn(small)  # numba cache load / compile, imports
+        t0, c0 = time.perf_counter(), time.process_time()
+        summary = fn(book)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "rows": summary["rows"],
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "rss_mb": peak_rss_mb(),
+    }
+
+
+def _day_case(mode: str, label: str, book: Path, trades: Path | None, batch_rows: int) -> dict:
+    cmd = [sys.executable, __file__, "--day", str(book), "--mode", mode]
+    cmd += ["--batch-rows", str(batch_rows)] + ([] if trades is None else ["--trades", str(trades)])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+    if proc.returncode:
+        raise RuntimeError(f"features day child failed:\n{proc.stderr[-4000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {
+        "section": "features",
+        "case": f"day_file_{mode}[{label}]",
+        "rows": r["rows"],
+        "seconds": round(r["seconds"], 3),
+        "rows_per_s": round(r["rows"] / r["seconds"]),
+        "cpu_seconds": round(r["cpu_seconds"], 3),
+        "rss_mb": round(r["rss_mb"]),
+        "load_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def _day_cases(files: list[tuple[str, Path, Path | None]]) -> list[dict]:
+    out = []
+    for label, book, trades in files:
+        for mode in ("stream", "in_memory"):
+            out.append(_day_case(mode, label, book, trades, features.BATCH_ROWS))
+    return out
+
+
 def run(rows: int = ROWS, repeat: int = 3, simulator: bool = True) -> list[dict]:
     """Time the per-message feature set and the grids on one synthetic real-volume day, and the
     per-message set on the simulator's real-profile day when it can be made here."""
     config = features.FeatureConfig()
     results = _synthetic_cases(rows, repeat, config)
+    files = [(f"synthetic {rows // 1000}k + trades", *_synthetic_files(rows))]
     if simulator:
         path = simulator_book_snapshots()
         if path is not None:
@@ -180,7 +262,23 @@ def run(rows: int = ROWS, repeat: int = 3, simulator: bool = True) -> list[dict]
             features.compute_features(day.head(1000), None, config)
             timed = _best(lambda: features.compute_features(day, None, config), repeat)
             results.append(_record("per_message_full[simulator real day]", day.height, timed))
-    return results
+            del day
+            files.append(("simulator real day", path, None))
+    return results + _day_cases(files)
+
+
+def _synthetic_files(rows: int) -> tuple[Path, Path]:
+    """The synthetic day and its trades as parquet (made once under data/bench)."""
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    book, trades = (
+        BENCH_DIR / f"features_book_{rows}.parquet",
+        BENCH_DIR / f"features_trades_{rows}.parquet",
+    )
+    if not (book.exists() and trades.exists()):
+        frame = make_book_snapshots(rows)
+        make_trades(frame, n=max(1, rows // 2)).write_parquet(trades)
+        frame.write_parquet(book)
+    return book, trades
 
 
 def main() -> None:
@@ -188,7 +286,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=ROWS)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-simulator", action="store_true", help="skip the simulator's day")
+    parser.add_argument("--day", type=Path, help="time one book_snapshots file only")
+    parser.add_argument("--trades", type=Path, help="with --day: its trades")
+    parser.add_argument("--mode", choices=("stream", "in_memory", "both"), default="both")
+    parser.add_argument("--batch-rows", type=int, default=features.BATCH_ROWS)
     args = parser.parse_args()
+    if args.day is not None and args.mode != "both":
+        print(json.dumps(day_child(args.mode, args.day, args.trades, args.batch_rows)))
+        return
+    if args.day is not None:
+        for mode in ("stream", "in_memory"):
+            print(
+                json.dumps(_day_case(mode, args.day.name, args.day, args.trades, args.batch_rows))
+            )
+        return
     for r in run(args.rows, args.repeat, not args.no_simulator):
         print(json.dumps(r))
 

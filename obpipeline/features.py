@@ -49,8 +49,12 @@ last message with key <= t_k: empty intervals carry the previous state; an inval
 nulls); flows are sums over the interval. The time key is the running maximum of ``ts_event``,
 which keeps the message order of states when exchange stamps go backwards. ``log_return`` is
 ``ln(mid_k / mid_k-1)``; ``rv = sqrt(sum of log_return^2 over the trailing rv_window)`` (default
-1 minute: 60 returns on the 1 s grid, 600 on 100 ms), not annualised, null unless every return in
-the window exists.
+1 minute: 60 returns on the 1 s grid, 600 on 100 ms), each window summed afresh in time order (the
+same bits on any machine, whole or streamed), not annualised, null unless every return in the
+window exists.
+
+A whole day from files (``write_day_features``) is streamed in batches of book_snapshots rows,
+with the same result as the two in-memory functions on the whole day.
 
 How it is computed, and why: the per-message features are one compiled pass (numba, releasing the
 GIL, two threads on disjoint row ranges) that reads the exact unscaled integers zero-copy from the
@@ -63,15 +67,23 @@ in ``reference_features``; the tests hold the fast path to it on random books.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import queue
 import re
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from numba import get_num_threads, njit
 
 from obpipeline import schemas
@@ -357,14 +369,15 @@ def _unpack(cols, bits, offs, nulls, first, lo, hi, buf):  # pragma: no cover - 
 
 @njit(cache=True, nogil=True)
 def _kernel(
-    row_lo, row_hi, out_off, prev, has_prev,
+    row_lo, row_hi, out_off, prev, has_prev, prev_valid,
     bp, bs, ap, az, bp_bits, bs_bits, ap_bits, az_bits, offs, nulls, valid,
     spread_lv, imb_lv, n_ofi, targets, band_frac, tick_units, price_unit, size_unit, layout, out,
 ):  # fmt: skip  # pragma: no cover - compiled
     """All per-message features of rows row_lo..row_hi-1 of one Arrow chunk from the unscaled
     integers (definitions in the module docs), written to ``out[:, out_off + row]`` (NaN = null).
     It releases the GIL, so threads run disjoint row ranges. ``prev`` is the unpacked row before
-    the chunk (``has_prev``), for the OFI of the chunk's first row.
+    the chunk (``has_prev``), for the OFI of the chunk's first row; ``prev_valid`` is that row's
+    validity when it lies before the frame (a previous batch of a streamed day).
 
     ``bp, bs, ap, az``: level columns (tuples of (n, w) int64 views, column 0 = value, level 1
     first), with their Arrow validity bitmaps, offsets ``offs`` (4, L) and null counts ``nulls``
@@ -481,7 +494,7 @@ def _kernel(
                             b += 1
 
             # order-flow imbalance: rows g and g-1 valid; absent bid -inf, ask +inf, size 0
-            if ok and g > 0 and valid[g - 1] and (i > 0 or has_prev):
+            if ok and (i > 0 or has_prev) and (valid[g - 1] if g > 0 else prev_valid):
                 xp = buf[i - 1 - lo] if i > 0 else prev
                 for m in range(n_ofi):
                     if m >= n_levels:
@@ -516,9 +529,18 @@ def _last_row(columns: tuple, n: int, depth: int) -> np.ndarray:
 
 
 def _kernel_columns(
-    lv: _Book, valid: np.ndarray, config: FeatureConfig, tick_units: int
-) -> list[pl.Series]:
-    """Run the kernel and name its outputs (NaN -> null)."""
+    lv: _Book,
+    valid: np.ndarray,
+    config: FeatureConfig,
+    tick_units: int,
+    prev: np.ndarray | None = None,
+    prev_valid: bool = False,
+) -> tuple[list[pl.Series], np.ndarray | None]:
+    """Run the kernel and name its outputs (NaN -> null); also return the last row unpacked.
+
+    ``prev``/``prev_valid``: the unpacked last row before the frame and its validity, when the
+    frame continues a day (streamed batches), so the first row's OFI sees its predecessor.
+    """
     bp, bs, ap, asz = schemas.level_names(lv.depth)
     n = lv.n
     lot = 10**lv.size_scale
@@ -553,7 +575,11 @@ def _kernel_columns(
     # the kernel releases the GIL: threads take disjoint row ranges (chunks, or parts of them)
     n_threads = max(1, min(get_num_threads(), n // (4 * _BLOCK)))
     tasks = []
-    prev, has_prev = np.zeros(4 * lv.depth), False
+    has_prev = prev is not None
+    if prev is None:
+        prev = np.zeros(4 * lv.depth)
+    elif prev.shape != (4 * lv.depth,):
+        raise ValueError(f"depth changed within the day: {prev.shape[0] // 4} -> {lv.depth}")
     for ch in lv.chunks:
         columns = (
             *(tuple(ch.words[c] for c in g) for g in groups),
@@ -565,7 +591,9 @@ def _kernel_columns(
         parts = max(1, min(4 * n_threads, ch.n // (16 * _BLOCK)))
         edges = [ch.n * t // parts for t in range(parts)] + [ch.n]
         for t in range(parts):
-            tasks.append((edges[t], edges[t + 1], ch.start, prev, has_prev, *columns, *params))
+            tasks.append(
+                (edges[t], edges[t + 1], ch.start, prev, has_prev, prev_valid, *columns, *params)
+            )
         prev, has_prev = _last_row(columns, ch.n, lv.depth), True
     if tasks:
         with ThreadPoolExecutor(n_threads) as pool:
@@ -591,7 +619,7 @@ def _kernel_columns(
             cols.append(f(f"{side}_vwap_{_num(sizes[k])}", c_vwap + side_idx * S + r))
             cols.append(f(f"{side}_slip_bp_{_num(sizes[k])}", c_slip + side_idx * S + r))
     cols += [f(f"ofi_{m + 1}", c_ofi + m) for m in range(n_ofi)]
-    return cols
+    return cols, (prev if has_prev else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -727,20 +755,20 @@ def _reference_ofi(depth: int, levels: int) -> list[pl.Expr]:
 # trades
 
 
-def _trade_arrays(trades: pl.DataFrame | pl.LazyFrame) -> tuple[np.ndarray, ...]:
-    """(ts ns int64 sorted, price, size, sign) of the trades, sorted by ts_event."""
-    lf = trades.lazy()
-    t = (
-        lf.select(
-            pl.col("ts_event").dt.epoch("ns").alias("t"),
-            pl.col("price").cast(pl.Float64).alias("p"),
-            pl.col("size").cast(pl.Float64).alias("q"),
-            pl.when(pl.col("is_buyer_maker")).then(-1.0).otherwise(1.0).alias("sgn"),
-        )
-        .drop_nulls()
-        .sort("t", maintain_order=True)
-        .collect()
+TRADE_INPUT = ("ts_event", "price", "size", "is_buyer_maker")
+
+
+def _trade_arrays(trades: pl.DataFrame | pl.LazyFrame, sort: bool = True) -> tuple[np.ndarray, ...]:
+    """(ts ns int64, price, size, sign) of the trades with no null field, sorted by ts_event
+    (stable) unless ``sort`` is false."""
+    lf = trades.lazy().select(
+        pl.col("ts_event").dt.epoch("ns").alias("t"),
+        pl.col("price").cast(pl.Float64).alias("p"),
+        pl.col("size").cast(pl.Float64).alias("q"),
+        pl.when(pl.col("is_buyer_maker")).then(-1.0).otherwise(1.0).alias("sgn"),
     )
+    lf = lf.drop_nulls()
+    t = (lf.sort("t", maintain_order=True) if sort else lf).collect()
     return tuple(t[c].to_numpy() for c in ("t", "p", "q", "sgn"))
 
 
@@ -752,6 +780,13 @@ def _trade_bins(
     vol = np.bincount(bins, weights=q, minlength=n)
     signed = np.bincount(bins, weights=q * sgn, minlength=n)
     notional = np.bincount(bins, weights=p * q, minlength=n)
+    return _trade_series(count, vol, signed, notional)
+
+
+def _trade_series(
+    count: np.ndarray, vol: np.ndarray, signed: np.ndarray, notional: np.ndarray
+) -> dict[str, pl.Series]:
+    """The trade_* columns from per-bin count, volume, signed volume and notional."""
     with np.errstate(invalid="ignore", divide="ignore"):
         vwap = np.where(vol > 0, notional / np.where(vol > 0, vol, 1.0), np.nan)
     return {
@@ -788,24 +823,40 @@ def compute_features(
     price scale (true for every registered instrument). ``trades`` adds each message's
     ``trade_*`` flows (null without trades).
     """
-    frame = _prepare(snapshots)
+    out, _ = _book_part(_prepare(snapshots), config, instrument)
+    if trades is not None and out.height and "ts_event" in out.columns:
+        out = _with_trade_flows(out, _time_key(out["ts_event"]), _trade_arrays(trades))
+    return _conform(out, features_schema(config))
+
+
+def _book_part(
+    frame: pl.DataFrame,
+    config: FeatureConfig,
+    instrument: Instrument | None,
+    prev: np.ndarray | None = None,
+    prev_valid: bool = False,
+) -> tuple[pl.DataFrame, np.ndarray | None]:
+    """Passthrough columns, ``is_valid`` and the kernel's features of ``frame`` (no trades), and
+    its last row unpacked (the OFI predecessor of a following batch)."""
     lv = _levels(frame)
     valid = _valid_array(frame)
     cols = [frame[c] for c in PASSTHROUGH if c in frame.columns]
     cols.append(pl.Series("is_valid", valid))
-    cols += _kernel_columns(lv, valid, config, _tick_units(lv, instrument))
-    out = pl.DataFrame(cols)
+    kernel, last = _kernel_columns(lv, valid, config, _tick_units(lv, instrument), prev, prev_valid)
+    return pl.DataFrame(cols + kernel), last
+
+
+def _with_trade_flows(
+    out: pl.DataFrame, key: np.ndarray, trades: tuple[np.ndarray, ...]
+) -> pl.DataFrame:
+    """Message n takes the trades with key_{n-1} < t <= key_n; trades after the last message
+    belong to no message and are left out."""
+    t, p, q, sgn = trades
     n = out.height
-    if trades is not None and n and "ts_event" in out.columns:
-        t, p, q, sgn = _trade_arrays(trades)
-        key = _time_key(out["ts_event"])
-        # message n takes the trades with key_{n-1} < t <= key_n; trades after the last message
-        # belong to no message and are left out
-        idx = np.searchsorted(key, t, side="left")
-        inside = idx < n
-        flows = _trade_bins(idx[inside], p[inside], q[inside], sgn[inside], n)
-        out = out.with_columns(flows.values())
-    return _conform(out, features_schema(config))
+    idx = np.searchsorted(key, t, side="left")
+    inside = idx < n
+    flows = _trade_bins(idx[inside], p[inside], q[inside], sgn[inside], n)
+    return out.with_columns(flows.values())
 
 
 def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
@@ -889,12 +940,36 @@ def grid_features(
         )
         .lazy()
         .with_columns(pl.col("mid").log().diff().alias("log_return"))
-        .with_columns(
-            pl.col("log_return").pow(2).rolling_sum(rv_n, min_samples=rv_n).sqrt().alias("rv")
-        )
         .collect()
     )
+    out = out.with_columns(_realized_vol(out["log_return"], rv_n))
     return _conform(out, schema)
+
+
+@njit(cache=True, nogil=True)
+def _rv_kernel(r, ok, n, out):  # pragma: no cover - compiled
+    """out[i] = sqrt(r[i-n+1]^2 + ... + r[i]^2), added in that order; NaN unless all n exist."""
+    run = 0  # returns present in a row, ending at i
+    for i in range(r.shape[0]):
+        run = run + 1 if ok[i] else 0
+        if run < n:
+            out[i] = np.nan
+            continue
+        s = 0.0
+        for j in range(i - n + 1, i + 1):
+            s += r[j] * r[j]
+        out[i] = np.sqrt(s)
+
+
+def _realized_vol(log_return: pl.Series, n: int, before: pl.Series | None = None) -> pl.Series:
+    """``rv`` of each return: each window summed afresh, in time order. Not Polars'
+    ``rolling_sum``: its running (Kahan) state makes a value depend on where the evaluation
+    started, which varies with the frame's chunks and so with the thread count; this gives the
+    same bits on any machine and for any batching (``before``: the returns preceding)."""
+    r = log_return if before is None else pl.concat([before, log_return])
+    out = np.empty(r.len())
+    _rv_kernel(r.fill_null(0.0).to_numpy(), r.is_not_null().to_numpy(), n, out)
+    return pl.Series("rv", out[r.len() - log_return.len() :], nan_to_null=True)
 
 
 def book_walk(
@@ -910,7 +985,7 @@ def book_walk(
     config = _only(walk_sizes=tuple(sizes))
     frame = _prepare(snapshots)
     lv = _levels(frame)
-    cols = _kernel_columns(lv, _valid_array(frame), config, 1)
+    cols, _ = _kernel_columns(lv, _valid_array(frame), config, 1)
     return pl.DataFrame(cols).select(walk_columns(config))
 
 
@@ -928,7 +1003,7 @@ def order_flow_imbalance(
     config = _only(ofi_levels=levels)
     frame = _prepare(snapshots)
     lv = _levels(frame)
-    ofi = _kernel_columns(lv, _valid_array(frame), config, 1)
+    ofi, _ = _kernel_columns(lv, _valid_array(frame), config, 1)
     per_msg = pl.DataFrame([frame["ts_event"], *ofi]).select("ts_event", *_ofi_columns(config))
     if every is None:
         return per_msg
@@ -984,3 +1059,457 @@ def feature_summary(features: pl.DataFrame, config: FeatureConfig = FeatureConfi
         if lb.width
         else {},
     }
+
+
+# --------------------------------------------------------------------------------------------
+# a whole day from files, in bounded memory
+
+BATCH_ROWS = 65_536  # book_snapshots rows per batch: ~85 MB of Decimal128 levels at depth 20
+GRID_GROUP_ROWS = 65_536  # grid rows per parquet row group
+_NO_TRADES = (np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0))
+
+
+@njit(cache=True, nogil=True)
+def _accumulate(bins, weights, out):  # pragma: no cover - compiled
+    """``out[bins[i]] += weights[i]`` in input order: np.bincount's loop, continued from the
+    values already in ``out``, so an interval split over two batches is summed exactly as in
+    one pass (float addition is not associative)."""
+    for i in range(bins.shape[0]):
+        out[bins[i]] += weights[i]
+
+
+def _paths(source: Path | str | Sequence[Path | str]) -> list[Path]:
+    paths = [Path(source)] if isinstance(source, str | Path) else [Path(p) for p in source]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"no such parquet file: {p}")
+    return paths
+
+
+def _parquet_file(path: Path, dataset: str, needed: tuple[str, ...]) -> pq.ParquetFile:
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"{dataset} {path}: not a readable parquet file ({exc})") from exc
+    missing = [c for c in needed if c not in pf.schema_arrow.names]
+    if missing:
+        raise ValueError(f"{dataset} {path}: missing column(s) {', '.join(missing)}")
+    return pf
+
+
+def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items`` produced by a background thread, ``depth`` ahead: parquet decoding releases
+    the GIL, so reading the next batch overlaps computing the current one."""
+    done = object()
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # handed to the consumer
+            q.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="parquet-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                q.get(timeout=0.1)
+        thread.join()
+
+
+def _book_batches(paths: list[Path], batch_rows: int) -> Iterator[tuple[Path, pl.DataFrame]]:
+    """Non-empty batches of the columns the features read, file after file, in row order."""
+    for path in paths:
+        pf = _parquet_file(path, "book_snapshots", ("ts_event",))
+        names = pf.schema_arrow.names
+        wanted = [c for c in names if c in PASSTHROUGH or c == "is_valid" or _is_level(c)]
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
+            if batch.num_rows:
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                yield path, frame
+
+
+def _batch_key(ts: pl.Series, last: int | None, path: Path) -> np.ndarray:
+    """``_time_key`` of a batch continuing a day whose running key so far is ``last``."""
+    ns = ts.dt.epoch("ns")
+    if ns.null_count():
+        ns = ns.fill_null(strategy="forward")
+        if last is not None:
+            ns = ns.fill_null(last)
+        elif ns.null_count():
+            raise ValueError(f"book_snapshots {path}: ts_event is null in the first row(s)")
+    key = np.maximum.accumulate(ns.to_numpy())
+    return key if last is None else np.maximum(key, last)
+
+
+class _TradeStream:
+    """A day's trades in ts_event order, read batch by batch. Files not in time order are read
+    whole and sorted (stable, as ``_trade_arrays``): 32 bytes a trade."""
+
+    def __init__(self, paths: list[Path], batch_rows: int):
+        files = [_parquet_file(p, "trades", TRADE_INPUT) for p in paths]
+        self.rows = sum(f.metadata.num_rows for f in files)
+        self._chunks: Iterator[tuple[np.ndarray, ...]]
+        if self._in_order(files, batch_rows):
+            self._chunks = self._read(files, batch_rows)
+        else:
+            scan = pl.scan_parquet(paths, hive_partitioning=False).select(TRADE_INPUT)
+            self._chunks = iter([_trade_arrays(scan)])
+        self._buf: tuple[np.ndarray, ...] = _NO_TRADES
+        self._pos = 0
+
+    @staticmethod
+    def _in_order(files: list[pq.ParquetFile], batch_rows: int) -> bool:
+        last = np.iinfo(np.int64).min
+        for f in files:
+            for batch in f.iter_batches(batch_size=batch_rows, columns=["ts_event"]):
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                t = frame["ts_event"].dt.epoch("ns").drop_nulls().to_numpy()
+                if t.size:
+                    if t[0] < last or (t.size > 1 and bool((t[1:] < t[:-1]).any())):
+                        return False
+                    last = int(t[-1])
+        return True
+
+    @staticmethod
+    def _read(files: list[pq.ParquetFile], batch_rows: int) -> Iterator[tuple[np.ndarray, ...]]:
+        for f in files:
+            for batch in f.iter_batches(batch_size=batch_rows, columns=list(TRADE_INPUT)):
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                arrays = _trade_arrays(frame, sort=False)
+                if arrays[0].size:
+                    yield arrays
+
+    def _fill(self) -> bool:
+        """A buffer with unread trades, or False at the end."""
+        while self._pos == self._buf[0].size:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return False
+            self._buf, self._pos = nxt, 0
+        return True
+
+    def first(self) -> int | None:
+        return int(self._buf[0][self._pos]) if self._fill() else None
+
+    def take_until(self, bound: int | None) -> tuple[np.ndarray, ...]:
+        """The unread trades with ``t <= bound`` (all of them when ``bound`` is None)."""
+        parts = []
+        while self._fill():
+            t = self._buf[0]
+            end = t.size if bound is None else int(np.searchsorted(t, bound, side="right"))
+            end = max(end, self._pos)
+            if end > self._pos:
+                parts.append(tuple(a[self._pos : end] for a in self._buf))
+            self._pos = end
+            if end < t.size:
+                break
+        if not parts:
+            return _NO_TRADES
+        return tuple(np.concatenate(cols) for cols in zip(*parts, strict=True))
+
+
+class _AtomicParquet:
+    """A parquet file written row group by row group, by a background thread (encoding and
+    compression release the GIL: they overlap the next batch), into a temporary file beside
+    ``path`` that ``commit`` publishes (fsync, rename) like ``lake.write_parquet_atomic``: a
+    reader sees the old file or the complete new one. Fixed settings, no timestamps: the same
+    bytes on a re-run with the same batches. No dictionary encoding: on these float columns
+    it costs half again the CPU and gives a larger file."""
+
+    def __init__(self, path: Path, schema: pl.Schema):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(self.tmp, 0o666 & ~mask)  # the lake is shared like any output
+        self.schema = schemas.empty(schema).to_arrow().schema
+        self.tables: queue.Queue = queue.Queue(maxsize=2)
+        self.failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._write, name=f"{path.name}-writer", daemon=True)
+        self.thread.start()
+
+    def _write(self) -> None:
+        try:
+            with pq.ParquetWriter(
+                self.tmp, self.schema, compression="zstd", compression_level=3,
+                use_dictionary=False, write_statistics=True,
+            ) as writer:  # fmt: skip
+                while (table := self.tables.get()) is not None:
+                    writer.write_table(table, row_group_size=max(1, table.num_rows))
+        except BaseException as exc:  # surfaced by write / commit
+            self.failure.append(exc)
+            while self.tables.get() is not None:  # unblock the producer
+                pass
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if self.failure:
+            raise self.failure[0]
+        table = frame.to_arrow()
+        self.tables.put(table if table.schema == self.schema else table.cast(self.schema))
+
+    def _close(self) -> None:
+        if self.thread.is_alive():
+            self.tables.put(None)
+            self.thread.join()
+
+    def commit(self) -> Path:
+        self._close()
+        if self.failure:
+            raise self.failure[0]
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+class _GridStream:
+    """``grid_features`` of one step over a day fed batch by batch.
+
+    Interval k is complete once a message with key > t_k has been seen (trades up to that key
+    come with the batch), so after each batch every interval before the one holding the last
+    key is emitted; that open interval carries its partial sums (continued in order, see
+    ``_accumulate``), and the last message's state carries for the as-of join, the last log
+    mid for ``log_return`` and the last ``rv_window`` returns for ``rv``.
+    """
+
+    def __init__(self, every: str, path: Path, config: FeatureConfig, with_trades: bool) -> None:
+        self.every = every
+        self.step = parse_duration(every)
+        self.rv_n = parse_duration(config.rv_window) // self.step
+        if self.rv_n < 1:
+            raise ValueError(f"rv_window {config.rv_window} shorter than the grid step {every}")
+        self.schema = features_schema(config, grid=True)
+        self.ofi = _ofi_columns(config)
+        state_cols = ["last_update_id", "is_valid", *_book_columns(config)]
+        self.state = schemas.empty(
+            pl.Schema({**{c: self.schema[c] for c in state_cols}, "_key": pl.Int64})
+        )
+        self.state_cols = state_cols
+        self.with_trades = with_trades
+        self.first: int | None = None
+        self.base = 0  # grid index of the open interval (the first not yet emitted)
+        self.open_counts = np.zeros(3, np.int64)  # n_messages, n_invalid, trade_count
+        self.open_sums = np.zeros(len(self.ofi) + 3)  # ofi_*, trade volume, signed, notional
+        self.log_mid: float | None = None
+        self.returns = pl.Series("log_return", [], dtype=pl.Float64)  # the last rv_n - 1
+        self.pending: list[pl.DataFrame] = []
+        self.pending_rows = 0
+        self.rows = 0
+        self.out = _AtomicParquet(path, self.schema)
+
+    def add(
+        self, msgs: pl.DataFrame, key: np.ndarray, trades: tuple[np.ndarray, ...] | None,
+        first_trade: int | None,
+    ) -> None:  # fmt: skip
+        """One batch of per-message features, its keys and the trades up to its last key."""
+        step = self.step
+        if self.first is None:
+            lo = int(key[0]) if first_trade is None else min(int(key[0]), first_trade)
+            self.first = int(_ceil(np.int64(lo), step))
+        bins = (_ceil(key, step) - self.first) // step - self.base
+        n = int(bins[-1]) + 1
+        valid = msgs["is_valid"].fill_null(False).to_numpy()
+        weights = [msgs[c].fill_null(0.0).to_numpy() for c in self.ofi]
+        counts, sums = self._sums(n, bins, valid, weights, trades)
+        self._emit(n - 1, counts, sums, msgs.select(self.state_cols), key)
+        self.base += n - 1
+        self.open_counts = counts[:, -1].copy()
+        self.open_sums = sums[:, -1].copy()
+
+    def finish(self, trades: tuple[np.ndarray, ...] | None, last_key: int | None) -> None:
+        """The intervals up to the last message or trade, then the file."""
+        t = trades[0] if trades is not None else _NO_TRADES[0]
+        ends = ([last_key] if last_key is not None else []) + ([int(t[-1])] if t.size else [])
+        if ends:
+            if self.first is None:
+                self.first = int(_ceil(np.int64(int(t[0])), self.step))
+            top = (int(_ceil(np.int64(max(ends)), self.step)) - self.first) // self.step
+            n = top - self.base + 1
+            counts, sums = self._sums(n, np.empty(0, np.int64), np.empty(0, bool), [], trades)
+            self._emit(n, counts, sums, None, None)
+        self._flush()
+
+    def _sums(
+        self, n: int, bins: np.ndarray, valid: np.ndarray, weights: list[np.ndarray],
+        trades: tuple[np.ndarray, ...] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Counts (3, n) and sums (k, n) of intervals base..base+n-1, the open one continued."""
+        counts = np.zeros((3, n), np.int64)
+        sums = np.zeros((len(self.ofi) + 3, n))
+        counts[:, 0] = self.open_counts
+        sums[:, 0] = self.open_sums
+        counts[0] += np.bincount(bins, minlength=n)
+        counts[1] += np.bincount(bins[~valid], minlength=n)
+        for j, w in enumerate(weights):
+            _accumulate(bins, w, sums[j])
+        if trades is not None and trades[0].size:
+            assert self.first is not None
+            t, p, q, sgn = trades
+            tb = (_ceil(t, self.step) - self.first) // self.step - self.base
+            counts[2] += np.bincount(tb, minlength=n)
+            k = len(self.ofi)
+            _accumulate(tb, q, sums[k])
+            _accumulate(tb, q * sgn, sums[k + 1])
+            _accumulate(tb, p * q, sums[k + 2])
+        return counts, sums
+
+    def _emit(
+        self, m: int, counts: np.ndarray, sums: np.ndarray, state: pl.DataFrame | None,
+        key: np.ndarray | None,
+    ) -> None:  # fmt: skip
+        """Rows base..base+m-1 (complete) into the pending row group; the state of the
+        messages so far (last carried row + this batch) as of each interval end."""
+        assert self.first is not None
+        right = self.state
+        if state is not None and key is not None:
+            batch = state.with_columns(pl.Series("_key", key))
+            right = pl.concat([right, batch], how="vertical")
+            self.state = right.tail(1)
+        if m <= 0:
+            return
+        t = self.first + self.step * np.arange(self.base, self.base + m, dtype=np.int64)
+        grid = pl.DataFrame({"_t": pl.Series(t).set_sorted()})
+        right = right.with_columns(pl.col("_key").set_sorted())
+        rows = grid.join_asof(right, left_on="_t", right_on="_key", strategy="backward")
+        log_mid = rows["mid"].log()
+        before = pl.Series([self.log_mid], dtype=pl.Float64)
+        log_return = pl.concat([before, log_mid]).diff().slice(1).alias("log_return")
+        self.log_mid = log_mid[-1]
+        flows = [
+            pl.Series("n_messages", counts[0, :m]),
+            pl.Series("n_invalid", counts[1, :m]),
+            *(pl.Series(c, sums[j, :m]) for j, c in enumerate(self.ofi)),
+        ]
+        if self.with_trades:
+            k = len(self.ofi)
+            trade_cols = list(
+                _trade_series(counts[2, :m], sums[k, :m], sums[k + 1, :m], sums[k + 2, :m]).values()
+            )
+        else:
+            trade_cols = _null_trades(m)
+        rv = _realized_vol(log_return, self.rv_n, self.returns)
+        self.returns = pl.concat([self.returns, log_return]).tail(self.rv_n - 1)
+        rows = rows.with_columns(
+            pl.col("_t").cast(schemas.TS).alias("ts"), *flows, *trade_cols, log_return, rv
+        )
+        self.pending.append(rows)
+        self.pending_rows += m
+        if self.pending_rows >= GRID_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        rows = pl.concat(self.pending, how="vertical")
+        self.out.write(_conform(rows, self.schema))
+        self.rows += rows.height
+        self.pending, self.pending_rows = [], 0
+
+
+def _add_summary(total: dict | None, part: dict) -> dict:
+    if total is None:
+        return part
+    out = {}
+    for k, v in part.items():
+        out[k] = {n: total[k][n] + x for n, x in v.items()} if isinstance(v, dict) else total[k] + v
+    return out
+
+
+def write_day_features(
+    snapshots: Path | str | Sequence[Path | str],
+    trades: Path | str | Sequence[Path | str] | None,
+    out_path: Path | str,
+    grids: Mapping[str, Path | str] | None = None,
+    config: FeatureConfig = FeatureConfig(),
+    *,
+    instrument: Instrument | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> dict:
+    """Per-message features of book_snapshots parquet file(s) to ``out_path``, and each grid
+    ``every -> path`` of ``grids``, in one pass of ``batch_rows`` rows at a time.
+
+    The files are what ``compute_features`` and ``grid_features`` give on the whole day
+    (frame-equal, exactly), but memory stays that of a batch: what crosses a batch edge is
+    carried (the last row for OFI, the running time key, the trades cursor, each grid's open
+    interval and last state). ``trades``: trades parquet file(s), or None for null ``trade_*``.
+    Every output is written to a temporary file and published at the end, atomically.
+
+    Returns ``feature_summary``'s counts, ``rows_<every>`` per grid and ``trades`` (rows read).
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be positive: {batch_rows}")
+    book_files = _paths(snapshots)
+    trade_files = None if trades is None else _paths(trades)
+    schema = features_schema(config)
+    for every in grids or {}:
+        parse_duration(every)
+    outputs: list[_AtomicParquet] = []
+    try:
+        per_message = _AtomicParquet(Path(out_path), schema)
+        outputs.append(per_message)
+        streams = [
+            _GridStream(every, Path(path), config, trade_files is not None)
+            for every, path in (grids or {}).items()
+        ]
+        outputs += [g.out for g in streams]
+        trade_stream = None if trade_files is None else _TradeStream(trade_files, batch_rows)
+        first_trade = None if trade_stream is None else trade_stream.first()
+        prev: np.ndarray | None = None
+        prev_valid, last_key, summary = False, None, None
+        for path, frame in _prefetched(_book_batches(book_files, batch_rows)):
+            out, prev = _book_part(frame, config, instrument, prev, prev_valid)
+            prev_valid = bool(out["is_valid"][-1])
+            key = _batch_key(frame["ts_event"], last_key, path)
+            last_key = int(key[-1])
+            flows = None if trade_stream is None else trade_stream.take_until(last_key)
+            if flows is not None:
+                out = _with_trade_flows(out, key, flows)
+            out = _conform(out, schema)
+            per_message.write(out)
+            summary = _add_summary(summary, feature_summary(out, config))
+            for g in streams:
+                g.add(out, key, flows, first_trade)
+        rest = None if trade_stream is None else trade_stream.take_until(None)
+        for g in streams:
+            g.finish(rest, last_key)
+        for o in outputs:
+            o.commit()
+    except BaseException:
+        for o in outputs:
+            o.abort()
+        raise
+    if summary is None:
+        summary = feature_summary(schemas.empty(schema), config)
+    summary |= {f"rows_{g.every}": g.rows for g in streams}
+    summary["trades"] = None if trade_stream is None else trade_stream.rows
+    return summary

@@ -586,3 +586,209 @@ def test_chunked_input_equals_one_chunk() -> None:
     ragged = chunked.with_columns(chunked["ask_size_2"].rechunk())  # one column in one chunk
     assert F.compute_features(ragged, TRADES, CONFIG).equals(one)
     assert F.compute_features(chunked.lazy(), TRADES, CONFIG).equals(one)
+
+
+# --------------------------------------------------------------------------------------------
+# a whole day streamed from files: the same frames as the in-memory functions, exactly
+
+GRIDS = ("1s", "100ms")
+
+
+def streamed(
+    tmp_path, book: pl.DataFrame, trades: pl.DataFrame | None, config: F.FeatureConfig,
+    batch_rows: int, grids: tuple[str, ...] = GRIDS, book_files: int = 1, instrument=INSTRUMENT,
+) -> tuple[dict, pl.DataFrame, dict[str, pl.DataFrame]]:  # fmt: skip
+    """write_day_features over ``book`` (split into ``book_files`` files) and ``trades``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    edges = [book.height * k // book_files for k in range(book_files + 1)]
+    paths = []
+    for k in range(book_files):
+        paths.append(tmp_path / f"book-{k}.parquet")
+        book.slice(edges[k], edges[k + 1] - edges[k]).write_parquet(paths[-1])
+    trade_path = None
+    if trades is not None:
+        trade_path = tmp_path / "trades.parquet"
+        trades.write_parquet(trade_path)
+    out = tmp_path / "out"
+    summary = F.write_day_features(
+        paths, trade_path, out / "features.parquet",
+        {every: out / f"features_{every}.parquet" for every in grids},
+        config, instrument=instrument, batch_rows=batch_rows,
+    )  # fmt: skip
+    per_msg = pl.read_parquet(out / "features.parquet")
+    return summary, per_msg, {e: pl.read_parquet(out / f"features_{e}.parquet") for e in grids}
+
+
+def assert_streamed_equals_whole_day(
+    tmp_path, book: pl.DataFrame, trades: pl.DataFrame | None, config: F.FeatureConfig,
+    batch_rows: int, grids: tuple[str, ...] = GRIDS, book_files: int = 1,
+) -> dict:  # fmt: skip
+    summary, per_msg, grid = streamed(tmp_path, book, trades, config, batch_rows, grids, book_files)
+    whole = F.compute_features(book, trades, config, instrument=INSTRUMENT)
+    assert per_msg.schema == whole.schema
+    assert per_msg.equals(whole)  # exact: same nulls, same bits
+    for every in grids:
+        want = F.grid_features(whole, trades, every, config)
+        assert grid[every].schema == want.schema
+        assert grid[every].equals(want), every
+    expected = F.feature_summary(whole, config)
+    expected |= {f"rows_{e}": grid[e].height for e in grids}
+    expected["trades"] = None if trades is None else trades.height
+    assert summary == expected
+    return summary
+
+
+def test_streamed_hand_day_every_batch_size(tmp_path) -> None:
+    book = book_frame(HAND)
+    for batch_rows in (1, 2, 5, 100):
+        for trades in (None, TRADES):
+            d = tmp_path / f"{batch_rows}-{trades is None}"
+            assert_streamed_equals_whole_day(
+                d, book, trades, CONFIG, batch_rows, ("1s", "500ms"), book_files=2
+            )
+
+
+@st.composite
+def random_trades(draw, book: pl.DataFrame) -> pl.DataFrame:
+    """Trades around the book's time span: some before the first and after the last message,
+    ties with message stamps, out of time order or with null fields now and then."""
+    ts = book["ts_event"].dt.epoch("ms").to_list()
+    n = draw(st.integers(0, 15))
+    times = draw(
+        st.lists(
+            st.one_of(st.sampled_from(ts), st.integers(ts[0] - 1500, ts[-1] + 2500)),
+            min_size=n,
+            max_size=n,
+        )
+    )
+    if draw(st.booleans()):
+        times = sorted(times)
+    prices = draw(st.lists(st.integers(599_000, 601_000), min_size=n, max_size=n))
+    lots = draw(st.lists(st.integers(1, 5_000), min_size=n, max_size=n))
+    maker = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    frame = pl.DataFrame(
+        {
+            "ts_event": pl.Series(np.array(times, dtype=np.int64) * 1_000_000).cast(schemas.TS),
+            "ts_local": pl.Series(np.array(times, dtype=np.int64) * 1_000_000).cast(schemas.TS),
+            "trade_id": pl.Series(np.arange(n, dtype=np.int64)),
+            "price": schemas.from_unscaled(np.array(prices, dtype=np.int64), 1),
+            "size": schemas.from_unscaled(np.array(lots, dtype=np.int64), 3),
+            "is_buyer_maker": pl.Series(maker, dtype=pl.Boolean),
+        }
+    )
+    if n and draw(st.booleans()):
+        k = draw(st.integers(0, n - 1))
+        frame = frame.with_columns(
+            pl.when(pl.int_range(n) == k).then(None).otherwise(pl.col("size")).alias("size")
+        )
+    return schemas.conform(frame, schemas.trades(INSTRUMENT), "trades")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_property_streamed_equals_whole_day(tmp_path_factory, data) -> None:
+    book = data.draw(random_books())
+    trades = data.draw(st.one_of(st.none(), random_trades(book)))
+    batch_rows = data.draw(st.integers(1, 5))
+    grids = data.draw(st.sampled_from([("1s",), ("100ms", "250ms"), ("700ms",)]))
+    config = F.FeatureConfig(walk_sizes=(0.5, 5.0), rv_window="2s", grids=grids)
+    tmp = tmp_path_factory.mktemp("day")
+    assert_streamed_equals_whole_day(
+        tmp, book, trades, config, batch_rows, grids, 1 + batch_rows % 2
+    )
+
+
+def _replayed(capture_path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    from obpipeline import book as replay_book
+    from obpipeline.sources.binance import read_capture
+
+    capture = read_capture([capture_path])
+    return replay_book.replay(capture.events, capture.instrument).snapshots, capture.trades
+
+
+@pytest.fixture(scope="module")
+def demo_day(tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A simulated demo day (lighter messages), replayed: book_snapshots and trades."""
+    from obpipeline.sources import synthetic
+
+    sim = synthetic.simulate_day("2024-03-01", profile="demo", msg_ms=5_000)
+    path = tmp_path_factory.mktemp("demo") / sim.file_name()
+    path.write_bytes(sim.capture)
+    return _replayed(path)
+
+
+def test_streamed_simulated_day_with_trades(tmp_path, demo_day) -> None:
+    book, trades = demo_day
+    assert book.height > 10_000 and trades.height > 10_000
+    config = F.FeatureConfig()
+    summary = assert_streamed_equals_whole_day(tmp_path / "a", book, trades, config, 997)
+    assert summary["rows"] == book.height and summary["rows_100ms"] > 800_000
+    assert_streamed_equals_whole_day(tmp_path / "b", book, None, config, 4096, ("1s",), 3)
+
+
+@pytest.mark.parametrize("name", ["usdm/btcusdt_20240808.gz", "spot/btcusdt_20240808.gz"])
+def test_streamed_real_capture(tmp_path, name: str) -> None:
+    from obpipeline_tests.conftest import require_binance_data
+
+    book, trades = _replayed(require_binance_data() / name)
+    assert trades.height > 0
+    instrument = get_instrument("binance", name.split("/")[0], "BTCUSDT")
+    assert instrument is not None
+    summary, per_msg, grid = streamed(
+        tmp_path, book, trades, F.FeatureConfig(), 1_999, instrument=instrument
+    )
+    whole = F.compute_features(book, trades, F.FeatureConfig(), instrument=instrument)
+    assert per_msg.equals(whole)
+    for every in GRIDS:
+        assert grid[every].equals(F.grid_features(whole, trades, every, F.FeatureConfig()))
+    assert summary["rows"] == book.height
+
+
+def test_streamed_run_is_byte_identical_and_atomic(tmp_path) -> None:
+    book = book_frame(HAND)
+    book.write_parquet(tmp_path / "book.parquet")
+    TRADES.write_parquet(tmp_path / "trades.parquet")
+    out = tmp_path / "out"
+    files = {"1s": out / "g.parquet"}
+
+    def run(snapshots) -> None:
+        F.write_day_features(
+            snapshots, tmp_path / "trades.parquet", out / "f.parquet", files, CONFIG, batch_rows=2
+        )
+
+    run(tmp_path / "book.parquet")
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    run(tmp_path / "book.parquet")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    # a bad second file fails the run: the previous outputs stay, no temporary file is left
+    book.drop("ts_event").write_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=r"bad\.parquet: missing column\(s\) ts_event"):
+        run([tmp_path / "book.parquet", tmp_path / "bad.parquet"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        run(tmp_path / "nope.parquet")
+    with pytest.raises(ValueError, match="batch_rows"):
+        F.write_day_features(tmp_path / "book.parquet", None, out / "f.parquet", batch_rows=0)
+
+
+def test_streamed_empty_day(tmp_path) -> None:
+    empty = book_frame(HAND).head(0)
+    summary, per_msg, grid = streamed(tmp_path / "a", empty, None, CONFIG, 10, ("1s",))
+    assert per_msg.equals(F.compute_features(empty, None, CONFIG))
+    assert grid["1s"].equals(F.grid_features(empty, None, "1s", CONFIG))
+    assert summary["rows"] == 0 and summary["rows_1s"] == 0
+    # trades without messages still make a grid (null state)
+    assert_streamed_equals_whole_day(tmp_path / "b", empty, TRADES, CONFIG, 10, ("1s",))
+
+
+def test_rv_is_the_same_for_any_chunking() -> None:
+    """rv sums each window afresh: the bits do not depend on how the column is chunked (Polars'
+    rolling_sum does), and agree with the rolling sum to rounding."""
+    rng = np.random.default_rng(5)
+    r = pl.Series("log_return", rng.normal(0, 1e-4, 5_000)).scatter([0, 17, 2_000], None)
+    one = F._realized_vol(r, 60)
+    for cut in (1, 59, 60, 61, 2_500):
+        assert F._realized_vol(r[cut:], 60, before=r[:cut]).equals(one[cut:])
+    ref = r.pow(2).rolling_sum(60, min_samples=60).sqrt()
+    assert one.is_null().to_list() == ref.is_null().to_list()
+    assert np.allclose(one.drop_nulls().to_numpy(), ref.drop_nulls().to_numpy(), rtol=1e-12)

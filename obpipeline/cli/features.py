@@ -3,7 +3,8 @@
 Reads every ``*.parquet`` under BOOK_DIR (recursively, in path order, so hive ``date=`` folders
 come in date order; rows keep their order within a file, which is the message order OFI needs),
 writes ``features.parquet`` (one row per message) and ``features_<grid>.parquet`` per grid to DIR,
-each atomically, and prints a one-line JSON summary last.
+each atomically, and prints a one-line JSON summary last. The files are streamed in batches
+(``features.write_day_features``): memory does not grow with the input.
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-import polars as pl
-
 from obpipeline import features
 from obpipeline.instruments import get_instrument
-from obpipeline.lake import write_parquet_atomic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,28 +70,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"features: {e}", file=sys.stderr)
         return 2
 
-    snapshots = pl.scan_parquet(files, hive_partitioning=False)
-    trades = None
+    trade_files = None
     if args.trades is not None:
         trade_files = _parquet_files(args.trades)
         if not trade_files:
             print(f"features: no trades parquet at {args.trades}", file=sys.stderr)
             return 2
-        trades = pl.read_parquet(trade_files, hive_partitioning=False)
-
-    per_msg = features.compute_features(snapshots, trades, config, instrument=instrument)
-    write_parquet_atomic(per_msg, args.out / "features.parquet")
-    grid_rows = {}
-    for every in grids:
-        grid = features.grid_features(per_msg, trades, every, config)
-        write_parquet_atomic(grid, args.out / f"features_{every}.parquet")
-        grid_rows[every] = grid.height
-
-    summary = features.feature_summary(per_msg, config)
+    grid_paths = {every: args.out / f"features_{every}.parquet" for every in grids}
+    try:
+        summary = features.write_day_features(
+            files, trade_files, args.out / "features.parquet", grid_paths, config,
+            instrument=instrument,
+        )  # fmt: skip
+    except (ValueError, OSError) as e:
+        print(f"features: {e}", file=sys.stderr)
+        return 2
+    summary["grid_rows"] = {every: summary.pop(f"rows_{every}") for every in grids}
     summary |= {
         "files": len(files),
-        "trades": None if trades is None else trades.height,
-        "grid_rows": grid_rows,
         "out": str(args.out),
         "seconds": round(time.perf_counter() - started, 3),
     }
