@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from obpipeline import features
 from obpipeline.instruments import get_instrument
 
 
@@ -30,8 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR")
     parser.add_argument(
         "--grid",
-        default=",".join(features.FeatureConfig().grids),
-        help="comma-separated grid steps (default: %(default)s)",
+        help="comma-separated grid steps (default: FeatureConfig's, 1s,100ms)",
     )
     parser.add_argument("--trades", type=Path, help="trades parquet file or folder (optional)")
     parser.add_argument(
@@ -52,12 +50,18 @@ def _parquet_files(path: Path, exclude: Path | None = None) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from obpipeline import features
+
     started = time.perf_counter()
     files = _parquet_files(args.book_dir, exclude=args.out)
     if not files:
         print(f"features: no *.parquet under {args.book_dir}", file=sys.stderr)
         return 2
-    grids = tuple(g.strip() for g in args.grid.split(",") if g.strip())
+    grids = (
+        tuple(g.strip() for g in args.grid.split(",") if g.strip())
+        if args.grid is not None
+        else features.FeatureConfig().grids
+    )
     try:
         config = features.FeatureConfig(grids=grids)
         instrument = None

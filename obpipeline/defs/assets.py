@@ -488,39 +488,31 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         for day in days:
             started = time.perf_counter()
             try:
-                snapshots = chain.read(SNAPSHOTS, day)
-                trades = chain.read("trades", day)
+                snapshots = chain.existing(SNAPSHOTS, day)
+                trades = chain.existing("trades", day)
             except DAY_ERRORS as exc:
                 days.failed(day, [str(exc)])
                 continue
-            raw_schema = pl.scan_parquet(chain.path(RAW, day)).head(0).collect()
-            instrument = chain.instrument(raw_schema)
-            per_message = F.compute_features(snapshots, trades, config, instrument=instrument)
-            if per_message.height != snapshots.height:
-                days.failed(
-                    day,
-                    [
-                        f"{per_message.height} feature rows for {snapshots.height} "
-                        "book_snapshots rows (they must align one to one)"
-                    ],
-                )
-                continue
-            path = chain.write(per_message, FEATURES, day)
-            meta: dict[str, Any] = {"rows": per_message.height}
-            for every in cfg.feature_grids:
-                grid = F.grid_features(
-                    per_message, trades, every=every, config=config, instrument=instrument
-                )
-                chain.write(grid, f"{FEATURES}_{every}", day)
-                meta[f"rows_{every}"] = grid.height
-            summary = F.feature_summary(per_message, config)
-            meta.update(
-                invalid_rows=summary["invalid_rows"],
-                no_mid_rows=summary["no_mid_rows"],
-                seconds=round(time.perf_counter() - started, 3),
-                path=str(path),
+            instrument = chain.instrument(
+                pl.scan_parquet(chain.existing(RAW, day)).head(0).collect()
             )
-            days.written(day, meta)
+            grids = {every: chain.path(f"{FEATURES}_{every}", day) for every in cfg.feature_grids}
+            path = chain.path(FEATURES, day)
+            summary = F.write_day_features(
+                snapshots, trades, path, grids, config, instrument=instrument
+            )  # streamed: one row per book_snapshots row, by construction
+            days.written(
+                day,
+                {
+                    "rows": summary["rows"],
+                    **{f"rows_{every}": summary[f"rows_{every}"] for every in grids},
+                    "invalid_rows": summary["invalid_rows"],
+                    "no_mid_rows": summary["no_mid_rows"],
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "peak_rss_mb": round(peak_rss_mb()),
+                    "path": str(path),
+                },
+            )
         yield from days.finish()
 
     @dg.asset(
