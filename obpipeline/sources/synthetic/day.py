@@ -172,7 +172,6 @@ def _dense(book: Book, lo: int, n: int) -> np.ndarray:
     return out
 
 
-
 # ----------------------------------------------------------------------------- the engine run
 
 SEGMENT_EVENTS = 1_000_000  # expected order events per engine stretch: bounds the buffers
@@ -624,7 +623,9 @@ class _Publisher:
         self.snaps = self.snaps[len(placed) :]
         ns = len(placed)
         snap_rows = np.zeros((ns, 6), np.int64)
-        snap_lv = np.concatenate([s.levels for _, s in placed]) if ns else np.zeros((0, 2), np.int64)
+        snap_lv = (
+            np.concatenate([s.levels for _, s in placed]) if ns else np.zeros((0, 2), np.int64)
+        )
         off = 0
         for j, (_, s) in enumerate(placed):
             snap_rows[j] = s.row
