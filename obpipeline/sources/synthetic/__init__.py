@@ -13,10 +13,15 @@ Design, in one paragraph per layer (details in each module):
   (fat tails, volatility clustering) and is bridged to D+1's open.
 * ``engine``: one compiled loop of order events (limit orders quoted around the fundamental,
   per-order cancellations, market orders walking the book, informed flow), batched into
-  fixed-window messages, with truth, depth20, REST snapshots and bookTicker taken on the way.
+  fixed-window messages, with truth, depth20, REST snapshots and bookTicker taken on the way;
+  it runs in stretches of ~1 M events, each carrying the whole engine state on.
 * ``day``: chaining (D's last message moves the book onto D+1's deterministic opening book and
-  jumps ``u`` to D+1's base id), exchange/receive timestamps and arrival order, msg_id.
+  jumps ``u`` to D+1's base id), exchange/receive timestamps and arrival order, msg_id,
+  published stretch by stretch (``iter_batches``).
 * ``render``: compiled byte writer of the capture lines (no Python loop per line or level).
+
+Streaming: ``iter_capture_chunks`` (the capture text) and ``write_day_streaming`` (the .gz and
+the truth parquet) never hold a whole day; ``simulate_day`` builds it in memory.
 
 Everything is a function of (venue, symbol, date, seed, profile): same inputs, same bytes.
 """

@@ -1,6 +1,8 @@
 """The compiled exchange: an order-flow book on a dense tick array, batched into Binance messages.
 
-One ``@njit`` loop runs a whole day. Each *event* is one order action and takes one exchange
+One ``@njit`` loop (``segment``) runs a stretch of seconds of a day on a state that ``init``
+builds and the next stretch carries on (book, order counts, RNG, open message), so a day run in
+one stretch or in many is the same day. Each *event* is one order action and takes one exchange
 update id (ids advance by 1 + a geometric number of "other symbols'" ids, like Binance's global
 counter):
 
@@ -32,8 +34,8 @@ message the loop records the true top-N book, the depth20 publication (the first
 bookTicker records are taken after every event that changes the best bid/ask price or size
 (thinned with probability ``p_bbo``), stamped with that event's id.
 
-Output arrays are preallocated; on overflow the function returns ``ok = False`` and the caller
-reruns with larger capacities (deterministic: same seed, same result).
+Output arrays are preallocated per stretch; on overflow ``segment`` returns False and the caller
+restores the state it copied and reruns the stretch with larger buffers (same seed, same result).
 """
 
 from __future__ import annotations
