@@ -690,12 +690,17 @@ def iter_batches(
 
 def _batches(su: _Setup, raws: list[_Raw] | None = None) -> Iterator[Batch]:
     """Publish the engine stretches. The publication's random draws are laid out by the day's
-    record counts, so without ``raws`` (a run kept in memory) the order flow runs twice: once
-    to count, once to publish."""
+    record counts, so without ``raws`` (a run kept in memory; consumed) the order flow runs
+    twice: once to count, once to publish."""
     totals = _totals(raws if raws is not None else _engine_stretches(su), su.next_base)
     pub = _Publisher(su, totals)
-    for r in raws if raws is not None else _engine_stretches(su):
-        yield pub.feed(r)
+    if raws is None:
+        for r in _engine_stretches(su):
+            yield pub.feed(r)
+        return
+    raws.reverse()
+    while raws:  # each stretch is let go once published
+        yield pub.feed(raws.pop())
 
 
 def simulate_records(
