@@ -13,10 +13,15 @@ Design, in one paragraph per layer (details in each module):
   (fat tails, volatility clustering) and is bridged to D+1's open.
 * ``engine``: one compiled loop of order events (limit orders quoted around the fundamental,
   per-order cancellations, market orders walking the book, informed flow), batched into
-  fixed-window messages, with truth, depth20, REST snapshots and bookTicker taken on the way.
+  fixed-window messages, with truth, depth20, REST snapshots and bookTicker taken on the way;
+  it runs in stretches of ~1 M events, each carrying the whole engine state on.
 * ``day``: chaining (D's last message moves the book onto D+1's deterministic opening book and
-  jumps ``u`` to D+1's base id), exchange/receive timestamps and arrival order, msg_id.
+  jumps ``u`` to D+1's base id), exchange/receive timestamps and arrival order, msg_id,
+  published stretch by stretch (``iter_batches``).
 * ``render``: compiled byte writer of the capture lines (no Python loop per line or level).
+
+Streaming: ``iter_capture_chunks`` (the capture text) and ``write_day_streaming`` (the .gz and
+the truth parquet) never hold a whole day; ``simulate_day`` builds it in memory.
 
 Everything is a function of (venue, symbol, date, seed, profile): same inputs, same bytes.
 """
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -39,8 +44,10 @@ from obpipeline import schemas
 from obpipeline.instruments import Instrument, get_instrument, resolve_instrument
 from obpipeline.sources.synthetic import render as RD
 from obpipeline.sources.synthetic.day import (
+    Batch,
     Book,
     DayRecords,
+    iter_batches,
     opening_book,
     print_format,
     simulate_records,
@@ -58,6 +65,7 @@ __all__ = [
     "day_range",
     "get_profile",
     "instrument_for",
+    "iter_capture_chunks",
     "opening_book",
     "raw_book_events",
     "real_volume_events_parquet",
@@ -66,6 +74,7 @@ __all__ = [
     "truth_path",
     "uid_base",
     "write_day",
+    "write_day_streaming",
 ]
 
 CHUNK_BYTES = 48 << 20
@@ -140,26 +149,7 @@ class SimulatedDay:
     # ------------------------------------------------------------------ text
     def iter_chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         """The capture text in chunks of whole lines (compiled rendering, bounded memory)."""
-        r = self.records
-        frag, foff = RD.fragments(self.instrument.symbol)
-        fmt = print_format(self.instrument)
-        bounds = RD.line_bounds(
-            r.kinds, r.idxs, r.msgs, r.snaps, r.d20b.shape[2] if r.d20b.ndim == 3 else 20
-        )
-        cum = np.cumsum(bounds)
-        start = 0
-        n = self.n_lines
-        while start < n:
-            base = cum[start - 1] if start else 0
-            stop = int(np.searchsorted(cum, base + chunk_bytes, side="right"))
-            stop = min(max(stop, start + 1), n)
-            buf = np.empty(int(cum[stop - 1] - base), dtype=np.uint8)
-            written = RD.render(
-                r.kinds, r.idxs, r.local_ns, start, stop, buf, frag, foff, fmt,
-                r.msgs, r.lv, r.bbo, r.trades, r.d20, r.d20b, r.snaps, r.snap_lv,
-            )  # fmt: skip
-            yield buf[:written].tobytes()
-            start = stop
+        return render_chunks([self.records], self.instrument, chunk_bytes)
 
     @property
     def capture(self) -> bytes:
@@ -270,7 +260,7 @@ def real_volume_events_parquet(out_dir: Path | str, day: date | str = "2024-03-0
     return path
 
 
-def truth_frame(records: DayRecords, inst: Instrument, depth: int) -> pl.DataFrame:
+def truth_frame(records: DayRecords | Batch, inst: Instrument, depth: int) -> pl.DataFrame:
     """The true top-``depth`` book after every depth-diff message, as ``book_snapshots``."""
     t = records.truth
     if t.ndim != 3 or t.shape[2] < depth:
@@ -306,6 +296,50 @@ def truth_frame(records: DayRecords, inst: Instrument, depth: int) -> pl.DataFra
     return schemas.conform(pl.DataFrame(cols), schemas.book_snapshots(inst, depth), "truth")
 
 
+def render_chunks(
+    parts: Iterable[DayRecords | Batch], inst: Instrument, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[bytes]:
+    """Capture text of consecutive line tables in chunks of whole lines, each ending in b"\\n".
+
+    A chunk holds as many lines as fit in ``chunk_bytes`` of *upper-bound* line lengths (at
+    least one line): the cut points depend on the lines only, never on how they are grouped
+    into tables, so a day rendered whole or batch by batch gives the same chunks (and the same
+    gzip members).
+    """
+    frag, foff = RD.fragments(inst.symbol)
+    fmt = print_format(inst)
+    buf = np.empty(0, dtype=np.uint8)
+    used = 0  # upper-bound bytes of the lines in the open chunk
+    pos = 0  # bytes written into it
+    for r in parts:
+        n = r.kinds.shape[0]
+        if n == 0:
+            continue
+        cum = np.cumsum(RD.line_bounds(r.kinds, r.idxs, r.msgs, r.snaps, r.d20b.shape[2]))
+        start = 0
+        while start < n:
+            before = cum[start - 1] if start else 0
+            stop = int(np.searchsorted(cum, before + chunk_bytes - used, side="right"))
+            if used == 0:
+                stop = max(stop, start + 1)
+            stop = min(stop, n)
+            if stop > start:
+                need = int(cum[stop - 1] - before)
+                if used == 0:
+                    buf = np.empty(max(chunk_bytes, need), dtype=np.uint8)
+                pos += RD.render(
+                    r.kinds, r.idxs, r.local_ns, start, stop, buf[pos:], frag, foff, fmt,
+                    r.msgs, r.lv, r.bbo, r.trades, r.d20, r.d20b, r.snaps, r.snap_lv,
+                )  # fmt: skip
+                used += need
+                start = stop
+            if start < n:  # the next line does not fit: the chunk is complete
+                yield buf[:pos].tobytes()
+                used = pos = 0
+    if pos:
+        yield buf[:pos].tobytes()
+
+
 def simulate_day(
     day: date | datetime | str,
     symbol: str = "BTCUSDT",
@@ -324,7 +358,31 @@ def simulate_day(
     ``None``/"none" for none, "profile" for the profile's default. ``overrides``: any ``Profile``
     or ``Model`` field (``event_rate=``, ``msg_ms=``, ``window_ticks=``...).
     """
-    d = _as_date(day)
+    d, prof, inst, venue_id, seconds = _resolve(
+        day, symbol, profile, venue, market, snapshot_every, overrides
+    )
+    records = simulate_records(
+        d, inst, prof, seed=seed, venue=venue_id, opening_snapshot=opening_snapshot,
+        _seconds=seconds,
+    )  # fmt: skip
+    return SimulatedDay(d, inst, prof, seed, records)
+
+
+def _resolve(
+    day: date | datetime | str,
+    symbol: str,
+    profile: str | Profile,
+    venue: str,
+    market: str,
+    snapshot_every: float | str | None,
+    overrides: dict[str, Any],
+) -> tuple[date, Profile, Instrument, str, int]:
+    """(day, profile, instrument, venue id, seconds of order flow) of a simulate call.
+
+    ``_seconds`` (an override for tests) stops the order flow early; the day still settles.
+    """
+    overrides = dict(overrides)
+    seconds = int(overrides.pop("_seconds", 86_400))
     if snapshot_every != "profile":
         overrides["snapshot_every_min"] = (
             None if snapshot_every in (None, "none") else float(snapshot_every)
@@ -332,10 +390,54 @@ def simulate_day(
     prof = get_profile(profile, **overrides)
     inst = instrument_for(symbol, market)
     venue_id = venue if "-" in venue else f"{venue}-{market}"
-    records = simulate_records(
-        d, inst, prof, seed=seed, venue=venue_id, opening_snapshot=opening_snapshot
+    return _as_date(day), prof, inst, venue_id, seconds
+
+
+def _day_batches(
+    day: date | datetime | str,
+    symbol: str,
+    profile: str | Profile,
+    seed: int,
+    venue: str,
+    market: str,
+    opening_snapshot: bool,
+    snapshot_every: float | str | None,
+    overrides: dict[str, Any],
+) -> tuple[date, Profile, Instrument, Iterator[Batch]]:
+    d, prof, inst, venue_id, seconds = _resolve(
+        day, symbol, profile, venue, market, snapshot_every, overrides
     )
-    return SimulatedDay(d, inst, prof, seed, records)
+    batches = iter_batches(
+        d, inst, prof, seed=seed, venue=venue_id, opening_snapshot=opening_snapshot,
+        _seconds=seconds,
+    )  # fmt: skip
+    return d, prof, inst, batches
+
+
+def iter_capture_chunks(
+    day: date | datetime | str,
+    *,
+    symbol: str = "BTCUSDT",
+    profile: str | Profile = "demo",
+    seed: int = 0,
+    venue: str = "binance",
+    market: str = "usdm",
+    chunk_bytes: int = CHUNK_BYTES,
+    opening_snapshot: bool = True,
+    snapshot_every: float | str | None = "profile",
+    **overrides: Any,
+) -> Iterator[bytes]:
+    """The day's capture text (the bytes ``write_day`` gzips), streamed in bounded memory.
+
+    Same arguments as ``simulate_day``. Each chunk is whole lines ending in b"\\n"; their
+    concatenation is ``simulate_day(...).capture``, and the chunks are the ones ``iter_chunks``
+    cuts. Memory does not grow with the day: the order flow runs in stretches (twice: once to
+    count the day's records, once to publish), so a day costs about twice the engine time.
+    """
+    _, _, inst, batches = _day_batches(
+        day, symbol, profile, seed, venue, market, opening_snapshot, snapshot_every, overrides
+    )
+    return render_chunks(batches, inst, chunk_bytes)
 
 
 def day_range(start: date | str, days: int) -> list[date]:
@@ -426,3 +528,104 @@ def write_day(
         rp.write_text(json.dumps(report, indent=1, sort_keys=True))
         paths["faults"] = rp
     return paths
+
+
+def write_day_streaming(
+    day: date | datetime | str,
+    out: Path | str,
+    *,
+    symbol: str = "BTCUSDT",
+    profile: str | Profile = "demo",
+    seed: int = 0,
+    venue: str = "binance",
+    market: str = "usdm",
+    truth: bool = True,
+    opening_snapshot: bool = True,
+    snapshot_every: float | str | None = "profile",
+    **overrides: Any,
+) -> tuple[dict[str, Path], dict[str, int]]:
+    """``write_day`` without holding the day: capture and truth written batch by batch.
+
+    Returns the written paths and the day's ``stats()``. The capture file is byte-identical to
+    ``write_day``'s; the truth parquet has the same rows and values (row groups per batch, so
+    not the same file bytes).
+    """
+    d, prof, inst, batches = _day_batches(
+        day, symbol, profile, seed, venue, market, opening_snapshot, snapshot_every, overrides
+    )
+    out = Path(out)
+    cap = capture_path(out, inst.symbol, d)
+    paths = {"capture": cap}
+    stats = dict.fromkeys(
+        ("lines", "messages", "level_updates", "snapshots", "book_tickers", "trades", "depth20"),
+        0,
+    )
+    ids: dict[str, int] = {}
+    writer = (
+        _TruthWriter(truth_path(out, inst.symbol, d), inst, prof.truth_depth) if truth else None
+    )
+
+    def tap(batches: Iterator[Batch]) -> Iterator[Batch]:
+        for b in batches:
+            if b.msgs.shape[0]:
+                ids.setdefault("first_update_id", int(b.msgs[0, 2]))
+                ids["last_update_id"] = int(b.msgs[-1, 3])
+                ids.setdefault("prev_update_id", int(b.msgs[0, 4]))
+            for key, arr in (
+                ("lines", b.kinds),
+                ("messages", b.msgs),
+                ("level_updates", b.lv),
+                ("snapshots", b.snaps),
+                ("book_tickers", b.bbo),
+                ("trades", b.trades),
+                ("depth20", b.d20),
+            ):
+                stats[key] += arr.shape[0]
+            if writer is not None:
+                writer.write(b)
+            yield b
+
+    try:
+        _gzip_stream(render_chunks(tap(batches), inst), cap, prof.gzip_level)
+        if writer is not None:
+            paths["truth"] = writer.close()
+    finally:
+        if writer is not None:
+            writer.abort()
+    return paths, {**stats, **ids}
+
+
+class _TruthWriter:
+    """The truth parquet written one batch at a time (a temporary file renamed when complete)."""
+
+    def __init__(self, path: Path, inst: Instrument, depth: int) -> None:
+        self.path, self.inst, self.depth = path, inst, depth
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.writer: Any = None
+
+    def write(self, batch: Batch) -> None:
+        import pyarrow.parquet as pq
+
+        if batch.msgs.shape[0] == 0:
+            return
+        table = truth_frame(batch, self.inst, self.depth).to_arrow()
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(
+                self.tmp, table.schema, compression="zstd", compression_level=3
+            )
+        self.writer.write_table(table)
+
+    def close(self) -> Path:
+        if self.writer is None:
+            raise RuntimeError("the simulated day published no depth message")
+        self.writer.close()
+        self.writer = None
+        self.tmp.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.tmp.unlink(missing_ok=True)

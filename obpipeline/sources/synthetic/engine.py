@@ -1,6 +1,8 @@
 """The compiled exchange: an order-flow book on a dense tick array, batched into Binance messages.
 
-One ``@njit`` loop runs a whole day. Each *event* is one order action and takes one exchange
+One ``@njit`` loop (``segment``) runs a stretch of seconds of a day on a state that ``init``
+builds and the next stretch carries on (book, order counts, RNG, open message), so a day run in
+one stretch or in many is the same day. Each *event* is one order action and takes one exchange
 update id (ids advance by 1 + a geometric number of "other symbols'" ids, like Binance's global
 counter):
 
@@ -32,8 +34,8 @@ message the loop records the true top-N book, the depth20 publication (the first
 bookTicker records are taken after every event that changes the best bid/ask price or size
 (thinned with probability ``p_bbo``), stamped with that event's id.
 
-Output arrays are preallocated; on overflow the function returns ``ok = False`` and the caller
-reruns with larger capacities (deterministic: same seed, same result).
+Output arrays are preallocated per stretch; on overflow ``segment`` returns False and the caller
+restores the state it copied and reruns the stretch with larger buffers (same seed, same result).
 """
 
 from __future__ import annotations
@@ -98,7 +100,16 @@ S_PU = 20  # last closed message's u
 S_LAST_BUCKET = 21  # depth20 bucket of the last publication
 S_NEXT_SNAP = 22  # index of the next requested snapshot time
 S_NORD = 23  # resting orders, both sides
-N_STATE = 24
+S_CUR_WIN = 24  # message window of the last event
+# first global row held by each output buffer of the current segment (see ``segment``)
+S_B_MSG = 25
+S_B_LV = 26
+S_B_BBO = 27
+S_B_TR = 28
+S_B_D20 = 29
+S_B_SN = 30
+S_B_SL = 31
+N_STATE = 32
 D20_LEVELS = 20
 
 
@@ -242,7 +253,7 @@ def _walk(
     would print as "0.0" in bookTicker).
     """
     ntr = st[S_NTR]
-    cap = trades.shape[0]
+    cap = trades.shape[0] + st[S_B_TR]
     R_ = book.shape[1]
     remaining = size
     while remaining > 0:
@@ -270,10 +281,11 @@ def _walk(
             if ntr >= cap:
                 st[S_OVF] = 1
             else:
-                trades[ntr, 0] = t_ns
-                trades[ntr, 1] = lo + i
-                trades[ntr, 2] = fill
-                trades[ntr, 3] = 1 if side_taken == BID else 0  # buyer is maker: aggressor sold
+                r = ntr - st[S_B_TR]
+                trades[r, 0] = t_ns
+                trades[r, 1] = lo + i
+                trades[r, 2] = fill
+                trades[r, 3] = 1 if side_taken == BID else 0  # buyer is maker: aggressor sold
                 ntr += 1
     st[S_NTR] = ntr
 
@@ -537,17 +549,18 @@ def _close_message(
 ):
     """Publish the open message: its level rows, truth row, depth20 and REST snapshot records."""
     m = st[S_MSG]
-    if m >= msgs.shape[0]:
+    mi = m - st[S_B_MSG]  # row in this segment's buffers (global ids stay in the rows)
+    if mi >= msgs.shape[0]:
         st[S_OVF] = 1
         return
     u = st[S_UID] if u_override < 0 else u_override
     off = st[S_NLV]
     n_b = st[S_NT0]
     n_a = st[S_NT1]
-    if off + n_b + n_a > lv.shape[0]:
+    if off - st[S_B_LV] + n_b + n_a > lv.shape[0]:
         st[S_OVF] = 1
         return
-    k = off
+    k = off - st[S_B_LV]
     for side in range(2):
         cnt = st[S_NT0 + side]
         idx = touched[side, :cnt]
@@ -556,25 +569,25 @@ def _close_message(
             lv[k, 0] = lo + idx[c]
             lv[k, 1] = book[side, idx[c]]
             k += 1
-    msgs[m, 0] = st[S_U]
-    msgs[m, 1] = u
-    msgs[m, 2] = st[S_PU]
-    msgs[m, 3] = st[S_T]
-    msgs[m, 4] = win_end
-    msgs[m, 5] = off
-    msgs[m, 6] = n_b
-    msgs[m, 7] = n_a
-    st[S_NLV] = k
+    msgs[mi, 0] = st[S_U]
+    msgs[mi, 1] = u
+    msgs[mi, 2] = st[S_PU]
+    msgs[mi, 3] = st[S_T]
+    msgs[mi, 4] = win_end
+    msgs[mi, 5] = off
+    msgs[mi, 6] = n_b
+    msgs[mi, 7] = n_a
+    st[S_NLV] = k + st[S_B_LV]
     depth = truth.shape[2]
-    if depth > 0 and truth.shape[0] > m:
-        _top(book, st, BID, depth, truth[m, 0], truth[m, 1], lo)
-        _top(book, st, ASK, depth, truth[m, 2], truth[m, 3], lo)
+    if depth > 0 and truth.shape[0] > mi:
+        _top(book, st, BID, depth, truth[mi, 0], truth[mi, 1], lo)
+        _top(book, st, ASK, depth, truth[mi, 2], truth[mi, 3], lo)
     # depth20: the first message closing in each d20 bucket is published
     if d20_ns > 0:
         bucket = win_end // d20_ns
         if bucket > st[S_LAST_BUCKET]:
             st[S_LAST_BUCKET] = bucket
-            nd = st[S_ND20]
+            nd = st[S_ND20] - st[S_B_D20]
             if nd >= d20.shape[0]:
                 st[S_OVF] = 1
             else:
@@ -582,20 +595,20 @@ def _close_message(
                 d20[nd, 1] = (bucket + 1) * d20_ns  # publication time (end of the bucket)
                 _top(book, st, BID, d20b.shape[2], d20b[nd, 0], d20b[nd, 1], lo)
                 _top(book, st, ASK, d20b.shape[2], d20b[nd, 2], d20b[nd, 3], lo)
-                st[S_ND20] = nd + 1
+                st[S_ND20] += 1
     # REST snapshot: the first message closing at or after a requested time
     ns = st[S_NEXT_SNAP]
     if ns < snap_times.shape[0] and win_end >= snap_times[ns]:
         while ns < snap_times.shape[0] and win_end >= snap_times[ns]:
             ns += 1
         st[S_NEXT_SNAP] = ns
-        k_s = st[S_NSN]
-        off_s = st[S_NSL]
+        k_s = st[S_NSN] - st[S_B_SN]
+        off_s = st[S_NSL] - st[S_B_SL]
         if k_s >= snaps.shape[0] or off_s + st[S_NB] + st[S_NA] > snap_lv.shape[0]:
             st[S_OVF] = 1
         else:
             snaps[k_s, 0] = m
-            snaps[k_s, 1] = off_s
+            snaps[k_s, 1] = st[S_NSL]
             kk = off_s
             j = st[S_BB]
             while j >= 0 and j >= st[S_BMIN]:
@@ -613,8 +626,8 @@ def _close_message(
                     kk += 1
                 j += 1
             snaps[k_s, 3] = kk - off_s - snaps[k_s, 2]
-            st[S_NSL] = kk
-            st[S_NSN] = k_s + 1
+            st[S_NSL] = kk + st[S_B_SL]
+            st[S_NSN] += 1
     st[S_PU] = u
     st[S_MSG] = m + 1
     st[S_NT0] = 0
@@ -638,32 +651,28 @@ def _bbo_changed(book, st, last):
 
 
 @njit(cache=True)
-def run(
-    seed,
-    f_idx,
-    rate,
-    n_sec,
-    t_end_ns,
-    book,
-    par,
-    record,
-    uid0,
-    msg_ns,
-    lo,
-    d20_ns,
-    snap_times,
-    final_book,
-    final_uid,
-    final_t_ns,
-    caps,
-    depth,
-):
-    """Run one day (or a warm-up when ``record`` is False) on ``book`` (modified in place).
+def _record_bbo(st, last, bbo, uid, t_ns, lo, R_):
+    """One bookTicker record (the best bid/ask in ``last``) stamped with ``uid``."""
+    r = st[S_NBT] - st[S_B_BBO]
+    if r >= bbo.shape[0]:
+        st[S_OVF] = 1
+        return
+    bbo[r, 0] = uid
+    bbo[r, 1] = t_ns
+    bbo[r, 2] = lo + last[0] if last[0] >= 0 else 0
+    bbo[r, 3] = last[1]
+    bbo[r, 4] = lo + last[2] if last[2] < R_ else 0
+    bbo[r, 5] = last[3]
+    st[S_NBT] += 1
 
-    ``f_idx``: fundamental price per second boundary, in array index units (float, n_sec + 1).
-    ``rate``: expected events per second (n_sec). ``book``/``final_book``: rows bid qty, ask qty, bid orders, ask orders (4 x R; final 0 x 0 for none): the book to
-    move onto with one last message stamped ``final_uid`` at ``final_t_ns``.
-    Returns (ok, state, msgs, lv, truth, bbo, trades, snaps, snap_lv, d20, d20b).
+
+@njit(cache=True)
+def init(seed, book, uid0, record):
+    """Engine state for ``book`` (rows bid qty, ask qty, bid orders, ask orders; 4 x R).
+
+    Returns (rs, st, fw, stamp, touched, last): the RNG word, the scalar state, the Fenwick
+    trees of order counts, the per-level message stamps and touched lists of the open message,
+    and the last best bid/ask. ``segment`` carries them from one stretch of seconds to the next.
     """
     rs = np.empty(1, dtype=np.uint64)
     rs[0] = seed
@@ -676,6 +685,7 @@ def run(
     st[S_UID] = uid0
     st[S_PU] = uid0
     st[S_LAST_BUCKET] = -1
+    st[S_CUR_WIN] = -1
     fw = np.zeros((2, R_ + 1), dtype=np.int64)
     for i in range(R_):
         for side in range(2):
@@ -697,22 +707,58 @@ def run(
     n_stamp = R_ if record else 1
     stamp = np.zeros((2, n_stamp), dtype=np.int64)
     touched = np.empty((2, n_stamp), dtype=np.int64)
-    # outputs: np.empty, not zeros (no memset of GBs); every row that is read is fully written
-    msgs = np.empty((caps[0], 8), dtype=np.int64)
-    lv = np.empty((caps[1], 2), dtype=np.int64)
-    truth = np.empty((caps[0] if depth > 0 else 0, 4, depth), dtype=np.int32)
-    d20b = np.empty((caps[4], 4, D20_LEVELS), dtype=np.int32)
-    bbo = np.empty((caps[2], 6), dtype=np.int64)
-    trades = np.empty((caps[3], 4), dtype=np.int64)
-    snaps = np.empty((snap_times.shape[0] + 1, 4), dtype=np.int64)
-    snap_lv = np.empty(((snap_times.shape[0] + 1) * 2 * int(par[P_MAX_LEVELS]), 2), dtype=np.int64)
-    d20 = np.empty((caps[4], 2), dtype=np.int64)
     last = np.full(4, -2, dtype=np.int64)
     _bbo_changed(book, st, last)
-    cur_win = -1
+    return rs, st, fw, stamp, touched, last
+
+
+@njit(cache=True, nogil=True)
+def segment(
+    rs,
+    st,
+    fw,
+    stamp,
+    touched,
+    last,
+    book,
+    f_idx,
+    rate,
+    s0,
+    s1,
+    t_end_ns,
+    par,
+    record,
+    msg_ns,
+    lo,
+    d20_ns,
+    snap_times,
+    settle,
+    final_book,
+    final_uid,
+    final_t_ns,
+    msgs,
+    lv,
+    truth,
+    bbo,
+    trades,
+    snaps,
+    snap_lv,
+    d20,
+    d20b,
+):
+    """Run seconds ``s0:s1`` of a day (or a warm-up when ``record`` is False) on the state.
+
+    ``f_idx``: fundamental price per second boundary, in array index units (float, n_sec + 1).
+    ``rate``: expected events per second. The output buffers hold the records this call
+    closes; their first global rows are ``st[S_B_*]`` (set by the caller), and rows keep
+    global message / level-row numbers. ``settle`` (last stretch only): close the open
+    message, then move the book onto ``final_book`` (4 x R; 0 x 0 for none) in one message
+    stamped ``final_uid`` at ``final_t_ns``. Returns False on a full buffer: the caller restores
+    the state it copied and reruns with larger buffers (same seed, same result).
+    """
+    R_ = book.shape[1]
     p_bbo = par[P_BBO]
-    nbt = 0
-    for s in range(n_sec):
+    for s in range(s0, s1):
         t0 = s * 1_000_000_000
         if t0 >= t_end_ns:
             break
@@ -733,14 +779,14 @@ def run(
                     break
             if record:
                 w = t_ns // msg_ns
-                if w != cur_win:
+                if w != st[S_CUR_WIN]:
                     if st[S_EV] > 0:
                         _close_message(
                             book,
                             st,
                             touched,
                             lo,
-                            (cur_win + 1) * msg_ns,
+                            (st[S_CUR_WIN] + 1) * msg_ns,
                             msgs,
                             lv,
                             truth,
@@ -753,20 +799,8 @@ def run(
                             -1,
                         )
                         if st[S_OVF]:
-                            return (
-                                False,
-                                st,
-                                msgs,
-                                lv,
-                                truth,
-                                bbo,
-                                trades,
-                                snaps,
-                                snap_lv,
-                                d20,
-                                d20b,
-                            )
-                    cur_win = w
+                            return False
+                    st[S_CUR_WIN] = w
             uid_before = st[S_UID]
             if first:
                 _enforce_window(book, fw, st, stamp, touched, rs, t_ns, par, record)
@@ -781,26 +815,17 @@ def run(
                 and _bbo_changed(book, st, last)
                 and R.uniform(rs) < p_bbo
             ):
-                if nbt >= bbo.shape[0]:
-                    st[S_OVF] = 1
-                    return False, st, msgs, lv, truth, bbo, trades, snaps, snap_lv, d20, d20b
-                bbo[nbt, 0] = st[S_UID]
-                bbo[nbt, 1] = t_ns
-                bbo[nbt, 2] = lo + last[0] if last[0] >= 0 else 0
-                bbo[nbt, 3] = last[1]
-                bbo[nbt, 4] = lo + last[2] if last[2] < R_ else 0
-                bbo[nbt, 5] = last[3]
-                nbt += 1
+                _record_bbo(st, last, bbo, st[S_UID], t_ns, lo, R_)
             if st[S_OVF]:
-                return False, st, msgs, lv, truth, bbo, trades, snaps, snap_lv, d20, d20b
-    if record:
+                return False
+    if record and settle:
         if st[S_EV] > 0:
             _close_message(
                 book,
                 st,
                 touched,
                 lo,
-                (cur_win + 1) * msg_ns,
+                (st[S_CUR_WIN] + 1) * msg_ns,
                 msgs,
                 lv,
                 truth,
@@ -852,15 +877,5 @@ def run(
             )
             st[S_UID] = final_uid
             if _bbo_changed(book, st, last):
-                if nbt >= bbo.shape[0]:
-                    st[S_OVF] = 1
-                else:
-                    bbo[nbt, 0] = final_uid
-                    bbo[nbt, 1] = final_t_ns
-                    bbo[nbt, 2] = lo + last[0] if last[0] >= 0 else 0
-                    bbo[nbt, 3] = last[1]
-                    bbo[nbt, 4] = lo + last[2] if last[2] < R_ else 0
-                    bbo[nbt, 5] = last[3]
-                    nbt += 1
-    st[S_NBT] = nbt
-    return st[S_OVF] == 0, st, msgs, lv, truth, bbo, trades, snaps, snap_lv, d20, d20b
+                _record_bbo(st, last, bbo, final_uid, final_t_ns, lo, R_)
+    return st[S_OVF] == 0
