@@ -163,7 +163,7 @@ def simulator_part(req: DayRequest) -> Part:
     source = req.source
 
     def pieces():
-        sim = synthetic.simulate_day(
+        return synthetic.iter_capture_chunks(
             req.day,
             symbol=req.symbol,
             profile=source.profile,
@@ -172,7 +172,6 @@ def simulator_part(req: DayRequest) -> Part:
             market=req.market,
             **source.options,
         )
-        return sim.iter_chunks()
 
     return Part(f"simulator/{req.venue_id}/{req.symbol.lower()}_{req.day:%Y%m%d}", pieces)
 
