@@ -662,7 +662,8 @@ def utc_days(frame: pl.DataFrame, column: str = "ts_event") -> list:
 # path, whose output is the reference. So outputs are identical by construction on every input
 # the fast pass accepts, and unchanged otherwise (see obpipeline_tests/test_engine.py).
 
-from numba import carray, types  # noqa: E402 - the fast path's own compiled helpers
+from llvmlite import ir  # noqa: E402 - the fast path's own compiled helpers
+from numba import carray, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
 _K_DIFF, _K_SNAP, _K_PARTIAL, _K_BBO, _K_TRADE, _K_OTHER, _K_BLANK = 1, 2, 3, 4, 5, 6, 7
@@ -1007,16 +1008,56 @@ def _scan_levels(b, i, end, lv, k0, cap):
         return -1, 0
 
 
-# rows of the per-object field table filled by _parse_object
-_F_INT, _F_MANT, _F_FRAC, _F_FLAG, _F_START, _F_COUNT = 0, 1, 2, 3, 4, 5
+# rows of the per-object field table filled by _parse_object (VS/VE: the value's byte span)
+_F_INT, _F_MANT, _F_FRAC, _F_FLAG, _F_START, _F_COUNT, _F_VS, _F_VE = range(8)
+
+
+@njit(cache=True, inline="always")
+def _is_field(key):
+    """Keys whose value _parse_field extracts (the others are validated and skipped)."""
+    return key != 0 and (
+        key in (_KEY_E, _KEY_T, _KEY_U, _KEY_u, _KEY_pu, _KEY_t, _KEY_lastUpdateId)
+        or key in (_KEY_B, _KEY_A, _KEY_p, _KEY_q, _KEY_b, _KEY_a, _KEY_bids, _KEY_asks, _KEY_m)
+    )
+
+
+@njit(cache=True, inline="always")
+def _parse_field(b, i, end, key, f, lv, k, cap, bbo):
+    """The value of an _is_field key at b[i] into ``f`` (see _parse_object): (next index or -1,
+    level slots used so far)."""
+    if key in (_KEY_E, _KEY_T, _KEY_U, _KEY_u, _KEY_pu, _KEY_t, _KEY_lastUpdateId):
+        i, v = _parse_int(b, i, end)
+        f[_F_INT, key] = v
+    elif key in (_KEY_B, _KEY_A, _KEY_p, _KEY_q) or (bbo and key in (_KEY_b, _KEY_a)):
+        i, m, fr = _parse_dec(b, i, end)
+        f[_F_MANT, key] = m
+        f[_F_FRAC, key] = fr
+    elif key in (_KEY_b, _KEY_a, _KEY_bids, _KEY_asks):
+        if i < end and b[i] == 110:  # null list
+            i = _literal(b, i, end, _NULLW)
+            f[_F_FLAG, key] = 3
+        else:
+            i, n = _scan_levels(b, i, end, lv, k, cap)
+            f[_F_START, key] = k
+            f[_F_COUNT, key] = n
+            k += n
+    else:  # _KEY_m
+        if i < end and b[i] == 116:
+            i = _literal(b, i, end, _TRUE)
+            f[_F_FLAG, key] = 2
+        else:
+            i = _literal(b, i, end, _FALSE)
+            f[_F_FLAG, key] = 1
+    return i, k
 
 
 @njit(cache=True)
 def _parse_object(b, i, end, f, lv, k0, cap, bbo):
     """One JSON object at b[i]: the known keys (_KEY_*) into the field table ``f`` (ints,
     decimal strings as digits/point, level lists as start/count into ``lv``, seen flags: 1, 2 for
-    ``m`` true, 3 for a null list), the other keys skipped but validated. ``bbo``: b/a are decimal
-    strings (bookTicker), not level lists. Returns the next index, or -1 to give up."""
+    ``m`` true, 3 for a null list; the byte span of each _is_field value), the other keys skipped
+    but validated. ``bbo``: b/a are decimal strings (bookTicker), not level lists. Returns the
+    next index, or -1 to give up."""
     if i >= end or b[i] != 123:
         return -1
     i = _skip_ws(b, i + 1, end)
@@ -1039,28 +1080,10 @@ def _parse_object(b, i, end, f, lv, k0, cap, bbo):
             if f[_F_FLAG, key]:
                 return -1  # duplicate key: Polars keeps the first; leave it to that path
             f[_F_FLAG, key] = 1
-        if key in (_KEY_E, _KEY_T, _KEY_U, _KEY_u, _KEY_pu, _KEY_t, _KEY_lastUpdateId):
-            i, v = _parse_int(b, i, end)
-            f[_F_INT, key] = v
-        elif key in (_KEY_B, _KEY_A, _KEY_p, _KEY_q) or (bbo and key in (_KEY_b, _KEY_a)):
-            i, m, fr = _parse_dec(b, i, end)
-            f[_F_MANT, key] = m
-            f[_F_FRAC, key] = fr
-        elif key in (_KEY_b, _KEY_a, _KEY_bids, _KEY_asks):
-            if i < end and b[i] == 110:  # null list
-                i = _literal(b, i, end, _NULLW)
-                f[_F_FLAG, key] = 3
-            else:
-                i, n = _scan_levels(b, i, end, lv, k, cap)
-                f[_F_START, key] = k
-                f[_F_COUNT, key] = n
-                k += n
-        elif key == _KEY_m:
-            if i < end and b[i] == 116:
-                i = _literal(b, i, end, _TRUE)
-                f[_F_FLAG, key] = 2
-            else:
-                i = _literal(b, i, end, _FALSE)
+        if _is_field(key):
+            f[_F_VS, key] = i
+            i, k = _parse_field(b, i, end, key, f, lv, k, cap, bbo)
+            f[_F_VE, key] = i
         elif key == _KEY_s:
             i = _skip_string(b, i, end) if i < end and b[i] == 34 else -1
         else:
@@ -1252,6 +1275,87 @@ def _line_bytes(views, ln, buf_addr, views_addr):
     return carray(_byte_ptr(address), length)
 
 
+@intrinsic
+def _load8(typingctx, address):
+    """The 8 bytes at an int64 address as a uint64 (unaligned load)."""
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.PointerType(ir.IntType(64)))
+        return builder.load(ptr, align=1)
+
+    return types.uint64(types.int64), codegen
+
+
+@njit(cache=True, inline="always")
+def _same_bytes(a, pa_, b, pb, n):
+    """a[pa_:pa_+n] == b[pb:pb+n] (both in bounds), 8 bytes at a time."""
+    if n < 8:
+        for q in range(n):  # noqa: SIM110 - compiled loop
+            if a[pa_ + q] != b[pb + q]:
+                return False
+        return True
+    xa = np.int64(a.ctypes.data) + pa_
+    xb = np.int64(b.ctypes.data) + pb
+    q = 0
+    while q + 8 <= n:
+        if _load8(xa + q) != _load8(xb + q):
+            return False
+        q += 8
+    return q == n or _load8(xa + n - 8) == _load8(xb + n - 8)
+
+
+# Templates: Binance writes every record of a stream with the same keys in the same order, so the
+# JSON of a line is the JSON of the previous accepted line of its kind with other field values.
+# A template is that line's bytes with "holes" at the values _parse_field extracts; a line whose
+# bytes outside the holes are identical, and whose holes parse with _parse_field, is valid JSON
+# with the same keys and extracts exactly what _parse_object would (its dispatch depends only on
+# the keys, in the identical bytes). Anything else takes _parse_object (and becomes the template).
+_TPL_BYTES = 4096
+_TPL_HOLES = 24
+
+
+@njit(cache=True)
+def _match_template(data, js, e, tpl, tlen, holes, nh, f, lv, k, cap, bbo):
+    """Parse data[js:e] against a template (see above) into ``f``; False if it does not fit."""
+    p = js
+    tp = 0
+    for h in range(nh):
+        hs, he, key = holes[h, 0], holes[h, 1], holes[h, 2]
+        n = hs - tp
+        if p + n > e or not _same_bytes(data, p, tpl, tp, n):
+            return False
+        p, k = _parse_field(data, p + n, e, key, f, lv, k, cap, bbo)
+        if p < 0:
+            return False
+        tp = he
+    n = tlen - tp
+    return p + n == e and _same_bytes(data, p, tpl, tp, n)
+
+
+@njit(cache=True)
+def _make_template(data, js, e, f, tpl, holes):
+    """Record data[js:e] (just parsed by _parse_object into ``f``) as a template: its length and
+    number of holes (0, 0 if it does not fit the buffers)."""
+    if e - js > tpl.shape[0]:
+        return 0, 0
+    nh = 0
+    for key in range(1, _NKEYS):
+        if f[_F_FLAG, key] and _is_field(key):
+            if nh == holes.shape[0]:
+                return 0, 0
+            # insertion by start: the holes in byte order
+            q = nh
+            while q > 0 and holes[q - 1, 0] > f[_F_VS, key] - js:
+                holes[q] = holes[q - 1]
+                q -= 1
+            holes[q, 0] = f[_F_VS, key] - js
+            holes[q, 1] = f[_F_VE, key] - js
+            holes[q, 2] = key
+            nh += 1
+    tpl[: e - js] = data[js:e]
+    return e - js, nh
+
+
 _MAX_SYMBOL = 64
 
 
@@ -1274,7 +1378,13 @@ def _scan(views, buf_addr, views_addr, valid):
     lv = np.empty((2, 2 * cap + 2), np.int64)  # level strings: digits, point position
     sym = np.zeros(_MAX_SYMBOL, np.uint8)
     sym_len = -1
-    f = np.empty((6, _NKEYS), np.int64)  # the field table of the object being parsed
+    f = np.empty((8, _NKEYS), np.int64)  # the field table of the object being parsed
+    # per kind: the template (see _match_template), its length, holes, number of holes, flags
+    tpl = np.zeros((8, _TPL_BYTES), np.uint8)
+    tpl_len = np.zeros(8, np.int64)
+    holes = np.zeros((8, _TPL_HOLES, 3), np.int64)
+    n_holes = np.zeros(8, np.int64)
+    tpl_flags = np.zeros((8, _NKEYS), np.int64)
     k = 0  # level slots used
     status = 0
     for ln in range(n):
@@ -1370,15 +1480,29 @@ def _scan(views, buf_addr, views_addr, valid):
             grown[:, : 2 * k] = lv[:, : 2 * k]
             lv = grown
         # strict JSON: the top-level object (envelope or bare snapshot), nothing around it
-        f[_F_FLAG, :] = 0
         f[_F_INT, :] = _NULL
         f[_F_START, :] = -1
-        if kd == _K_SNAP:
-            end_at = _parse_object(data, js, e, f, lv, k, cap, False)
-        else:
-            end_at = _parse_envelope(data, js, e, f, lv, k, cap, kd == _K_BBO)
-        if end_at != e:
-            break
+        matched = False
+        if tpl_len[kd]:
+            f[_F_FLAG, :] = tpl_flags[kd]
+            matched = _match_template(
+                data, js, e, tpl[kd], tpl_len[kd], holes[kd], n_holes[kd], f, lv, k, cap,
+                kd == _K_BBO,
+            )  # fmt: skip
+            if not matched:
+                f[_F_INT, :] = _NULL
+                f[_F_START, :] = -1
+        if not matched:
+            f[_F_FLAG, :] = 0
+            if kd == _K_SNAP:
+                end_at = _parse_object(data, js, e, f, lv, k, cap, False)
+            else:
+                end_at = _parse_envelope(data, js, e, f, lv, k, cap, kd == _K_BBO)
+            if end_at != e:
+                break
+            if kd != _K_SNAP:
+                tpl_len[kd], n_holes[kd] = _make_template(data, js, e, f, tpl[kd], holes[kd])
+                tpl_flags[kd] = f[_F_FLAG]
         null_list = False
         for key in (_KEY_b, _KEY_a, _KEY_bids, _KEY_asks):  # a null list is quarantined
             if f[_F_FLAG, key] == 3:
