@@ -1368,10 +1368,11 @@ def _scan(views, buf_addr, views_addr, valid):
     n = views.shape[0]
     kind = np.zeros(n, np.int8)
     ts_local = np.zeros(n, np.int64)
-    ints = np.full((n, len(_INT_KEYS)), _NULL, np.int64)  # _INT_KEYS per line
-    mant = np.zeros((n, len(_DEC_KEYS)), np.int64)  # _DEC_KEYS (bookTicker, trade): digits
-    frac = np.zeros((n, len(_DEC_KEYS)), np.int8)  # ... and digits after the point
-    span = np.full((n, 4), -1, np.int64)  # level lists: bids (start, count), asks (start, count)
+    # (rows are written for the kinds that read them: np.empty leaves the others untouched)
+    ints = np.empty((n, len(_INT_KEYS)), np.int64)  # _INT_KEYS per decoded line
+    mant = np.empty((n, len(_DEC_KEYS)), np.int64)  # _DEC_KEYS (bookTicker, trade): digits
+    frac = np.empty((n, len(_DEC_KEYS)), np.int8)  # ... and digits after the point
+    span = np.empty((n, 4), np.int64)  # depth lines: bids (start, count), asks (start, count)
     flag_m = np.zeros(n, np.int8)
     dig = np.zeros(n, np.int16)  # partial depth: N of "@depthN"
     cap = 4 * n + 64  # level slots, grown as needed
