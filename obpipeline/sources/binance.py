@@ -662,6 +662,10 @@ def utc_days(frame: pl.DataFrame, column: str = "ts_event") -> list:
 # path, whose output is the reference. So outputs are identical by construction on every input
 # the fast pass accepts, and unchanged otherwise (see obpipeline_tests/test_engine.py).
 
+from llvmlite import ir  # noqa: E402 - the fast path's own compiled helpers
+from numba import carray, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
+
 _K_DIFF, _K_SNAP, _K_PARTIAL, _K_BBO, _K_TRADE, _K_OTHER, _K_BLANK = 1, 2, 3, 4, 5, 6, 7
 # JSON keys the fast pass extracts
 _KEY_E, _KEY_T, _KEY_s, _KEY_U, _KEY_u, _KEY_pu, _KEY_b, _KEY_a = 1, 2, 3, 4, 5, 6, 7, 8
@@ -1004,16 +1008,56 @@ def _scan_levels(b, i, end, lv, k0, cap):
         return -1, 0
 
 
-# rows of the per-object field table filled by _parse_object
-_F_INT, _F_MANT, _F_FRAC, _F_FLAG, _F_START, _F_COUNT = 0, 1, 2, 3, 4, 5
+# rows of the per-object field table filled by _parse_object (VS/VE: the value's byte span)
+_F_INT, _F_MANT, _F_FRAC, _F_FLAG, _F_START, _F_COUNT, _F_VS, _F_VE = range(8)
+
+
+@njit(cache=True, inline="always")
+def _is_field(key):
+    """Keys whose value _parse_field extracts (the others are validated and skipped)."""
+    return key != 0 and (
+        key in (_KEY_E, _KEY_T, _KEY_U, _KEY_u, _KEY_pu, _KEY_t, _KEY_lastUpdateId)
+        or key in (_KEY_B, _KEY_A, _KEY_p, _KEY_q, _KEY_b, _KEY_a, _KEY_bids, _KEY_asks, _KEY_m)
+    )
+
+
+@njit(cache=True, inline="always")
+def _parse_field(b, i, end, key, f, lv, k, cap, bbo):
+    """The value of an _is_field key at b[i] into ``f`` (see _parse_object): (next index or -1,
+    level slots used so far)."""
+    if key in (_KEY_E, _KEY_T, _KEY_U, _KEY_u, _KEY_pu, _KEY_t, _KEY_lastUpdateId):
+        i, v = _parse_int(b, i, end)
+        f[_F_INT, key] = v
+    elif key in (_KEY_B, _KEY_A, _KEY_p, _KEY_q) or (bbo and key in (_KEY_b, _KEY_a)):
+        i, m, fr = _parse_dec(b, i, end)
+        f[_F_MANT, key] = m
+        f[_F_FRAC, key] = fr
+    elif key in (_KEY_b, _KEY_a, _KEY_bids, _KEY_asks):
+        if i < end and b[i] == 110:  # null list
+            i = _literal(b, i, end, _NULLW)
+            f[_F_FLAG, key] = 3
+        else:
+            i, n = _scan_levels(b, i, end, lv, k, cap)
+            f[_F_START, key] = k
+            f[_F_COUNT, key] = n
+            k += n
+    else:  # _KEY_m
+        if i < end and b[i] == 116:
+            i = _literal(b, i, end, _TRUE)
+            f[_F_FLAG, key] = 2
+        else:
+            i = _literal(b, i, end, _FALSE)
+            f[_F_FLAG, key] = 1
+    return i, k
 
 
 @njit(cache=True)
 def _parse_object(b, i, end, f, lv, k0, cap, bbo):
     """One JSON object at b[i]: the known keys (_KEY_*) into the field table ``f`` (ints,
     decimal strings as digits/point, level lists as start/count into ``lv``, seen flags: 1, 2 for
-    ``m`` true, 3 for a null list), the other keys skipped but validated. ``bbo``: b/a are decimal
-    strings (bookTicker), not level lists. Returns the next index, or -1 to give up."""
+    ``m`` true, 3 for a null list; the byte span of each _is_field value), the other keys skipped
+    but validated. ``bbo``: b/a are decimal strings (bookTicker), not level lists. Returns the
+    next index, or -1 to give up."""
     if i >= end or b[i] != 123:
         return -1
     i = _skip_ws(b, i + 1, end)
@@ -1036,28 +1080,10 @@ def _parse_object(b, i, end, f, lv, k0, cap, bbo):
             if f[_F_FLAG, key]:
                 return -1  # duplicate key: Polars keeps the first; leave it to that path
             f[_F_FLAG, key] = 1
-        if key in (_KEY_E, _KEY_T, _KEY_U, _KEY_u, _KEY_pu, _KEY_t, _KEY_lastUpdateId):
-            i, v = _parse_int(b, i, end)
-            f[_F_INT, key] = v
-        elif key in (_KEY_B, _KEY_A, _KEY_p, _KEY_q) or (bbo and key in (_KEY_b, _KEY_a)):
-            i, m, fr = _parse_dec(b, i, end)
-            f[_F_MANT, key] = m
-            f[_F_FRAC, key] = fr
-        elif key in (_KEY_b, _KEY_a, _KEY_bids, _KEY_asks):
-            if i < end and b[i] == 110:  # null list
-                i = _literal(b, i, end, _NULLW)
-                f[_F_FLAG, key] = 3
-            else:
-                i, n = _scan_levels(b, i, end, lv, k, cap)
-                f[_F_START, key] = k
-                f[_F_COUNT, key] = n
-                k += n
-        elif key == _KEY_m:
-            if i < end and b[i] == 116:
-                i = _literal(b, i, end, _TRUE)
-                f[_F_FLAG, key] = 2
-            else:
-                i = _literal(b, i, end, _FALSE)
+        if _is_field(key):
+            f[_F_VS, key] = i
+            i, k = _parse_field(b, i, end, key, f, lv, k, cap, bbo)
+            f[_F_VE, key] = i
         elif key == _KEY_s:
             i = _skip_string(b, i, end) if i < end and b[i] == 34 else -1
         else:
@@ -1224,22 +1250,142 @@ def _depth_levels(data, s, e):
     return -1
 
 
+# The text column is read in place from its Arrow string-view buffers (no copy into one
+# large_string buffer): a view is (length, 12 inline bytes) for short lines, else (length,
+# prefix, buffer index, offset); each line becomes a ``carray`` over its own bytes.
+
+
+@intrinsic
+def _byte_ptr(typingctx, address):
+    """An int64 address as a ``uint8*`` (for ``carray`` over an Arrow buffer)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return types.CPointer(types.uint8)(types.int64), codegen
+
+
+@njit(cache=True, inline="always")
+def _line_bytes(views, ln, buf_addr, views_addr):
+    length = np.int64(views[ln, 0])
+    if length <= 12:
+        address = views_addr + 16 * ln + 4
+    else:
+        address = buf_addr[views[ln, 2]] + np.int64(views[ln, 3])
+    return carray(_byte_ptr(address), length)
+
+
+@intrinsic
+def _load8(typingctx, address):
+    """The 8 bytes at an int64 address as a uint64 (unaligned load)."""
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.PointerType(ir.IntType(64)))
+        return builder.load(ptr, align=1)
+
+    return types.uint64(types.int64), codegen
+
+
+@njit(cache=True, inline="always")
+def _same_bytes(a, pa_, b, pb, n):
+    """a[pa_:pa_+n] == b[pb:pb+n] (both in bounds), 8 bytes at a time."""
+    if n < 8:
+        for q in range(n):  # noqa: SIM110 - compiled loop
+            if a[pa_ + q] != b[pb + q]:
+                return False
+        return True
+    xa = np.int64(a.ctypes.data) + pa_
+    xb = np.int64(b.ctypes.data) + pb
+    q = 0
+    while q + 8 <= n:
+        if _load8(xa + q) != _load8(xb + q):
+            return False
+        q += 8
+    return q == n or _load8(xa + n - 8) == _load8(xb + n - 8)
+
+
+# Templates: Binance writes every record of a stream with the same keys in the same order, so the
+# JSON of a line is the JSON of the previous accepted line of its kind with other field values.
+# A template is that line's bytes with "holes" at the values _parse_field extracts; a line whose
+# bytes outside the holes are identical, and whose holes parse with _parse_field, is valid JSON
+# with the same keys and extracts exactly what _parse_object would (its dispatch depends only on
+# the keys, in the identical bytes). Anything else takes _parse_object (and becomes the template).
+_TPL_BYTES = 4096
+_TPL_HOLES = 24
+
+
+@njit(cache=True)
+def _match_template(data, js, e, tpl, tlen, holes, nh, f, lv, k, cap, bbo):
+    """Parse data[js:e] against a template (see above) into ``f``; False if it does not fit."""
+    p = js
+    tp = 0
+    for h in range(nh):
+        hs, he, key = holes[h, 0], holes[h, 1], holes[h, 2]
+        n = hs - tp
+        if p + n > e or not _same_bytes(data, p, tpl, tp, n):
+            return False
+        p, k = _parse_field(data, p + n, e, key, f, lv, k, cap, bbo)
+        if p < 0:
+            return False
+        tp = he
+    n = tlen - tp
+    return p + n == e and _same_bytes(data, p, tpl, tp, n)
+
+
+@njit(cache=True)
+def _make_template(data, js, e, f, tpl, holes):
+    """Record data[js:e] (just parsed by _parse_object into ``f``) as a template: its length and
+    number of holes (0, 0 if it does not fit the buffers)."""
+    if e - js > tpl.shape[0]:
+        return 0, 0
+    nh = 0
+    for key in range(1, _NKEYS):
+        if f[_F_FLAG, key] and _is_field(key):
+            if nh == holes.shape[0]:
+                return 0, 0
+            # insertion by start: the holes in byte order
+            q = nh
+            while q > 0 and holes[q - 1, 0] > f[_F_VS, key] - js:
+                holes[q] = holes[q - 1]
+                q -= 1
+            holes[q, 0] = f[_F_VS, key] - js
+            holes[q, 1] = f[_F_VE, key] - js
+            holes[q, 2] = key
+            nh += 1
+    tpl[: e - js] = data[js:e]
+    return e - js, nh
+
+
+_MAX_SYMBOL = 64
+
+
 @njit(cache=True, nogil=True)
-def _scan(data, offsets, valid, cap_levels):
-    """The fast pass over every line (see the section comment). Returns per-line arrays and a
-    status: 0, or the 1-based row where it gave up (the input then takes the Polars path)."""
-    n = len(offsets) - 1
+def _scan(views, buf_addr, views_addr, valid):
+    """The fast pass over every line (see the section comment). Returns per-line arrays, the
+    level strings, the symbol of the streams (the bytes before the first '@'; every stream must
+    have it, case-insensitively) and a status: 0, or the 1-based row where it gave up (the input
+    then takes the Polars path)."""
+    n = views.shape[0]
     kind = np.zeros(n, np.int8)
     ts_local = np.zeros(n, np.int64)
-    ints = np.full((n, len(_INT_KEYS)), _NULL, np.int64)  # _INT_KEYS per line
-    mant = np.zeros((n, len(_DEC_KEYS)), np.int64)  # _DEC_KEYS (bookTicker, trade): digits
-    frac = np.zeros((n, len(_DEC_KEYS)), np.int8)  # ... and digits after the point
-    span = np.full((n, 4), -1, np.int64)  # level lists: bids (start, count), asks (start, count)
+    # (rows are written for the kinds that read them: np.empty leaves the others untouched)
+    ints = np.empty((n, len(_INT_KEYS)), np.int64)  # _INT_KEYS per decoded line
+    mant = np.empty((n, len(_DEC_KEYS)), np.int64)  # _DEC_KEYS (bookTicker, trade): digits
+    frac = np.empty((n, len(_DEC_KEYS)), np.int8)  # ... and digits after the point
+    span = np.empty((n, 4), np.int64)  # depth lines: bids (start, count), asks (start, count)
     flag_m = np.zeros(n, np.int8)
-    sym = np.full((n, 2), -1, np.int64)  # symbol bytes (before the first '@') of stream names
-    dig = np.zeros(n, np.int64)  # partial depth: N of "@depthN"
-    lv = np.zeros((2, 2 * cap_levels + 2), np.int64)  # level strings: digits, point position
-    f = np.empty((6, _NKEYS), np.int64)  # the field table of the object being parsed
+    dig = np.zeros(n, np.int16)  # partial depth: N of "@depthN"
+    cap = 4 * n + 64  # level slots, grown as needed
+    lv = np.empty((2, 2 * cap + 2), np.int64)  # level strings: digits, point position
+    sym = np.zeros(_MAX_SYMBOL, np.uint8)
+    sym_len = -1
+    f = np.empty((8, _NKEYS), np.int64)  # the field table of the object being parsed
+    # per kind: the template (see _match_template), its length, holes, number of holes, flags
+    tpl = np.zeros((8, _TPL_BYTES), np.uint8)
+    tpl_len = np.zeros(8, np.int64)
+    holes = np.zeros((8, _TPL_HOLES, 3), np.int64)
+    n_holes = np.zeros(8, np.int64)
+    tpl_flags = np.zeros((8, _NKEYS), np.int64)
     k = 0  # level slots used
     status = 0
     for ln in range(n):
@@ -1248,11 +1394,11 @@ def _scan(data, offsets, valid, cap_levels):
             kind[ln] = _K_BLANK
             status = 0
             continue
-        s = offsets[ln]
-        e = offsets[ln + 1]
-        if s == e or _is_space(data[s]):  # blank (only whitespace), or not "<ts> <json>"
+        data = _line_bytes(views, ln, buf_addr, views_addr)
+        e = len(data)
+        if e == 0 or _is_space(data[0]):  # blank (only whitespace), or not "<ts> <json>"
             blank = True
-            for i in range(s, e):
+            for i in range(e):
                 if not _is_space(data[i]):
                     blank = False
                     break
@@ -1263,30 +1409,26 @@ def _scan(data, offsets, valid, cap_levels):
             continue
         # (no other byte check: JSON strings reject non-ASCII bytes, structure needs ASCII)
         # receive timestamp: the digits before the first space (ns, µs or ms by their number)
-        i = s
-        v = 0
-        overflow = False
-        while i < e and 48 <= data[i] <= 57 and i - s < 20:
-            d = data[i] - 48
-            if v > (9223372036854775807 - d) // 10:
-                overflow = True
-            else:
-                v = v * 10 + d
-            i += 1
-        nd = i - s
-        if i >= e or data[i] != 32 or nd < 12 or nd > 19 or overflow:
+        nd = 0
+        while nd < e and nd < 20 and 48 <= data[nd] <= 57:
+            nd += 1
+        if nd >= e or data[nd] != 32 or nd < 12 or nd > 19:
             break
+        v = 0
+        for i in range(min(nd, 18)):
+            v = v * 10 + np.int64(data[i] - 48)
+        if nd == 19:  # int64 overflow: Polars' cast gives null (quarantined)
+            d = np.int64(data[18] - 48)
+            if v > 922337203685477580 or (v == 922337203685477580 and d > 7):
+                break
+            v = v * 10 + d
         if nd >= 18:
             ts_local[ln] = v
         elif nd >= 15:
-            if v > 9223372036854775807 // 1000:
-                break
             ts_local[ln] = v * 1000
         else:
-            if v > 9223372036854775807 // 1_000_000:
-                break
             ts_local[ln] = v * 1_000_000
-        js = i + 1
+        js = nd + 1
         stream_s, stream_e = _stream_name(data, js, e)
         if stream_s < 0:  # a REST snapshot if '"lastUpdateId"' occurs, else unknown
             if not _contains(data, js, e, _LUID):
@@ -1302,27 +1444,66 @@ def _scan(data, offsets, valid, cap_levels):
                     first_at = q
             if escaped:
                 break
-            sym[ln, 0] = stream_s
-            sym[ln, 1] = first_at
+            length = first_at - stream_s
+            if sym_len < 0:
+                if length > _MAX_SYMBOL:
+                    break
+                sym_len = length
+                sym[:length] = data[stream_s:first_at]
+            else:
+                if length != sym_len:
+                    break  # several symbols: the Polars path raises the error
+                same = True
+                for q in range(length):
+                    a, c = data[stream_s + q], sym[q]
+                    if 97 <= a <= 122:
+                        a -= 32
+                    if 97 <= c <= 122:
+                        c -= 32
+                    if a != c:
+                        same = False
+                if not same:
+                    break
             kd = _kind_of_stream(data, stream_s, stream_e)
             if kd == _K_PARTIAL:
-                dig[ln] = _depth_levels(data, stream_s, stream_e)
-                if dig[ln] < 0:
+                levels = _depth_levels(data, stream_s, stream_e)
+                if levels < 0:
                     break
+                dig[ln] = levels
         kind[ln] = kd
         if kd == _K_OTHER:  # counted, never decoded
             status = 0
             continue
+        # room for every level the line could hold (a level takes >= 9 bytes: ["1","1"])
+        if k + e // 9 + 2 > cap:
+            cap = max(2 * cap, k + e // 9 + 2)
+            grown = np.empty((2, 2 * cap + 2), np.int64)
+            grown[:, : 2 * k] = lv[:, : 2 * k]
+            lv = grown
         # strict JSON: the top-level object (envelope or bare snapshot), nothing around it
-        f[_F_FLAG, :] = 0
         f[_F_INT, :] = _NULL
         f[_F_START, :] = -1
-        if kd == _K_SNAP:
-            end_at = _parse_object(data, js, e, f, lv, k, cap_levels, False)
-        else:
-            end_at = _parse_envelope(data, js, e, f, lv, k, cap_levels, kd == _K_BBO)
-        if end_at != e:
-            break
+        matched = False
+        if tpl_len[kd]:
+            f[_F_FLAG, :] = tpl_flags[kd]
+            matched = _match_template(
+                data, js, e, tpl[kd], tpl_len[kd], holes[kd], n_holes[kd], f, lv, k, cap,
+                kd == _K_BBO,
+            )  # fmt: skip
+            if not matched:
+                f[_F_INT, :] = _NULL
+                f[_F_START, :] = -1
+        if not matched:
+            f[_F_FLAG, :] = 0
+            if kd == _K_SNAP:
+                end_at = _parse_object(data, js, e, f, lv, k, cap, False)
+            else:
+                end_at = _parse_envelope(data, js, e, f, lv, k, cap, kd == _K_BBO)
+            if end_at != e:
+                break
+            if kd != _K_SNAP:
+                tpl_len[kd], n_holes[kd] = _make_template(data, js, e, f, tpl[kd], holes[kd])
+                tpl_flags[kd] = f[_F_FLAG]
         null_list = False
         for key in (_KEY_b, _KEY_a, _KEY_bids, _KEY_asks):  # a null list is quarantined
             if f[_F_FLAG, key] == 3:
@@ -1360,116 +1541,190 @@ def _scan(data, offsets, valid, cap_levels):
                 if f[_F_START, key] >= 0:
                     k = max(k, f[_F_START, key] + f[_F_COUNT, key])
         status = 0
-    return kind, ts_local, ints, mant, frac, span, flag_m, sym, dig, lv, status
+    return kind, ts_local, ints, mant, frac, span, flag_m, dig, lv, sym[: max(sym_len, 0)], status
+
+
+@njit(cache=True, inline="always")
+def _scaled(m, f, scale):
+    """(unscaled value at ``scale``, ok) of a decimal given as (all digits, digits after the
+    point); ok=False unless it converts exactly and fits Decimal(18, scale)."""
+    if f > 12:
+        return 0, False
+    if f <= scale:
+        p = np.int64(10) ** (scale - f)
+        a = m if m >= 0 else -m
+        if a > (10**18 - 1) // p:
+            return 0, False
+        return m * p, True
+    p = np.int64(10) ** (f - scale)
+    if m % p != 0:
+        return 0, False
+    return m // p, True
+
+
+@njit(cache=True, inline="always")
+def _exchange_ts_one(ints, ln, local):
+    """coalesce(T * 1e6, E * 1e6, receive time) of a line; ok=False if T or E would overflow."""
+    limit = np.iinfo(np.int64).max // MS
+    t, e = ints[ln, _I_T], ints[ln, _I_E]
+    if (t != _NULL and abs(t) > limit) or (e != _NULL and abs(e) > limit):
+        return 0, False
+    if t != _NULL:
+        return t * MS, True
+    if e != _NULL:
+        return e * MS, True
+    return local, True
 
 
 @njit(cache=True, nogil=True)
-def _to_scale(mant, frac, scale):
-    """Unscaled values at ``scale`` of decimals given as (all digits, digits after the point);
-    ok=False unless every one converts exactly and fits Decimal(18, scale)."""
-    out = np.empty(len(mant), np.int64)
-    for k in range(len(mant)):
-        f = np.int64(frac[k])
-        m = mant[k]
-        if f > 12:
-            return out, False
-        if f <= scale:
-            p = np.int64(10) ** (scale - f)
-            a = m if m >= 0 else -m
-            if a > (10**18 - 1) // p:
-                return out, False
-            out[k] = m * p
-        else:
-            p = np.int64(10) ** (f - scale)
-            if m % p != 0:
-                return out, False
-            out[k] = m // p
-    return out, True
-
-
-@njit(cache=True, nogil=True)
-def _message_levels(lines, span, lv_mant, lv_frac):
-    """Level rows of the messages on ``lines``: bids then asks, one null-side row when empty.
-    Returns (row counts per message, side, price (mant, frac), size (mant, frac))."""
-    n = 0
-    for ln in lines:
-        n += max(1, span[ln, 1] + span[ln, 3])
-    counts = np.empty(len(lines), np.int64)
-    side = np.zeros(n, np.int8)
-    pm = np.zeros(n, np.int64)
-    pf = np.zeros(n, np.int8)
-    sm = np.zeros(n, np.int64)
-    sf = np.zeros(n, np.int8)
+def _events_columns(kind, ts_local, ints, span, lv, ps, ss, futures):
+    """raw_book_events of the diffs and REST snapshots, in line order: one row per level (bids
+    then asks), one null-level row for an empty message. Decimals as decimal128 (lo, hi) words.
+    ok=False where the Polars path would quarantine or differ."""
+    rows = 0
+    for ln in range(len(kind)):
+        if kind[ln] == _K_DIFF or kind[ln] == _K_SNAP:
+            rows += max(1, span[ln, 1] + span[ln, 3])
+    ts_event = np.empty(rows, np.int64)
+    ts_loc = np.empty(rows, np.int64)
+    msg_id = np.empty(rows, np.int64)
+    first = np.empty(rows, np.int64)
+    last = np.empty(rows, np.int64)
+    prev = np.empty(rows, np.int64)
+    snap = np.empty(rows, np.bool_)
+    side = np.zeros(rows, np.int8)
+    level = np.zeros(rows, np.bool_)
+    price = np.zeros((rows, 2), np.int64)
+    size = np.zeros((rows, 2), np.int64)
+    out = (ts_event, ts_loc, msg_id, first, last, prev, snap, side, level, price, size)
     r = 0
-    for j in range(len(lines)):
-        ln = lines[j]
+    m = 0
+    for ln in range(len(kind)):
+        kd = kind[ln]
+        if kd != _K_DIFF and kd != _K_SNAP:
+            continue
+        is_snap = kd == _K_SNAP
+        if is_snap:
+            fu, lu, pu = ints[ln, _I_LID], ints[ln, _I_LID], _NULL
+        else:
+            fu, lu, pu = ints[ln, _I_U], ints[ln, _I_u], ints[ln, _I_pu]
+        if fu == _NULL or lu == _NULL or fu > lu or (futures and not is_snap and pu == _NULL):
+            return out, m, False
+        te, ok = _exchange_ts_one(ints, ln, ts_local[ln])
+        if not ok:
+            return out, m, False
         r0 = r
         for g in range(2):
             start, count = span[ln, 2 * g], span[ln, 2 * g + 1]
             for q in range(start, start + count):
+                p, ok_p = _scaled(lv[0, 2 * q], lv[1, 2 * q], ps)
+                z, ok_z = _scaled(lv[0, 2 * q + 1], lv[1, 2 * q + 1], ss)
+                if not (ok_p and ok_z) or p <= 0 or z < 0:
+                    return out, m, False
                 side[r] = 1 if g == 0 else -1
-                pm[r] = lv_mant[2 * q]
-                pf[r] = lv_frac[2 * q]
-                sm[r] = lv_mant[2 * q + 1]
-                sf[r] = lv_frac[2 * q + 1]
+                level[r] = True
+                price[r, 0] = p
+                size[r, 0] = z  # (hi words: 0, the values are >= 0)
                 r += 1
         if r == r0:
             r += 1  # empty message: its placeholder row (side 0 → null)
-        counts[j] = r - r0
-    return counts, side, pm, pf, sm, sf
+        for j in range(r0, r):
+            ts_event[j] = te
+            ts_loc[j] = ts_local[ln]
+            msg_id[j] = m
+            first[j] = fu
+            last[j] = lu
+            prev[j] = pu
+            snap[j] = is_snap
+        m += 1
+    return out, m, True
 
 
 @njit(cache=True, nogil=True)
-def _same_symbols(data, sym):
-    """Index of the first stream whose symbol differs (case-insensitively) from the first one's,
-    -1 if all agree, -2 if there are no streams."""
-    first = -1
-    for ln in range(sym.shape[0]):
-        s, e = sym[ln, 0], sym[ln, 1]
-        if s < 0:
-            continue
-        if first < 0:
-            first = ln
-            continue
-        s0, e0 = sym[first, 0], sym[first, 1]
-        if e - s != e0 - s0:
-            return ln
-        for q in range(e - s):
-            a, b = data[s + q], data[s0 + q]
-            if 97 <= a <= 122:
-                a -= 32
-            if 97 <= b <= 122:
-                b -= 32
-            if a != b:
-                return ln
-    return -2 if first < 0 else -1
+def _depth_columns(lines, span, lv, ps, ss, depth):
+    """golden_depth's level columns (bid prices, bid sizes, ask prices, ask sizes; levels
+    1..depth each) of the partial-book lines, as decimal128 words and validity; ok=False
+    unless every level within ``depth`` is exact."""
+    vals = np.zeros((4 * depth, len(lines), 2), np.int64)
+    valid = np.zeros((4 * depth, len(lines)), np.bool_)
+    for j in range(len(lines)):
+        ln = lines[j]
+        for g in range(2):
+            start, count = span[ln, 2 * g], span[ln, 2 * g + 1]
+            for i in range(min(count, depth)):
+                q = start + i
+                p, ok_p = _scaled(lv[0, 2 * q], lv[1, 2 * q], ps)
+                z, ok_z = _scaled(lv[0, 2 * q + 1], lv[1, 2 * q + 1], ss)
+                if not (ok_p and ok_z):
+                    return vals, valid, False
+                cp, cs = 2 * g * depth + i, (2 * g + 1) * depth + i
+                vals[cp, j, 0] = p
+                vals[cp, j, 1] = p >> 63
+                vals[cs, j, 0] = z
+                vals[cs, j, 1] = z >> 63
+                valid[cp, j] = True
+                valid[cs, j] = True
+    return vals, valid, True
 
 
-def _decimal_col(values: np.ndarray, scale: int, valid: np.ndarray | None, name: str) -> pl.Series:
-    """int64 unscaled → Decimal(18, scale) Series via a decimal128 buffer (zero-copy in Polars)."""
-    wide = np.empty((len(values), 2), np.int64)
-    wide[:, 0] = values
-    wide[:, 1] = values >> 63
+@njit(cache=True, nogil=True)
+def _decimal_words(lines, mant, frac, col, scale):
+    """A bookTicker/trade decimal column of ``lines`` as decimal128 words; ok=False unless exact."""
+    out = np.empty((len(lines), 2), np.int64)
+    for j in range(len(lines)):
+        v, ok = _scaled(mant[lines[j], col], np.int64(frac[lines[j], col]), scale)
+        if not ok:
+            return out, False
+        out[j, 0] = v
+        out[j, 1] = v >> 63
+    return out, True
+
+
+@njit(cache=True, nogil=True)
+def _line_times(lines, ints, ts_local):
+    """ts_event (see _exchange_ts_one) and ts_local of ``lines``; ok=False on an overflow."""
+    ts_event = np.empty(len(lines), np.int64)
+    local = np.empty(len(lines), np.int64)
+    for j in range(len(lines)):
+        ln = lines[j]
+        te, ok = _exchange_ts_one(ints, ln, ts_local[ln])
+        if not ok:
+            return ts_event, local, False
+        ts_event[j] = te
+        local[j] = ts_local[ln]
+    return ts_event, local, True
+
+
+def _arrow_col(name: str, values: np.ndarray, dtype: pa.DataType, valid=None) -> pl.Series:
+    """A Series over ``values``' memory (fixed-width Arrow type; zero-copy into Polars)."""
     bits = None
     if valid is not None and not valid.all():
         bits = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    arr = pa.Array.from_buffers(pa.decimal128(18, scale), len(values), [bits, pa.py_buffer(wide)])
+    values = np.ascontiguousarray(values)
+    arr = pa.Array.from_buffers(dtype, len(values), [bits, pa.py_buffer(values)])
     return pl.Series(name, arr)
 
 
-def _ts(values: np.ndarray, name: str) -> pl.Series:
-    return pl.Series(name, values).cast(pl.Datetime("ns", "UTC"))
+_TS_ARROW = pa.timestamp("ns", "UTC")
 
 
-def _exchange_ts_fast(ints: np.ndarray, ts_local: np.ndarray) -> np.ndarray | None:
-    """coalesce(T * 1e6, E * 1e6, receive time), or None if a product would overflow."""
-    T, E = ints[:, _I_T], ints[:, _I_E]
-    limit = np.iinfo(np.int64).max // MS
-    for x in (T, E):
-        present = x != _NULL
-        if (np.abs(x[present]) > limit).any():
-            return None
-    return np.where(T != _NULL, T * MS, np.where(E != _NULL, E * MS, ts_local))
+def _text_views(text: pl.Series) -> tuple[pa.Array, np.ndarray, np.ndarray, int, np.ndarray]:
+    """(the Arrow array, keep it alive while scanning; its views as int32 (n, 4); the data
+    buffers' addresses; the address of the first view; validity)."""
+    arr = text.to_arrow(compat_level=pl.CompatLevel.newest())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not pa.types.is_string_view(arr.type):
+        arr = arr.cast(pa.string_view())
+    bufs = arr.buffers()
+    n = len(arr)
+    views = np.frombuffer(bufs[1], np.int32).reshape(-1, 4)[arr.offset : arr.offset + n]
+    addrs = np.array([b.address for b in bufs[2:]] + [0], np.int64)
+    if arr.null_count:
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    else:
+        valid = np.ones(n, np.bool_)
+    return arr, views, addrs, bufs[1].address + 16 * arr.offset, valid
 
 
 def _lines_in_order(lines: pl.DataFrame) -> bool:
@@ -1489,140 +1744,94 @@ def _parse_fast(
     n = lines.height
     if n == 0 or not _lines_in_order(lines):
         return None
-    text = lines["text"].to_arrow()
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    if not pa.types.is_large_string(text.type):
-        text = text.cast(pa.large_string())
-    offsets = np.frombuffer(text.buffers()[1], np.int64)[text.offset : text.offset + n + 1]
-    data = (
-        np.frombuffer(text.buffers()[2], np.uint8)
-        if text.buffers()[2] is not None
-        else np.zeros(0, np.uint8)
+    arr, views, addrs, views_addr, valid = _text_views(lines["text"])
+    kind, ts_local, ints, mant, frac, span, flag_m, dig, lv, sym, status = _scan(
+        views, addrs, views_addr, valid
     )
-    valid = text.is_valid().to_numpy(zero_copy_only=False)
-    cap = int(np.count_nonzero(data == 91)) + 1
-    kind, ts_local, ints, mant, frac, span, flag_m, sym, dig, lv, status = _scan(
-        data, offsets, valid, cap
-    )
-    lv_mant, lv_frac = lv[0], lv[1]
+    del arr  # the scan's outputs hold no reference into the text
     if status:
         return None
-    count = {k: int(np.count_nonzero(kind == k)) for k in range(1, 8)}
-    # market and symbol, as _detect_market_symbol
-    first = _same_symbols(data, sym)
-    if first >= 0:
-        return None  # several symbols: the Polars path raises the error
-    names = []
-    if first == -1:
-        ln0 = int(np.flatnonzero(sym[:, 0] >= 0)[0])
-        names = [bytes(data[sym[ln0, 0] : sym[ln0, 1]]).decode().upper()]
+    count = np.bincount(kind, minlength=8)
+    # market and symbol, as _detect_market_symbol (the scan checked every stream's symbol)
+    names = [bytes(sym).decode().upper()] if len(sym) else []
     if symbol is None:
         if len(names) != 1:
             return None
         symbol = names[0]
     elif names and names != [symbol.upper()]:
         return None
-    is_diff = kind == _K_DIFF
     if market is None:
-        if not is_diff.any():
+        if not count[_K_DIFF]:
             return None
-        futures_seen = bool((ints[is_diff, _I_pu] != _NULL).any())
+        futures_seen = bool((ints[kind == _K_DIFF, _I_pu] != _NULL).any())
         market = ("cm" if "_" in symbol else "usdm") if futures_seen else "spot"
     if market not in MARKETS:
         return None
     instrument = get_instrument("binance", market, symbol)
     if instrument is None:
         return None  # inferred scales depend on the strings: the Polars path infers them
-    symbol = symbol.upper()
     ps, ss = instrument.price_scale, instrument.size_scale
+    p_arrow, s_arrow = pa.decimal128(18, ps), pa.decimal128(18, ss)
 
     # --- messages: diffs and REST snapshots, in line order
-    msg_lines = np.flatnonzero(is_diff | (kind == _K_SNAP))
-    snap = kind[msg_lines] == _K_SNAP
-    mi = ints[msg_lines]
-    first_u = np.where(snap, mi[:, _I_LID], mi[:, _I_U])
-    last_u = np.where(snap, mi[:, _I_LID], mi[:, _I_u])
-    prev_u = np.where(snap, _NULL, mi[:, _I_pu])
-    if (first_u == _NULL).any() or (last_u == _NULL).any() or (first_u > last_u).any():
+    ev, messages, ok = _events_columns(kind, ts_local, ints, span, lv, ps, ss, market != "spot")
+    if not ok:
         return None
-    if market != "spot" and (prev_u[~snap] == _NULL).any():
-        return None
-    counts, side, pm, pf, sm, sf = _message_levels(msg_lines, span, lv_mant, lv_frac)
-    level = side != 0
-    price, ok_p = _to_scale(pm[level], pf[level], ps)
-    size, ok_s = _to_scale(sm[level], sf[level], ss)
-    if not (ok_p and ok_s) or (price <= 0).any() or (size < 0).any():
-        return None
-    ts_event = _exchange_ts_fast(mi, ts_local[msg_lines])
-    if ts_event is None:
-        return None
-    full_price = np.zeros(len(side), np.int64)
-    full_size = np.zeros(len(side), np.int64)
-    full_price[level] = price
-    full_size[level] = size
-
-    def rep(a: np.ndarray) -> np.ndarray:
-        return np.repeat(a, counts)
-
-    prev_rows = rep(prev_u)
+    ts_event, ts_loc, msg_id, first, last, prev, snap, side, level, price, size = ev
     events = pl.DataFrame(
         [
-            _ts(rep(ts_event), "ts_event"),
-            _ts(rep(ts_local[msg_lines]), "ts_local"),
-            pl.Series("msg_id", rep(np.arange(len(msg_lines), dtype=np.int64))),
-            pl.Series("first_update_id", rep(first_u)),
-            pl.Series("last_update_id", rep(last_u)),
-            pl.Series("prev_update_id", prev_rows).set(pl.Series(prev_rows == _NULL), None),
-            pl.Series("is_snapshot", rep(snap)),
-            pl.Series("side", side).set(pl.Series(~level), None),
-            _decimal_col(full_price, ps, level, "price"),
-            _decimal_col(full_size, ss, level, "size"),
+            _arrow_col("ts_event", ts_event, _TS_ARROW),
+            _arrow_col("ts_local", ts_loc, _TS_ARROW),
+            _arrow_col("msg_id", msg_id, pa.int64()),
+            _arrow_col("first_update_id", first, pa.int64()),
+            _arrow_col("last_update_id", last, pa.int64()),
+            _arrow_col("prev_update_id", prev, pa.int64(), prev != _NULL),
+            pl.Series("is_snapshot", snap),
+            _arrow_col("side", side, pa.int8(), level),
+            _arrow_col("price", price, p_arrow, level),
+            _arrow_col("size", size, s_arrow, level),
         ]
     )
     events = schemas.conform(events, schemas.raw_book_events(instrument), "raw_book_events")
 
     # --- golden_bbo
     bl = np.flatnonzero(kind == _K_BBO)
-    bi = ints[bl]
-    if (bi[:, _I_u] == _NULL).any():
+    update_id = ints[bl, _I_u]
+    bts, blocal, ok = _line_times(bl, ints, ts_local)
+    if not ok or (update_id == _NULL).any():
         return None
-    bts = _exchange_ts_fast(bi, ts_local[bl])
-    if bts is None:
-        return None
-    cols = [_ts(bts, "ts_event"), _ts(ts_local[bl], "ts_local")]
-    cols.append(pl.Series("update_id", bi[:, _I_u]))
-    for name, key, scale in (
-        ("bid_price", _D_b, ps),
-        ("bid_size", _D_B, ss),
-        ("ask_price", _D_a, ps),
-        ("ask_size", _D_A, ss),
+    cols = [
+        _arrow_col("ts_event", bts, _TS_ARROW),
+        _arrow_col("ts_local", blocal, _TS_ARROW),
+        pl.Series("update_id", update_id),
+    ]
+    for name, key, scale, dtype in (
+        ("bid_price", _D_b, ps, p_arrow),
+        ("bid_size", _D_B, ss, s_arrow),
+        ("ask_price", _D_a, ps, p_arrow),
+        ("ask_size", _D_A, ss, s_arrow),
     ):
-        v, ok = _to_scale(mant[bl, key], frac[bl, key], scale)
+        words, ok = _decimal_words(bl, mant, frac, key, scale)
         if not ok:
             return None
-        cols.append(_decimal_col(v, scale, None, name))
+        cols.append(_arrow_col(name, words, dtype))
     golden_bbo = schemas.conform(pl.DataFrame(cols), schemas.golden_bbo(instrument), "golden_bbo")
 
     # --- trades
     tl = np.flatnonzero(kind == _K_TRADE)
-    ti = ints[tl]
-    if (ti[:, _I_t] == _NULL).any():
-        return None
-    tp, ok_p = _to_scale(mant[tl, _D_p], frac[tl, _D_p], ps)
-    tq, ok_q = _to_scale(mant[tl, _D_q], frac[tl, _D_q], ss)
-    if not (ok_p and ok_q):
-        return None
-    tts = _exchange_ts_fast(ti, ts_local[tl])
-    if tts is None:
+    trade_id = ints[tl, _I_t]
+    tts, tlocal, ok = _line_times(tl, ints, ts_local)
+    tp, ok_p = _decimal_words(tl, mant, frac, _D_p, ps)
+    tq, ok_q = _decimal_words(tl, mant, frac, _D_q, ss)
+    if not (ok and ok_p and ok_q) or (trade_id == _NULL).any():
         return None
     trades = pl.DataFrame(
         [
-            _ts(tts, "ts_event"),
-            _ts(ts_local[tl], "ts_local"),
-            pl.Series("trade_id", ti[:, _I_t]),
-            _decimal_col(tp, ps, None, "price"),
-            _decimal_col(tq, ss, None, "size"),
+            _arrow_col("ts_event", tts, _TS_ARROW),
+            _arrow_col("ts_local", tlocal, _TS_ARROW),
+            pl.Series("trade_id", trade_id),
+            _arrow_col("price", tp, p_arrow),
+            _arrow_col("size", tq, s_arrow),
             pl.Series("is_buyer_maker", flag_m[tl] == 2),
         ]
     )
@@ -1632,49 +1841,35 @@ def _parse_fast(
     dl = np.flatnonzero(kind == _K_PARTIAL)
     di = ints[dl]
     update_id = np.where(di[:, _I_u] != _NULL, di[:, _I_u], di[:, _I_LID])
-    if (update_id == _NULL).any():
+    dts, dlocal, ok = _line_times(dl, ints, ts_local)
+    vals, present, ok_levels = _depth_columns(dl, span, lv, ps, ss, depth)
+    if not (ok and ok_levels) or (update_id == _NULL).any():
         return None
-    dts = _exchange_ts_fast(di, ts_local[dl])
-    if dts is None:
-        return None
+    schema = schemas.golden_depth(instrument, depth)
     cols = [
-        _ts(dts, "ts_event"),
-        _ts(ts_local[dl], "ts_local"),
+        _arrow_col("ts_event", dts, _TS_ARROW),
+        _arrow_col("ts_local", dlocal, _TS_ARROW),
         pl.Series("update_id", update_id),
-        pl.Series("levels", dig[dl]).cast(pl.Int16),
+        pl.Series("levels", dig[dl]),
     ]
-    bp, bs, ap, asz = schemas.level_names(depth)
-    for g, (pnames, snames) in enumerate(((bp, bs), (ap, asz))):
-        start, cnt = span[dl, 2 * g], span[dl, 2 * g + 1]
-        for i in range(depth):
-            present = cnt > i
-            q = np.where(present, start + i, 0)
-            p, ok_p = _to_scale(lv_mant[2 * q][present], lv_frac[2 * q][present], ps)
-            z, ok_z = _to_scale(lv_mant[2 * q + 1][present], lv_frac[2 * q + 1][present], ss)
-            if not (ok_p and ok_z):
-                return None
-            for values, scale, name in ((p, ps, pnames[i]), (z, ss, snames[i])):
-                full = np.zeros(len(dl), np.int64)
-                full[present] = values
-                cols.append(_decimal_col(full, scale, present, name))
-    golden_depth = schemas.conform(
-        pl.DataFrame(cols).select(schemas.golden_depth(instrument, depth).names()),
-        schemas.golden_depth(instrument, depth),
-        "golden_depth",
-    )
+    for c, name in enumerate(schema.names()[len(cols) :]):
+        cols.append(
+            _arrow_col(name, vals[c], p_arrow if (c // depth) % 2 == 0 else s_arrow, present[c])
+        )
+    golden_depth = schemas.conform(pl.DataFrame(cols), schema, "golden_depth")
 
     quarantine = schemas.empty(schemas.quarantine()).sort("file", "line", maintain_order=True)
     stats = {
         "lines": n,
-        "blank_lines": count[_K_BLANK],
-        "ignored_other_streams": count[_K_OTHER],
-        "diff_lines": count[_K_DIFF],
-        "snapshot_lines": count[_K_SNAP],
-        "partial_lines": count[_K_PARTIAL],
-        "bbo_lines": count[_K_BBO],
-        "trade_lines": count[_K_TRADE],
-        "messages": len(msg_lines),
-        "level_updates": int(level.sum()),
+        "blank_lines": int(count[_K_BLANK]),
+        "ignored_other_streams": int(count[_K_OTHER]),
+        "diff_lines": int(count[_K_DIFF]),
+        "snapshot_lines": int(count[_K_SNAP]),
+        "partial_lines": int(count[_K_PARTIAL]),
+        "bbo_lines": int(count[_K_BBO]),
+        "trade_lines": int(count[_K_TRADE]),
+        "messages": messages,
+        "level_updates": int(np.count_nonzero(level)),
         "golden_bbo": golden_bbo.height,
         "golden_depth": golden_depth.height,
         "trades": trades.height,
