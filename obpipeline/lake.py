@@ -46,8 +46,11 @@ def partition_path(
     return partition_dir(dataset, venue, symbol, day, root) / PART
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
-    """Write ``frame`` to ``path`` so that the file is either the old one or the complete new one."""
+def write_parquet_atomic(
+    frame: pl.DataFrame, path: Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write ``frame`` to ``path`` so that the file is either the old one or the complete new one
+    (``metadata``: key-value pairs for the parquet footer)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path)
@@ -55,7 +58,9 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
     fcntl.flock(fd, fcntl.LOCK_EX)  # held until done: tells a live write from a killed one
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the lake is shared like any output
     try:
-        frame.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
+        frame.write_parquet(
+            tmp, compression="zstd", compression_level=3, statistics=True, metadata=metadata
+        )
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

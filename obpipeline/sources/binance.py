@@ -371,23 +371,29 @@ def _parse_lines_polars(
             snapshot & ((pl.col("b").list.len() == 0) | (pl.col("a").list.len() == 0)),
             pl.lit("REST snapshot with an empty bid or ask side"),
         ),
-        *_time_checks(needs_time, futures),
     )
     messages = messages.with_columns(missing.alias("reason"))
     quarantined.append(
         _quarantine(messages.filter(pl.col("reason").is_not_null()), pl.col("reason"))
     )
     messages = messages.filter(pl.col("reason").is_null()).drop("reason")
-    messages = messages.with_columns(_exchange_ts())
 
     levels = _explode_levels(messages)
     instrument = _instrument(market, symbol, levels, bbo, trade)
     levels, bad_levels = _parse_levels(levels, instrument)
     bad_levels = pl.concat([bad_levels, _snapshot_duplicates(messages, levels, bad_levels)])
+    late = messages.join(bad_levels, on=["file", "line"], how="anti").filter(
+        _first_reason(*_time_checks(needs_time, futures)).is_not_null()
+    )
+    bad_levels = pl.concat(
+        [bad_levels, _quarantine(late, _first_reason(*_time_checks(needs_time, futures)))]
+    )
     quarantined.append(bad_levels)
     bad_lines = bad_levels.select("file", "line")
     messages = messages.join(bad_lines, on=["file", "line"], how="anti", maintain_order="left")
-    messages = messages.with_row_index("msg_id").with_columns(pl.col("msg_id").cast(pl.Int64))
+    messages = messages.with_row_index("msg_id").with_columns(
+        pl.col("msg_id").cast(pl.Int64), _exchange_ts()
+    )
     levels = levels.join(bad_lines, on=["file", "line"], how="anti", maintain_order="left")
 
     events = _events(messages, levels, instrument)
