@@ -323,3 +323,23 @@ def test_webhook_url_never_reaches_the_alert_log(tmp_path, url: str) -> None:
     written = alerts.deliver({"kind": "test"}, log, url)
     assert "webhook_error" in written
     assert "SECRET" not in log.read_text() and "SECRET" not in json.dumps(written)
+
+
+def test_continuation_from_a_later_checkpoint_is_a_failure() -> None:
+    s = synced()
+    s.diff(bids=[("100.0", "1.200")])
+    day1 = parse(s.lines, market="usdm")
+    n = len(s.lines)
+    s.diff(bids=[("100.0", "1.300")])
+    s.diff(asks=[("100.1", "1.600")])
+    day2 = parse(s.lines[n:], market="usdm", symbol="BTCUSDT")
+    r1 = book.replay(day1.events, day1.instrument, engine="reference")
+    r2 = book.replay(day2.events, day2.instrument, checkpoint=r1.checkpoint, engine="reference")
+    assert ckpt.continuation_failures(r2.counters.to_dict(), r1.checkpoint) == []
+    # day 2 again, from day 2's own end: every message is older than the book
+    again = book.replay(day2.events, day2.instrument, checkpoint=r2.checkpoint, engine="reference")
+    failures = ckpt.continuation_failures(again.counters.to_dict(), r2.checkpoint)
+    assert "every one of the 2 diffs is older than the checkpoint" in failures[0]
+    assert "no message was applied" in failures[1]
+    empty = book.replay(day2.events.head(0), day2.instrument, engine="reference")
+    assert "no message was applied" in ckpt.continuation_failures(empty.counters.to_dict(), None)[0]

@@ -180,3 +180,23 @@ def read(
                 f"closing {want_day}"
             )
     return book
+
+
+def continuation_failures(counters: dict[str, int], started_from: Book | None) -> list[str]:
+    """Why a replay's result cannot be trusted as a day's book, from its counters
+    (``ReplayCounters.to_dict()``): it applied no message at all, or every diff was older than
+    the checkpoint it started from (the checkpoint is not the previous day's book)."""
+    failures = []
+    diffs = counters["messages"] - counters["snapshots"]
+    applied = counters["rows"] - counters["invalid_rows"]
+    if started_from is not None and diffs > 0 and counters["duplicates"] == diffs:
+        failures.append(
+            f"every one of the {diffs} diffs is older than the checkpoint (last update id "
+            f"{started_from.last_update_id}): the checkpoint is not the previous day's book"
+        )
+    if applied <= 0:
+        failures.append(
+            f"no message was applied to a valid book ({counters['messages']} messages, "
+            f"{counters['duplicates']} duplicates, {counters['stale']} stale)"
+        )
+    return failures
