@@ -481,9 +481,12 @@ def _integers(frame: pl.DataFrame, names: list[str]) -> tuple[pl.DataFrame, pl.D
 
 def _stream_symbol(split: pl.DataFrame, symbol: str | None) -> str:
     """The replay's symbol: the one given, else the symbol of more than half of the book-stream
-    lines (depth, bookTicker, trade); lines of any other symbol are then quarantined."""
+    lines (depth, bookTicker, trade; of all stream lines if there are none); lines of any other
+    symbol are then quarantined."""
     if symbol is None:
         book = split.filter(pl.col("kind").is_in(["diff", "partial", "bbo", "trade"]))
+        if book.height == 0:
+            book = split.filter(pl.col("stream_symbol").is_not_null())
         names = book["stream_symbol"].drop_nulls().value_counts(sort=True, name="n")
         if names.height == 0:
             raise CaptureError("no stream names to tell the symbol from; pass --symbol")
