@@ -11,6 +11,7 @@ on spot), tick and lot sizes are then one unit of that scale. See ``infer_instru
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
@@ -19,6 +20,25 @@ Market = Literal["spot", "usdm", "cm"]
 SequencingRule = Literal["binance_spot", "binance_futures", "snapshot_replace"]
 
 MARKETS: tuple[str, ...] = ("spot", "usdm", "cm")
+
+# Venue, market and symbol names become lake path components (``venue=<v>/symbol=<s>``) and may
+# come from file contents: only letters, digits, ``_`` and ``-``, so no name can leave the lake.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class CaptureError(ValueError):
+    """Input that cannot be used as given (several symbols mixed in one stream, an unusable name,
+    a checkpoint of another book, ...); the message says which and why, in one line."""
+
+
+def check_name(what: str, value: object) -> str:
+    """``value`` if it is a usable venue/market/symbol name (see NAME_PATTERN), else CaptureError."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        shown = repr(value) if not isinstance(value, str) else repr(value[:80])
+        raise CaptureError(
+            f"unusable {what} name {shown}: expected 1-64 letters, digits, '_' or '-'"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -29,6 +49,10 @@ class Instrument:
     tick_size: Decimal
     lot_size: Decimal
     sequencing: SequencingRule
+
+    def __post_init__(self) -> None:
+        for what in ("venue", "market", "symbol"):
+            check_name(what, getattr(self, what))
 
     @property
     def price_scale(self) -> int:

@@ -1,18 +1,25 @@
 """The hive-partitioned parquet lake: ``<root>/<dataset>/venue=<v>/symbol=<s>/date=<d>/part-0.parquet``.
 
-Writes are atomic (temporary file in the same folder, fsync, rename), so a reader never sees a
-half-written file and a crashed run leaves the previous version intact. Parquet is written with
+Writes are atomic (temporary file in the same folder, fsync, rename, fsync of the folder), so a
+reader never sees a half-written file and a crashed run leaves the previous version intact; the
+temporary files a killed write left behind are removed by the next write of that file.
+Venue and symbol are checked (``instruments.check_name``) before any path is built, so no name
+taken from file contents can place a file outside the root. Parquet is written with
 fixed settings and no timestamps in metadata, so re-running a partition gives the same bytes.
 """
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import tempfile
 from datetime import date
 from pathlib import Path
 
 import polars as pl
+
+from obpipeline.instruments import check_name
 
 DEFAULT_ROOT = Path("data/lake")
 PART = "part-0.parquet"
@@ -26,6 +33,10 @@ def lake_root() -> Path:
 def partition_dir(
     dataset: str, venue: str, symbol: str, day: date | str, root: Path | None = None
 ) -> Path:
+    check_name("dataset", dataset)
+    check_name("venue", venue)
+    check_name("symbol", symbol)
+    check_name("date", str(day))
     return (root or lake_root()) / dataset / f"venue={venue}" / f"symbol={symbol}" / f"date={day}"
 
 
@@ -35,22 +46,58 @@ def partition_path(
     return partition_dir(dataset, venue, symbol, day, root) / PART
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
-    """Write ``frame`` to ``path`` so that the file is either the old one or the complete new one."""
+def write_parquet_atomic(
+    frame: pl.DataFrame, path: Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write ``frame`` to ``path`` so that the file is either the old one or the complete new one
+    (``metadata``: key-value pairs for the parquet footer)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held until done: tells a live write from a killed one
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the lake is shared like any output
     try:
-        frame.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
+        frame.write_parquet(
+            tmp, compression="zstd", compression_level=3, statistics=True, metadata=metadata
+        )
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
     return path
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files of ``path`` left by killed writes: a live write holds the lock
+    on its temporary file (the kernel drops it when the writer dies), so only dead ones go."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except FileNotFoundError:  # finished or removed meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a write in progress
+            continue
+        else:
+            tmp.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable: the directory entry is on disk, not only the file's bytes."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -526,10 +526,12 @@ def capture_texts(draw, clean: bool = False) -> tuple[bytes, str]:
             return draw(st.sampled_from([float(v), str(v), None, v * 10**8]))
         return v
 
-    def levels(n: int, side: int) -> list:
+    def levels(n: int, side: int, distinct: bool = False) -> list:
+        """``distinct``: no price twice (a REST snapshot that lists one twice is quarantined)."""
+        offsets = draw(st.lists(st.integers(-3, 40), min_size=n, max_size=n, unique=distinct))
         lv = []
-        for _ in range(n):
-            p = 600_000 * 10 ** (tick - 1) + side * draw(st.integers(-3, 40))
+        for offset in offsets:
+            p = 600_000 * 10 ** (tick - 1) + side * offset
             q = draw(st.integers(0, 5000))
             pair = [dec(p, tick), dec(q, lot)]
             if junk():
@@ -593,7 +595,7 @@ def capture_texts(draw, clean: bool = False) -> tuple[bytes, str]:
                 data["m"] = None
             out.append(envelope(sym + "@trade", data))
         elif kind == "snap":
-            body = {"lastUpdateId": num(u), "bids": levels(3, 1), "asks": levels(3, -1)}
+            body = {"lastUpdateId": num(u), "bids": levels(3, 1, True), "asks": levels(3, -1, True)}
             if futures:
                 body.update({"E": num(t_ms), "T": num(t_ms)})
             out.append(f"{ts()} {obj(body)}")

@@ -284,8 +284,9 @@ def test_scale_inference_and_exact_conversion():
 def test_grouped_files_need_a_symbol(tmp_path):
     lines = [*SNAP, row(1_200, True, "bid", "5", "1", sym="ETHUSDT")]
     path = write(tmp_path / "grouped.csv", lines)
-    with pytest.raises(CaptureError, match="other streams"):
-        read_tardis([path])
+    cap = read_tardis([path])  # the first row's symbol; the other symbol's row is quarantined
+    assert cap.quarantine["line"].to_list() == [5]
+    assert cap.quarantine["reason"][0].startswith("other instrument")
     cap = read_tardis([path], symbol="ETHUSDT")
     assert cap.instrument.symbol == "ETHUSDT" and cap.events.height == 1
 

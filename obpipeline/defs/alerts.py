@@ -13,11 +13,14 @@ Open-source Dagster has no alert policies, so alerts are two sensors run by the 
 
 Each alert is one JSON object per line in the alert log (default ``data/alerts/alerts.jsonl``)
 and, when a webhook URL is configured, the same object POSTed as JSON (5 s timeout; a failed
-delivery is logged by the sensor and recorded in the log line, never raised).
+delivery is logged by the sensor and recorded in the log line, never raised). The webhook URL
+is a secret (it often embeds a token): it never appears in a log or alert line, only its
+redacted form (``redact_url``), even when the URL is malformed.
 """
 
 import fcntl
 import json
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +31,36 @@ import dagster as dg
 from obpipeline.defs.config import PlatformConfig
 
 PAGE = 100
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host/…``: enough to tell which endpoint, nothing of its path, query or login."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if not host or parts.scheme not in ("http", "https"):
+        return "<malformed webhook URL>"
+    return f"{parts.scheme}://{host}/…"
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` without the URL or any sizeable piece of it (paths and tokens get quoted alone)."""
+    text = text.replace(url, redact_url(url))
+    for piece in sorted(set(filter(None, _url_pieces(url))), key=len, reverse=True):
+        if len(piece) >= 4:
+            text = text.replace(piece, "…")
+    return text
+
+
+def _url_pieces(url: str) -> list[str]:
+    try:
+        p = urllib.parse.urlsplit(url)
+    except ValueError:
+        return [url.strip()]
+    return [url.strip(), p.path, p.query, p.fragment, p.password or "", p.username or "",
+            p.netloc if "@" in p.netloc else ""]  # fmt: skip
 
 
 def deliver(alert: dict[str, Any], log_path: Path, webhook_url: str | None) -> dict[str, Any]:
@@ -44,7 +77,8 @@ def deliver(alert: dict[str, Any], log_path: Path, webhook_url: str | None) -> d
             with urllib.request.urlopen(req, timeout=5) as resp:
                 alert["webhook_status"] = resp.status
         except Exception as exc:  # delivery problems must not stop the other alerts
-            alert["webhook_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            error = _scrub(f"{type(exc).__name__}: {exc}", webhook_url)
+            alert["webhook_error"] = f"{error[:300]} (webhook {redact_url(webhook_url)})"
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as f:

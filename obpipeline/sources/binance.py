@@ -32,23 +32,34 @@ import pyarrow as pa
 from numba import njit
 
 from obpipeline import schemas
-from obpipeline.instruments import MARKETS, Instrument, get_instrument, resolve_instrument
+from obpipeline.instruments import (
+    MARKETS,
+    CaptureError,
+    Instrument,
+    check_name,
+    get_instrument,
+    resolve_instrument,
+)
 
 MS = 1_000_000
 FAST_PATH = True  # use the compiled pass when it applies (tests compare it with the Polars path)
 _HI_PRECISION = pl.Decimal(38, 12)
 
 _LEVELS = pl.List(pl.List(pl.String))
+# Integers are decoded as their JSON text and converted strictly (see _integers): the decoder
+# would otherwise truncate 1.5 to 1 and read true as 1.
+_INT = pl.String
+_INT_FIELDS = ("E", "T", "U", "u", "pu", "t", "lastUpdateId")
 _DIFF = pl.Struct(
     {
         "data": pl.Struct(
             {
-                "E": pl.Int64,
-                "T": pl.Int64,
+                "E": _INT,
+                "T": _INT,
                 "s": pl.String,
-                "U": pl.Int64,
-                "u": pl.Int64,
-                "pu": pl.Int64,
+                "U": _INT,
+                "u": _INT,
+                "pu": _INT,
                 "b": _LEVELS,
                 "a": _LEVELS,
             }
@@ -56,18 +67,18 @@ _DIFF = pl.Struct(
     }
 )
 _SNAPSHOT = pl.Struct(
-    {"lastUpdateId": pl.Int64, "E": pl.Int64, "T": pl.Int64, "bids": _LEVELS, "asks": _LEVELS}
+    {"lastUpdateId": _INT, "E": _INT, "T": _INT, "bids": _LEVELS, "asks": _LEVELS}
 )
 _PARTIAL = pl.Struct(
     {
         "data": pl.Struct(
             {
-                "E": pl.Int64,
-                "T": pl.Int64,
-                "u": pl.Int64,
+                "E": _INT,
+                "T": _INT,
+                "u": _INT,
                 "b": _LEVELS,
                 "a": _LEVELS,
-                "lastUpdateId": pl.Int64,
+                "lastUpdateId": _INT,
                 "bids": _LEVELS,
                 "asks": _LEVELS,
             }
@@ -78,13 +89,13 @@ _BBO = pl.Struct(
     {
         "data": pl.Struct(
             {
-                "u": pl.Int64,
+                "u": _INT,
                 "b": pl.String,
                 "B": pl.String,
                 "a": pl.String,
                 "A": pl.String,
-                "E": pl.Int64,
-                "T": pl.Int64,
+                "E": _INT,
+                "T": _INT,
             }
         ),
     }
@@ -93,9 +104,9 @@ _TRADE = pl.Struct(
     {
         "data": pl.Struct(
             {
-                "E": pl.Int64,
-                "T": pl.Int64,
-                "t": pl.Int64,
+                "E": _INT,
+                "T": _INT,
+                "t": _INT,
                 "p": pl.String,
                 "q": pl.String,
                 "m": pl.Boolean,
@@ -116,10 +127,6 @@ class Capture:
     trades: pl.DataFrame
     quarantine: pl.DataFrame
     stats: dict[str, int] = field(default_factory=dict)
-
-
-class CaptureError(ValueError):
-    """The input as a whole cannot be interpreted (e.g. several symbols mixed in one stream)."""
 
 
 _LINES_CSV = {
@@ -215,14 +222,17 @@ def _parse_lines_polars(
     ).unnest("parts")
     digits = pl.col("ts").str.len_chars()
     ts_int = pl.col("ts").cast(pl.Int64, strict=False)
-    split = split.with_columns(
+    ns_per_unit = (
         pl.when(digits >= 18)
-        .then(ts_int)
+        .then(pl.lit(1, pl.Int64))
         .when(digits >= 15)
-        .then(ts_int * 1_000)
+        .then(pl.lit(1_000, pl.Int64))
         .when(digits >= 12)
-        .then(ts_int * MS)
-        .alias("ts_local"),
+        .then(pl.lit(MS, pl.Int64))
+    )
+    in_window = (ts_int >= MIN_TIME_NS // ns_per_unit) & (ts_int < MAX_TIME_NS // ns_per_unit)
+    split = split.with_columns(
+        pl.when(in_window).then(ts_int * ns_per_unit).alias("ts_local"),
         pl.col("json").str.extract(r'^\s*\{\s*"stream"\s*:\s*"([^"]*)"', 1).alias("stream"),
     )
     bad_ts = split.filter(pl.col("ts_local").is_null() | pl.col("json").is_null())
@@ -231,9 +241,11 @@ def _parse_lines_polars(
             bad_ts,
             pl.when(pl.col("json").is_null())
             .then(pl.lit("no JSON after the receive timestamp"))
-            .otherwise(
-                pl.format("receive timestamp '{}' is not an integer in ns, µs or ms", pl.col("ts"))
-            ),
+            .when(ts_int.is_null() | ns_per_unit.is_null())
+            .then(
+                pl.format("receive timestamp '{}' is not an integer in ns, µs or ms", _show("ts"))
+            )
+            .otherwise(pl.format("receive timestamp '{}' is outside {}", _show("ts"), _WINDOW)),
         )
     )
     split = split.filter(pl.col("ts_local").is_not_null() & pl.col("json").is_not_null())
@@ -254,7 +266,8 @@ def _parse_lines_polars(
         .then(pl.lit("trade"))
         .when(pl.col("stream").is_not_null())
         .then(pl.lit("other"))
-        .alias("kind")
+        .alias("kind"),
+        pl.col("stream").str.split("@").list.first().str.to_uppercase().alias("stream_symbol"),
     )
     unknown = split.filter(pl.col("kind").is_null())
     quarantined.append(
@@ -265,20 +278,37 @@ def _parse_lines_polars(
     )
     stats["ignored_other_streams"] = split.filter(pl.col("kind") == "other").height
 
-    def decoded(kind: str, dtype: pl.Struct) -> pl.DataFrame:
+    # Lines of another symbol than the stream's are quarantined one by one (see _stream_symbol).
+    symbol = _stream_symbol(split, symbol)
+    foreign = (pl.col("kind") != "other") & (pl.col("stream_symbol") != symbol).fill_null(False)
+    quarantined.append(
+        _quarantine(
+            split.filter(foreign),
+            pl.format("other instrument: stream '{}' in a {} replay", "stream", pl.lit(symbol)),
+        )
+    )
+    split = split.filter(~foreign)
+
+    def decoded(kind: str, dtype: pl.Struct, envelope: bool = True) -> pl.DataFrame:
         rows = split.filter(pl.col("kind") == kind)
         good, bad = _decode(rows, dtype)
+        quarantined.append(bad)
+        good = good.unnest("decoded")
+        if envelope:
+            good = good.unnest("data")
+        good, bad = _integers(good, [n for n in _INT_FIELDS if n in good.columns])
         quarantined.append(bad)
         stats[f"{kind}_lines"] = good.height
         return good
 
-    diffs = decoded("diff", _DIFF).unnest("decoded").unnest("data")
-    snaps = decoded("snapshot", _SNAPSHOT).unnest("decoded")
-    partial = decoded("partial", _PARTIAL).unnest("decoded").unnest("data")
-    bbo = decoded("bbo", _BBO).unnest("decoded").unnest("data")
-    trade = decoded("trade", _TRADE).unnest("decoded").unnest("data")
+    diffs = decoded("diff", _DIFF)
+    snaps = decoded("snapshot", _SNAPSHOT, envelope=False)
+    partial = decoded("partial", _PARTIAL)
+    bbo = decoded("bbo", _BBO)
+    trade = decoded("trade", _TRADE)
 
-    market, symbol = _detect_market_symbol(diffs, split, market, symbol)
+    market = _detect_market(diffs, market, symbol)
+    futures = market != "spot"
 
     # Messages: diffs and REST snapshots in arrival order, one row each.
     msg_cols = [
@@ -286,7 +316,8 @@ def _parse_lines_polars(
         "line",
         "text",
         "ts_local",
-        "ts_event",
+        "E",
+        "T",
         "U",
         "u",
         "pu",
@@ -294,11 +325,8 @@ def _parse_lines_polars(
         "b",
         "a",
     ]
-    diff_msgs = diffs.with_columns(
-        _exchange_ts(), pl.lit(False).alias("is_snapshot"), pl.col("pu").alias("pu")
-    )
+    diff_msgs = diffs.with_columns(pl.lit(False).alias("is_snapshot"))
     snap_msgs = snaps.with_columns(
-        _exchange_ts(),
         pl.col("lastUpdateId").alias("U"),
         pl.col("lastUpdateId").alias("u"),
         pl.lit(None, pl.Int64).alias("pu"),
@@ -309,23 +337,40 @@ def _parse_lines_polars(
     messages = pl.concat([diff_msgs.select(msg_cols), snap_msgs.select(msg_cols)]).sort(
         "file", "line", maintain_order=True
     )
-    futures = market != "spot"
-    missing = (
-        pl.when(pl.col("U").is_null() | pl.col("u").is_null())
-        .then(pl.lit("depth message without U/u (lastUpdateId)"))
-        .when(pl.col("b").is_null() | pl.col("a").is_null())
-        .then(pl.lit("depth message without bid or ask list"))
-        .when(
+    snapshot = pl.col("is_snapshot")
+    needs_time = pl.lit(futures) | ~snapshot  # a diff always carries E; futures also T
+    missing = _first_reason(
+        (
+            pl.col("U").is_null() | pl.col("u").is_null(),
+            pl.lit("depth message without U/u (lastUpdateId)"),
+        ),
+        (
+            pl.col("b").is_null() | pl.col("a").is_null(),
+            pl.lit("depth message without bid or ask list"),
+        ),
+        (
             pl.col("b").list.eval(pl.element().is_null()).list.any()
-            | pl.col("a").list.eval(pl.element().is_null()).list.any()
-        )
-        .then(pl.lit("null level in the bid or ask list"))
-        .when(pl.col("pu").is_null() & ~pl.col("is_snapshot") & pl.lit(futures))
-        .then(pl.lit("futures depth message without pu"))
-        .when(pl.col("U") > pl.col("u"))
-        .then(
-            pl.format("first update id U={} is after last update id u={}", pl.col("U"), pl.col("u"))
-        )
+            | pl.col("a").list.eval(pl.element().is_null()).list.any(),
+            pl.lit("null level in the bid or ask list"),
+        ),
+        (
+            pl.col("pu").is_null() & ~snapshot & pl.lit(futures),
+            pl.lit("futures depth message without pu"),
+        ),
+        (
+            (pl.col("U") < 0) | (pl.col("u") < 0) | (pl.col("pu") < 0).fill_null(False),
+            pl.format(
+                "negative update id (U={}, u={}, pu={})", _show("U"), _show("u"), _show("pu")
+            ),
+        ),
+        (
+            pl.col("U") > pl.col("u"),
+            pl.format("first update id U={} is after last update id u={}", "U", "u"),
+        ),
+        (
+            snapshot & ((pl.col("b").list.len() == 0) | (pl.col("a").list.len() == 0)),
+            pl.lit("REST snapshot with an empty bid or ask side"),
+        ),
     )
     messages = messages.with_columns(missing.alias("reason"))
     quarantined.append(
@@ -336,15 +381,24 @@ def _parse_lines_polars(
     levels = _explode_levels(messages)
     instrument = _instrument(market, symbol, levels, bbo, trade)
     levels, bad_levels = _parse_levels(levels, instrument)
+    bad_levels = pl.concat([bad_levels, _snapshot_duplicates(messages, levels, bad_levels)])
+    late = messages.join(bad_levels, on=["file", "line"], how="anti").filter(
+        _first_reason(*_time_checks(needs_time, futures)).is_not_null()
+    )
+    bad_levels = pl.concat(
+        [bad_levels, _quarantine(late, _first_reason(*_time_checks(needs_time, futures)))]
+    )
     quarantined.append(bad_levels)
     bad_lines = bad_levels.select("file", "line")
     messages = messages.join(bad_lines, on=["file", "line"], how="anti", maintain_order="left")
-    messages = messages.with_row_index("msg_id").with_columns(pl.col("msg_id").cast(pl.Int64))
+    messages = messages.with_row_index("msg_id").with_columns(
+        pl.col("msg_id").cast(pl.Int64), _exchange_ts()
+    )
     levels = levels.join(bad_lines, on=["file", "line"], how="anti", maintain_order="left")
 
     events = _events(messages, levels, instrument)
-    golden_bbo, bad_bbo = _golden_bbo(bbo, instrument)
-    golden_depth, bad_depth = _golden_depth(partial, instrument, depth)
+    golden_bbo, bad_bbo = _golden_bbo(bbo, instrument, futures)
+    golden_depth, bad_depth = _golden_depth(partial, instrument, depth, futures)
     trades, bad_trades = _trades(trade, instrument)
     quarantined += [bad_bbo, bad_depth, bad_trades]
 
@@ -363,6 +417,124 @@ def _parse_lines_polars(
         quarantined=quarantine.height,
     )
     return Capture(instrument, events, golden_bbo, golden_depth, trades, quarantine, stats)
+
+
+# ----------------------------------------------------------------------------- checks
+
+# Receive and exchange times outside this window are quarantined: they are corrupt, and would
+# otherwise overflow int64 nanoseconds or open a partition decades away (docs/DECISIONS.md).
+MIN_TIME_MS = 1_262_304_000_000  # 2010-01-01T00:00:00Z
+MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z (exclusive)
+MIN_TIME_NS, MAX_TIME_NS = MIN_TIME_MS * MS, MAX_TIME_MS * MS
+_WINDOW = pl.lit("the sane window 2010-01-01..2100-01-01")
+
+
+def _show(col: str) -> pl.Expr:
+    """A column as text for a reason, ``null`` when null (``pl.format`` yields null otherwise)."""
+    return pl.col(col).cast(pl.String).fill_null("null")
+
+
+def _first_reason(*checks: tuple[pl.Expr, pl.Expr]) -> pl.Expr:
+    """The reason of the first failing (condition, reason) pair, null when all pass."""
+    return pl.coalesce([pl.when(cond.fill_null(False)).then(reason) for cond, reason in checks])
+
+
+def _time_checks(required: pl.Expr, futures: bool) -> list[tuple[pl.Expr, pl.Expr]]:
+    """Exchange times: E (and T on futures) present where ``required``; any present in window."""
+    out = [
+        (
+            required & (pl.col("E").is_null() | (pl.lit(futures) & pl.col("T").is_null())),
+            pl.lit("record without its exchange time " + ("E/T" if futures else "E")),
+        )
+    ]
+    for name in ("E", "T"):
+        value = pl.col(name)
+        out.append(
+            (
+                (value < MIN_TIME_MS) | (value >= MAX_TIME_MS),
+                pl.format("exchange time {}={} ms is outside {}", pl.lit(name), value, _WINDOW),
+            )
+        )
+    return out
+
+
+def _integers(frame: pl.DataFrame, names: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """JSON integer fields (decoded as text) → Int64; a value that is not an integer (1.5, true,
+    "x", beyond int64) quarantines its line. Null stays null (absence is checked per kind)."""
+    if not names:
+        return frame, schemas.empty(schemas.quarantine())
+    as_int = {n: pl.col(n).cast(pl.Int64, strict=False) for n in names}
+    reason = _first_reason(
+        *(
+            (
+                pl.col(n).is_not_null() & as_int[n].is_null(),
+                pl.format("{} '{}' is not an integer", pl.lit(n), pl.col(n)),
+            )
+            for n in names
+        )
+    )
+    frame = frame.with_columns(reason.alias("_reason"))
+    bad = _quarantine(frame.filter(pl.col("_reason").is_not_null()), pl.col("_reason"))
+    good = frame.filter(pl.col("_reason").is_null()).drop("_reason")
+    return good.with_columns(v.alias(n) for n, v in as_int.items()), bad
+
+
+def _stream_symbol(split: pl.DataFrame, symbol: str | None) -> str:
+    """The replay's symbol: the one given, else the symbol of more than half of the book-stream
+    lines (depth, bookTicker, trade; of all stream lines if there are none); lines of any other
+    symbol are then quarantined."""
+    if symbol is None:
+        book = split.filter(pl.col("kind").is_in(["diff", "partial", "bbo", "trade"]))
+        if book.height == 0:
+            book = split.filter(pl.col("stream_symbol").is_not_null())
+        names = book["stream_symbol"].drop_nulls().value_counts(sort=True, name="n")
+        if names.height == 0:
+            raise CaptureError("no stream names to tell the symbol from; pass --symbol")
+        top, n = names.row(0)
+        if 2 * n <= book.height:
+            shown = names.head(5).rows()
+            raise CaptureError(
+                f"cannot tell the symbol: no symbol has most of the stream lines {shown}; "
+                "pass --symbol"
+            )
+        symbol = top
+    return check_name("symbol", symbol.upper())
+
+
+def _detect_market(diffs: pl.DataFrame, market: str | None, symbol: str) -> str:
+    """Market from the message shape (pu → futures; '_' in the symbol → COIN-M)."""
+    if market is None:
+        if diffs.height == 0:
+            raise CaptureError("no depth diff messages to tell the market from; pass --market")
+        futures = diffs["pu"].is_not_null().any()
+        market = ("cm" if "_" in symbol else "usdm") if futures else "spot"
+    return market
+
+
+def _snapshot_duplicates(
+    messages: pl.DataFrame, levels: pl.DataFrame, already: pl.DataFrame
+) -> pl.DataFrame:
+    """REST snapshots listing a price twice on one side: which level is the book's is unknown."""
+    snap_lines = messages.filter(pl.col("is_snapshot")).select("file", "line", "text")
+    if snap_lines.height == 0:
+        return schemas.empty(schemas.quarantine())
+    dup = (
+        levels.join(snap_lines, on=["file", "line"], how="semi")
+        .join(already, on=["file", "line"], how="anti")
+        .filter(pl.col("side").is_not_null())
+        .group_by("file", "line", "side", maintain_order=True)
+        .agg(pl.col("price").is_duplicated().any().alias("dup"), pl.col("price").first())
+        .filter(pl.col("dup"))
+        .unique(["file", "line"], keep="first", maintain_order=True)
+        .join(snap_lines, on=["file", "line"])
+    )
+    return _quarantine(
+        dup,
+        pl.format(
+            "REST snapshot lists a price twice on the {} side",
+            pl.when(pl.col("side") == schemas.BID).then(pl.lit("bid")).otherwise(pl.lit("ask")),
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -409,30 +581,6 @@ def _exchange_ts() -> pl.Expr:
         .cast(pl.Datetime("ns", "UTC"))
         .alias("ts_event")
     )
-
-
-def _detect_market_symbol(
-    diffs: pl.DataFrame, split: pl.DataFrame, market: str | None, symbol: str | None
-) -> tuple[str, str]:
-    """Symbol from the stream names, market from the message shape (pu → futures; '_' → COIN-M)."""
-    streams = split.filter(pl.col("stream").is_not_null())["stream"]
-    names = sorted(
-        set(streams.str.split("@").list.first().str.to_uppercase().drop_nulls().to_list())
-    )
-    if symbol is None:
-        if len(names) != 1:
-            raise CaptureError(
-                f"cannot tell the symbol from the stream names {names}; pass --symbol"
-            )
-        symbol = names[0]
-    elif names and names != [symbol.upper()]:
-        raise CaptureError(f"streams of other symbols {names} in a {symbol} replay")
-    if market is None:
-        if diffs.height == 0:
-            raise CaptureError("no depth diff messages to tell the market from; pass --market")
-        futures = diffs["pu"].is_not_null().any()
-        market = ("cm" if "_" in symbol else "usdm") if futures else "spot"
-    return market, symbol.upper()
 
 
 def _explode_levels(messages: pl.DataFrame) -> pl.DataFrame:
@@ -484,35 +632,35 @@ def _parse_levels(
     price, price_ok = exact_decimal("price_str", schemas.price_dtype(instrument))
     size, size_ok = exact_decimal("size_str", schemas.size_dtype(instrument))
     is_level = pl.col("side").is_not_null()
-    reason = (
-        pl.when(is_level & (pl.col("n") != 2))
-        .then(
+    reason = _first_reason(
+        (
+            is_level & (pl.col("n") != 2),
             pl.format(
                 "level {} has {} fields, expected [price, qty]",
-                pl.lit("[") + pl.col("level").list.join(", ", ignore_nulls=False) + pl.lit("]"),
+                pl.lit("[")
+                + pl.col("level").list.eval(pl.element().fill_null("null")).list.join(", ")
+                + pl.lit("]"),
                 pl.col("n"),
-            )
-        )
-        .when(is_level & ~price_ok)
-        .then(
+            ),
+        ),
+        (
+            is_level & ~price_ok,
             pl.format(
                 "price '{}' is not a decimal on the {} tick grid",
-                pl.col("price_str"),
+                _show("price_str"),
                 pl.lit(str(instrument.tick_size)),
-            )
-        )
-        .when(is_level & ~size_ok)
-        .then(
+            ),
+        ),
+        (
+            is_level & ~size_ok,
             pl.format(
                 "size '{}' is not a decimal on the {} lot grid",
-                pl.col("size_str"),
+                _show("size_str"),
                 pl.lit(str(instrument.lot_size)),
-            )
-        )
-        .when(is_level & (price <= 0))
-        .then(pl.format("non-positive price '{}'", pl.col("price_str")))
-        .when(is_level & (size < 0))
-        .then(pl.format("negative size '{}'", pl.col("size_str")))
+            ),
+        ),
+        (is_level & (price <= 0), pl.format("non-positive price '{}'", "price_str")),
+        (is_level & (size < 0), pl.format("negative size '{}'", "size_str")),
     )
     parsed = levels.with_columns(price.alias("price"), size.alias("size"), reason.alias("reason"))
     bad = parsed.filter(pl.col("reason").is_not_null()).unique(
@@ -539,7 +687,9 @@ def _events(messages: pl.DataFrame, levels: pl.DataFrame, instrument: Instrument
     return schemas.conform(joined, schemas.raw_book_events(instrument), "raw_book_events")
 
 
-def _golden_bbo(bbo: pl.DataFrame, instrument: Instrument) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _golden_bbo(
+    bbo: pl.DataFrame, instrument: Instrument, futures: bool
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     p, s = schemas.price_dtype(instrument), schemas.size_dtype(instrument)
     cols = {
         "bid_price": ("b", p),
@@ -552,34 +702,51 @@ def _golden_bbo(bbo: pl.DataFrame, instrument: Instrument) -> tuple[pl.DataFrame
         value, ok = exact_decimal(src, dtype)
         exprs.append(value.alias(name))
         checks.append(
-            pl.when(~ok).then(
+            (
+                ~ok,
                 pl.format(
                     "bookTicker {} '{}' is not exact on the instrument grid",
                     pl.lit(src),
-                    pl.col(src),
-                )
+                    _show(src),
+                ),
             )
         )
-    reason = (
-        pl.when(pl.col("u").is_null())
-        .then(pl.lit("bookTicker without u"))
-        .otherwise(pl.coalesce(checks))
+        checks.append((value < 0, pl.format("bookTicker {} '{}' is negative", pl.lit(src), src)))
+    reason = _first_reason(
+        (pl.col("u").is_null(), pl.lit("bookTicker without u")),
+        (pl.col("u") < 0, pl.format("negative update id u={}", "u")),
+        *_time_checks(pl.lit(futures), futures),
+        *checks,
     )
-    frame = bbo.with_columns(
-        _exchange_ts(), pl.col("ts_local").cast(schemas.TS), *exprs, reason.alias("reason")
-    )
+    frame = bbo.with_columns(reason.alias("reason"))
     bad = _quarantine(frame.filter(pl.col("reason").is_not_null()), pl.col("reason"))
-    good = frame.filter(pl.col("reason").is_null()).rename({"u": "update_id"})
+    good = (
+        frame.filter(pl.col("reason").is_null())
+        .with_columns(_exchange_ts(), pl.col("ts_local").cast(schemas.TS), *exprs)
+        .rename({"u": "update_id"})
+    )
     return schemas.conform(good, schemas.golden_bbo(instrument), "golden_bbo"), bad
 
 
+def _levels_malformed(col: str) -> pl.Expr:
+    """Any level of a list that is null or not exactly two non-null strings."""
+    return (
+        pl.col(col)
+        .list.eval(
+            pl.element().is_null()
+            | (pl.element().list.len() != 2)
+            | pl.element().list.eval(pl.element().is_null()).list.any()
+        )
+        .list.any()
+    )
+
+
 def _golden_depth(
-    partial: pl.DataFrame, instrument: Instrument, depth: int
+    partial: pl.DataFrame, instrument: Instrument, depth: int, futures: bool
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     schema = schemas.golden_depth(instrument, depth)
     bp, bs, ap, asz = schemas.level_names(depth)
     frame = partial.with_columns(
-        _exchange_ts(),
         pl.col("ts_local").cast(schemas.TS),
         pl.coalesce("u", "lastUpdateId").alias("update_id"),
         pl.coalesce("b", "bids").alias("bids_"),
@@ -601,47 +768,61 @@ def _golden_depth(
                 value, ok = exact_decimal(name + "_s", dtype)
                 exprs.append(value.alias(name))
                 checks.append(
-                    pl.when(pl.col(name + "_s").is_not_null() & ~ok).then(
+                    (
+                        pl.col(name + "_s").is_not_null() & ~ok,
                         pl.format(
-                            "partial depth {} '{}' is not exact", pl.lit(name), pl.col(name + "_s")
-                        )
+                            "partial depth {} '{}' is not exact", pl.lit(name), _show(name + "_s")
+                        ),
                     )
                 )
-    reason = (
-        pl.when(pl.col("update_id").is_null())
-        .then(pl.lit("partial depth without an update id"))
-        .when(pl.col("bids_").is_null() | pl.col("asks_").is_null())
-        .then(pl.lit("partial depth without bids or asks"))
-        .otherwise(pl.coalesce(checks))
+                checks.append(
+                    (value < 0, pl.format("partial depth {} '{}' is negative", pl.lit(name), value))
+                )
+    reason = _first_reason(
+        (pl.col("update_id").is_null(), pl.lit("partial depth without an update id")),
+        (pl.col("update_id") < 0, pl.format("negative update id {}", "update_id")),
+        (
+            pl.col("bids_").is_null() | pl.col("asks_").is_null(),
+            pl.lit("partial depth without bids or asks"),
+        ),
+        (
+            _levels_malformed("bids_") | _levels_malformed("asks_"),
+            pl.lit("partial depth level that is null or not [price, qty]"),
+        ),
+        *_time_checks(pl.lit(futures), futures),
+        *checks,
     )
     frame = frame.with_columns(*exprs, reason.alias("reason"))
     bad = _quarantine(frame.filter(pl.col("reason").is_not_null()), pl.col("reason"))
-    good = frame.filter(pl.col("reason").is_null())
+    good = frame.filter(pl.col("reason").is_null()).with_columns(_exchange_ts())
     return schemas.conform(good, schema, "golden_depth"), bad
 
 
 def _trades(trade: pl.DataFrame, instrument: Instrument) -> tuple[pl.DataFrame, pl.DataFrame]:
     price, price_ok = exact_decimal("p", schemas.price_dtype(instrument))
     size, size_ok = exact_decimal("q", schemas.size_dtype(instrument))
-    reason = (
-        pl.when(pl.col("t").is_null() | pl.col("m").is_null())
-        .then(pl.lit("trade without id t or maker flag m"))
-        .when(~price_ok)
-        .then(pl.format("trade price '{}' is not exact on the tick grid", pl.col("p")))
-        .when(~size_ok)
-        .then(pl.format("trade size '{}' is not exact on the lot grid", pl.col("q")))
+    reason = _first_reason(
+        (
+            pl.col("t").is_null() | pl.col("m").is_null(),
+            pl.lit("trade without id t or maker flag m"),
+        ),
+        (pl.col("t") < 0, pl.format("negative trade id t={}", "t")),
+        *_time_checks(pl.lit(True), True),
+        (~price_ok, pl.format("trade price '{}' is not exact on the tick grid", _show("p"))),
+        (~size_ok, pl.format("trade size '{}' is not exact on the lot grid", _show("q"))),
+        (price <= 0, pl.format("non-positive trade price '{}'", "p")),
+        (size <= 0, pl.format("non-positive trade size '{}'", "q")),
     )
-    frame = trade.with_columns(
+    frame = trade.with_columns(reason.alias("reason"))
+    bad = _quarantine(frame.filter(pl.col("reason").is_not_null()), pl.col("reason"))
+    good = frame.filter(pl.col("reason").is_null()).with_columns(
         _exchange_ts(),
         pl.col("ts_local").cast(schemas.TS),
         price.alias("price"),
         size.alias("size"),
         pl.col("t").alias("trade_id"),
         pl.col("m").alias("is_buyer_maker"),
-        reason.alias("reason"),
     )
-    bad = _quarantine(frame.filter(pl.col("reason").is_not_null()), pl.col("reason"))
-    good = frame.filter(pl.col("reason").is_null())
     return schemas.conform(good, schemas.trades(instrument), "trades"), bad
 
 
@@ -1727,6 +1908,36 @@ def _text_views(text: pl.Series) -> tuple[pa.Array, np.ndarray, np.ndarray, int,
     return arr, views, addrs, bufs[1].address + 16 * arr.offset, valid
 
 
+def _fast_fields_sane(kind: np.ndarray, ints: np.ndarray, futures: bool) -> bool:
+    """The Polars path's field rules (_time_checks, negative ids) hold on every decoded line."""
+    decoded = (kind >= _K_DIFF) & (kind <= _K_TRADE)
+    for col in (_I_E, _I_T):
+        x = ints[decoded, col]
+        x = x[x != _NULL]
+        if ((x < MIN_TIME_MS) | (x >= MAX_TIME_MS)).any():
+            return False
+    ids = ints[decoded][:, [_I_U, _I_u, _I_pu, _I_t, _I_LID]]
+    if ((ids < 0) & (ids != _NULL)).any():
+        return False
+    need_e = (kind == _K_DIFF) | (kind == _K_TRADE) | (decoded & futures)
+    need_t = (kind == _K_TRADE) | (decoded & futures)
+    return not ((ints[need_e, _I_E] == _NULL).any() or (ints[need_t, _I_T] == _NULL).any())
+
+
+def _fast_snapshots_sane(
+    msg_id: np.ndarray, side: np.ndarray, price: np.ndarray, level: np.ndarray, snap: np.ndarray
+) -> bool:
+    """REST snapshots have both sides and no price twice on a side (as _snapshot_duplicates)."""
+    rows = np.flatnonzero(snap)
+    for m in np.unique(msg_id[rows]):
+        of_msg = rows[msg_id[rows] == m]
+        for s in (1, -1):
+            p = price[of_msg][(side[of_msg] == s) & level[of_msg]]
+            if len(p) == 0 or len(np.unique(p)) != len(p):
+                return False
+    return True
+
+
 def _lines_in_order(lines: pl.DataFrame) -> bool:
     """Rows already sorted by (file, line), as every output of the Polars path is."""
     if lines["file"].null_count() or lines["line"].null_count():
@@ -1751,6 +1962,9 @@ def _parse_fast(
     del arr  # the scan's outputs hold no reference into the text
     if status:
         return None
+    nonblank = kind != _K_BLANK
+    if ((ts_local[nonblank] < MIN_TIME_NS) | (ts_local[nonblank] >= MAX_TIME_NS)).any():
+        return None
     count = np.bincount(kind, minlength=8)
     # market and symbol, as _detect_market_symbol (the scan checked every stream's symbol)
     names = [bytes(sym).decode().upper()] if len(sym) else []
@@ -1767,6 +1981,8 @@ def _parse_fast(
         market = ("cm" if "_" in symbol else "usdm") if futures_seen else "spot"
     if market not in MARKETS:
         return None
+    if not _fast_fields_sane(kind, ints, market != "spot"):
+        return None
     instrument = get_instrument("binance", market, symbol)
     if instrument is None:
         return None  # inferred scales depend on the strings: the Polars path infers them
@@ -1778,6 +1994,8 @@ def _parse_fast(
     if not ok:
         return None
     ts_event, ts_loc, msg_id, first, last, prev, snap, side, level, price, size = ev
+    if snap.any() and not _fast_snapshots_sane(msg_id, side, price[:, 0], level, snap):
+        return None
     events = pl.DataFrame(
         [
             _arrow_col("ts_event", ts_event, _TS_ARROW),
@@ -1812,7 +2030,7 @@ def _parse_fast(
         ("ask_size", _D_A, ss, s_arrow),
     ):
         words, ok = _decimal_words(bl, mant, frac, key, scale)
-        if not ok:
+        if not ok or (words[:, 0] < 0).any():
             return None
         cols.append(_arrow_col(name, words, dtype))
     golden_bbo = schemas.conform(pl.DataFrame(cols), schemas.golden_bbo(instrument), "golden_bbo")
@@ -1824,6 +2042,8 @@ def _parse_fast(
     tp, ok_p = _decimal_words(tl, mant, frac, _D_p, ps)
     tq, ok_q = _decimal_words(tl, mant, frac, _D_q, ss)
     if not (ok and ok_p and ok_q) or (trade_id == _NULL).any():
+        return None
+    if (tp[:, 0] <= 0).any() or (tq[:, 0] <= 0).any():
         return None
     trades = pl.DataFrame(
         [
@@ -1843,7 +2063,7 @@ def _parse_fast(
     update_id = np.where(di[:, _I_u] != _NULL, di[:, _I_u], di[:, _I_LID])
     dts, dlocal, ok = _line_times(dl, ints, ts_local)
     vals, present, ok_levels = _depth_columns(dl, span, lv, ps, ss, depth)
-    if not (ok and ok_levels) or (update_id == _NULL).any():
+    if not (ok and ok_levels) or (update_id == _NULL).any() or (vals[:, :, 0] < 0).any():
         return None
     schema = schemas.golden_depth(instrument, depth)
     cols = [

@@ -62,8 +62,8 @@ import numpy as np
 import polars as pl
 
 from obpipeline import schemas
-from obpipeline.instruments import Instrument, get_instrument, infer_instrument
-from obpipeline.sources.binance import Capture, CaptureError
+from obpipeline.instruments import Instrument, check_name, get_instrument, infer_instrument
+from obpipeline.sources.binance import MAX_TIME_MS, Capture, CaptureError
 
 VENUE = "tardis"
 COMMON = ["exchange", "symbol", "timestamp", "local_timestamp"]
@@ -193,7 +193,7 @@ def _columns_of(f: TardisFile) -> list[str]:
 def _types_of(f: TardisFile) -> dict[str, pl.DataType]:
     types = dict(_COMMON_TYPES)
     if f.kind == "incremental_book_L2":
-        types.update(is_snapshot=pl.Boolean, side=pl.String)
+        types.update(is_snapshot=pl.String, side=pl.String)  # only "true"/"false" (see _project)
     elif f.kind == "trades":
         types.update(id=pl.String, side=pl.String)
     return types
@@ -329,6 +329,8 @@ def read_tardis(
         symbol = firsts[0] if firsts else (instrument.symbol if instrument else None)
     if exchange is None or symbol is None:
         raise CaptureError("no data rows to tell the exchange and symbol from")
+    check_name("Tardis exchange", exchange)  # both become lake path components
+    check_name("symbol", symbol)
     symbol_filter = symbol if any(f.symbol and f.symbol != symbol for f in files) else None
 
     stats: dict[str, int] = {}
@@ -340,15 +342,17 @@ def read_tardis(
         frame, ragged = _collect(
             f, lambda lf, f=f: _project(lf, f, exchange, symbol, symbol_filter)
         )
-        if int(frame["foreign"].sum()):
-            _foreign_error(f, exchange, symbol, int(frame["foreign"].sum()))
-        parsed.append((f, frame.drop("foreign"), ragged))
+        stats["other_instrument_rows"] = stats.get("other_instrument_rows", 0) + int(
+            frame["foreign"].sum()
+        )
+        parsed.append((f, frame, ragged))
 
     registered = get_instrument(VENUE, exchange, symbol)
     base = instrument or registered
     scales = [base.price_scale, base.size_scale] if base else [0, 0]
     if instrument is None:
         for f, frame, _ in parsed:
+            frame = frame.filter(~pl.col("foreign"))  # quarantined: their grid does not count
             prices, sizes = _price_size_columns(f)
             for c in prices:
                 scales[0] = decimals_needed(*_float_array(frame, c), start=scales[0])
@@ -384,6 +388,11 @@ def read_tardis(
         else:
             continue
         quarantined.append(q)
+    if symbol_filter is not None and _no_rows(stats, parsed):
+        present = sorted({s for f in files for s in _other_streams(f)})[:10]
+        raise CaptureError(
+            f"no rows of {exchange} {symbol} in the given files; they hold {present}"
+        )
     golden_depth = _concat(depth_frames, schemas.golden_depth(instrument, depth))
     golden_bbo = _concat(bbo_frames, schemas.golden_bbo(instrument))
     trades = _concat(trade_frames, schemas.trades(instrument))
@@ -398,6 +407,14 @@ def read_tardis(
         quarantined=quarantine.height,
     )
     return Capture(instrument, events, golden_bbo, golden_depth, trades, quarantine, stats)
+
+
+def _no_rows(
+    stats: dict[str, int], parsed: list[tuple[TardisFile, pl.DataFrame, np.ndarray]]
+) -> bool:
+    """No row of the selected stream in any file (blank lines do not count)."""
+    book_rows = stats.get("rows", 0) + stats.get("other_instrument_rows", 0)
+    return book_rows == 0 and all(int((~frame["blank"]).sum()) == 0 for _, frame, _ in parsed)
 
 
 def _concat(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
@@ -423,7 +440,12 @@ def _project(
     ]
     if f.kind == "incremental_book_L2":
         keep += [
-            pl.col("is_snapshot"),
+            # Tardis writes exactly true/false; any other spelling (TRUE, 1, ...) is quarantined
+            pl.when(pl.col("is_snapshot") == "true")
+            .then(True)
+            .when(pl.col("is_snapshot") == "false")
+            .then(False)
+            .alias("is_snapshot"),
             pl.when(pl.col("side") == "bid")
             .then(pl.lit(schemas.BID, pl.Int8))
             .when(pl.col("side") == "ask")
@@ -477,13 +499,6 @@ def _price_size_columns(f: TardisFile) -> tuple[list[str], list[str]]:
     return [c for c in cols if c.endswith(".price")], [c for c in cols if c.endswith(".amount")]
 
 
-def _foreign_error(f: TardisFile, exchange: str, symbol: str, rows: int) -> None:
-    raise CaptureError(
-        f"{f.path}: {rows} rows of other streams {_other_streams(f)} in a {exchange} {symbol} "
-        "read; pass symbol= to select one"
-    )
-
-
 # ----------------------------------------------------------------------------- row checks
 
 
@@ -518,11 +533,22 @@ def _base_checks(frame: pl.DataFrame, ragged: np.ndarray, n_fields: int) -> _Che
     c = _Checks(frame.height, [], [])
     c.add(np.isin(frame["row"].to_numpy(), ragged), f"expected {n_fields} fields")
     c.add(frame["no_stream"].to_numpy(), "no exchange or symbol")
+    c.add(frame["foreign"].to_numpy(), OTHER_INSTRUMENT)
     c.add(
         (frame["timestamp"].is_null() | frame["local_timestamp"].is_null()).to_numpy(),
         "timestamp or local_timestamp is not an integer (µs)",
     )
+    outside = pl.any_horizontal((pl.col(c) <= 0) | (pl.col(c) >= MAX_TIME_US) for c in TIMES)
+    c.add(
+        frame.select(outside.fill_null(False)).to_series().to_numpy(),
+        "timestamp or local_timestamp is not positive or not before 2100-01-01",
+    )
     return c
+
+
+TIMES = ("timestamp", "local_timestamp")
+MAX_TIME_US = MAX_TIME_MS * 1000  # beyond it µs → ns overflows soon; no floor (docs/DECISIONS.md)
+OTHER_INSTRUMENT = "other instrument: exchange or symbol differs from the stream's"
 
 
 def _convert(
@@ -619,8 +645,9 @@ class _BookStream:
             "quarantined_messages",
             "local_timestamp_regressions",
             "level_updates",
+            "other_instrument_rows",
         ):
-            stats[key] = 0
+            stats.setdefault(key, 0)
         self.last_id = start_update_id
         self.ordinal = 0
         self.synced = False  # a good snapshot has been seen
@@ -687,9 +714,12 @@ class _BookStream:
     ) -> None:
         parts = [] if self.pending is None else [self.pending]
         if batch is not None:
-            foreign = int(batch["foreign"].sum())
-            if foreign:
-                _foreign_error(f, self.exchange, self.symbol, foreign)
+            foreign = batch["foreign"]
+            if foreign.any():  # quarantined row by row; they neither start nor end a message
+                rows = batch["row"].filter(foreign).to_numpy().astype(np.int64)
+                self.bad.append((file_i, rows, [OTHER_INSTRUMENT] * len(rows)))
+                self.stats["other_instrument_rows"] += len(rows)
+                batch = batch.filter(~foreign)
             self.stats["blank_lines"] += int(batch["blank"].sum())
             parts.append(batch.filter(~pl.col("blank")))
         self.pending = None
