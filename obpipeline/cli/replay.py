@@ -69,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
 
+ACCOUNTING = ("lines", "blank_lines", "ignored_other_streams", "messages", "golden_bbo",
+              "golden_depth", "trades", "quarantined")  # fmt: skip
+
+
 def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
     """Ingest, replay and (``compare``) judge, day by day in bounded memory; the summary.
 
@@ -100,6 +104,9 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
 
         staged = _stage(args, carried, path_for)
         inst = staged.instrument
+        if args.checkpoint_in:  # now that the instrument is known: it must be its book
+            carried = ckpt.read(args.checkpoint_in, expect_instrument=inst)
+        continuation: list[str] = []
         for day_out in staged.days.values():
             day_out.publish()
         parsed = time.perf_counter()
@@ -115,8 +122,11 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
                 else path_for("book_snapshots", day)
             )
             t0 = time.perf_counter()
+            start = carried
             carried, counters = _replay_day(args, path_for("raw_book_events", day), snapshots,
-                                            inst, carried)  # fmt: skip
+                                            inst, start)  # fmt: skip
+            continuation += [f"{day}: {f}" for f in ckpt.continuation_failures(
+                counters.to_dict(), start)]  # fmt: skip
             replay_seconds += time.perf_counter() - t0
             _accumulate(total, counters)
             if compare:
@@ -134,7 +144,8 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
         else:
             staged.quarantine.discard()
     if args.checkpoint_out and carried is not None:
-        outputs.append(str(ckpt.write(carried, inst, args.checkpoint_out)))
+        last_day = max(staged.days)
+        outputs.append(str(ckpt.write(carried, inst, args.checkpoint_out, day=last_day)))
     for q in staged.quarantine_sample.iter_rows(named=True):
         print(f"quarantined {q['file']}:{q['line']}: {q['reason']}")
     total.unsynced_at_end = int(carried is not None and not carried.is_valid)
@@ -143,8 +154,10 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
         "symbol": inst.symbol,
         "engine": args.engine,
         **total.to_dict(),
-        "lines": staged.stats.get("lines", 0),
-        "quarantined": staged.quarantine.rows,
+        # line accounting: lines = blank + ignored + messages + golden + trades + quarantined
+        **{k: staged.stats.get(k, 0) for k in ACCOUNTING},
+        "damaged_files": staged.stats.get("damaged_files", 0),
+        "continuation_failures": continuation,
         **(exact.summary(comparisons) if compare else {"golden_records": golden_records}),
         "parse_seconds": round(parsed - started, 3),
         "replay_seconds": round(replay_seconds, 3),
@@ -231,7 +244,11 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def verify_failures(summary: dict) -> list[str]:
-    failures = []
+    failures = list(summary["continuation_failures"])
+    if summary["damaged_files"]:
+        failures.append(
+            f"{summary['damaged_files']} damaged file(s): their unreadable rest is quarantined"
+        )
     if summary["golden_mismatched"]:
         failures.append(f"{summary['golden_mismatched']} golden records differ from the book")
     if summary["golden_time_mismatched"]:

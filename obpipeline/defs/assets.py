@@ -260,6 +260,7 @@ def _start_book(chain: Chain, day: str, carried: Book | None) -> Book | None:
     events = chain.existing(RAW, day)
     return daylib.start_book(
         chain.request(day),
+        chain.instrument(pl.scan_parquet(events).head(0).collect()),
         lambda: daylib.message_table(events),
         chain.cfg.snapshot_open_seconds,
         carried,
@@ -385,11 +386,11 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
             except DAY_ERRORS as exc:
                 days.failed(day, [str(exc)])
                 break  # the chain stops: later days need this one's book
-            outcomes = checks.checkpoint_checks(end_book, c)
+            outcomes = checks.checkpoint_checks(end_book, c, start)
             yield from _evaluations(context, chain.key(CHECKPOINT), day, outcomes)
             if days.blocked(day, outcomes):
                 break  # later days would start from a book known to be wrong
-            path = ckpt.write(end_book, instrument, chain.path(CHECKPOINT, day))
+            path = ckpt.write(end_book, instrument, chain.path(CHECKPOINT, day), day=day)
             carried = end_book
             days.written(
                 day,

@@ -80,15 +80,16 @@ def raw_checks(staged: Ingest, day: date) -> list[Outcome]:
         ]
     assert staged.instrument is not None
     return [
-        raw_schema(out),
+        raw_schema(out, staged.stats.get("damaged_files", 0)),
         raw_id_chain(out.message_table(), staged.instrument),
         raw_quarantine(staged),
     ]
 
 
-def raw_schema(out: DayOut) -> Outcome:
-    """Value rules of every raw_book_events row (the schema itself is fixed by the writers)."""
-    counts = dict(out.audit)
+def raw_schema(out: DayOut, damaged_files: int = 0) -> Outcome:
+    """Value rules of every raw_book_events row (the schema itself is fixed by the writers),
+    and readable input: a damaged file's unreadable rest is quarantined, and the day fails."""
+    counts = {**out.audit, "damaged_files": damaged_files}
     problems = [f"{k}: {v}" for k, v in counts.items() if v]
     rows = out.rows("raw_book_events")
     if rows == 0:
@@ -179,10 +180,15 @@ def raw_quarantine(staged: Ingest) -> Outcome:
 # ----------------------------------------------------------------------------- book_checkpoint
 
 
-def checkpoint_checks(book: Book, counters: ReplayCounters) -> list[Outcome]:
+def checkpoint_checks(
+    book: Book, counters: ReplayCounters, started_from: Book | None = None
+) -> list[Outcome]:
     import numpy as np
 
-    problems = []
+    from obpipeline.book.checkpoint import continuation_failures
+
+    # a day that applied nothing, or only messages older than its D-1 book, is not that day
+    problems = continuation_failures(counters.to_dict(), started_from)
     if np.any(np.diff(book.bid_price) >= 0):
         problems.append("bid prices not strictly descending")
     if np.any(np.diff(book.ask_price) <= 0):

@@ -25,6 +25,7 @@ import polars as pl
 from obpipeline import lake, schemas
 from obpipeline.book import checkpoint as ckpt
 from obpipeline.book.stream import Book
+from obpipeline.instruments import Instrument
 from obpipeline.sources.ingest import (
     NS,
     Ingest,
@@ -264,12 +265,14 @@ def opens_with_snapshot(messages: pl.DataFrame, within_seconds: int) -> bool:
 
 def start_book(
     req: DayRequest,
+    instrument: Instrument,
     messages: Callable[[], pl.DataFrame],
     snapshot_open_seconds: int,
     carried: Book | None = None,
 ) -> Book | None:
-    """The book day D starts from: ``carried`` or the D-1 checkpoint, else None when D opens
-    with its own exchange snapshot; anything else is a loud ``MissingStartBook``.
+    """The book day D starts from: ``carried`` or the D-1 checkpoint (which must be this
+    instrument's book at the end of D-1: ``CheckpointMismatch`` otherwise), else None when D
+    opens with its own exchange snapshot; anything else is a loud ``MissingStartBook``.
 
     A missing checkpoint is never silently an empty book. ``messages()`` gives the day's message
     table (msg_id, ts_local, is_snapshot...), read only when needed.
@@ -277,7 +280,7 @@ def start_book(
     prev = req.day - timedelta(days=1)
     path = req.path("book_checkpoint", prev)
     if carried is None and path.exists():
-        carried = ckpt.read(path)
+        carried = ckpt.read(path, expect_instrument=instrument, expect_day=prev)
     if carried is not None:
         if req.source.is_tardis:
             # Tardis ids are synthetic and restart at each day's base: the opening snapshot of

@@ -110,6 +110,7 @@ class LineBatcher:
         self.file = file
         self.batch_bytes = batch_bytes
         self.max_line_bytes = max_line_bytes
+        self.damaged = False  # the file's rest could not be read (gzip damage)
 
     def batches(
         self, pieces: Iterable[bytes | Damage]
@@ -135,6 +136,7 @@ class LineBatcher:
 
         for piece in pieces:
             if isinstance(piece, Damage):
+                self.damaged = True
                 yield from flush()
                 tail = b"".join(pending) if not skipping else preview
                 yield self._quarantine_only(
@@ -609,6 +611,7 @@ def ingest(
                     inflight.append((part.name, lines, parsed, damage))
                     if len(inflight) >= PARSE_THREADS:
                         take(*inflight.popleft())
+                _add(staged.stats, {"damaged_files": int(batcher.damaged)})
             while inflight:
                 take(*inflight.popleft())
     except BaseException:
