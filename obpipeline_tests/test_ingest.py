@@ -146,3 +146,23 @@ def test_only_day_keeps_the_exchange_day_and_renumbers(tmp_path):
     events = pl.read_parquet(staged.days[day].publish()["raw_book_events"])
     assert events["ts_event"].dt.date().unique().to_list() == [day]
     assert events["msg_id"].min() == 0
+
+
+def test_a_neighbours_edge_stops_reading_past_its_window(tmp_path):
+    raw = _capture_bytes(2000)
+    path = tmp_path / "btcusdt_20240709"
+    path.write_bytes(raw)
+    lines = raw.split(b"\n")
+    hi = int(lines[100].split(b" ")[0])  # the edge ends at the 101st line's receive time
+    staged = I.ingest(
+        [
+            I.Part(
+                str(path), lambda: (raw[i : i + 4096] for i in range(0, len(raw), 4096)), hi_ns=hi
+            )
+        ],
+        lambda ds, d: tmp_path / ds / f"{d}.parquet",
+        batch_bytes=4096,
+    )
+    assert staged.stats["messages"] == 100
+    assert staged.stats["lines"] < _lines(raw) // 2  # the rest of the file was never parsed
+    staged.discard()

@@ -266,25 +266,48 @@ def _no_quarantine() -> pl.DataFrame:
 
 
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:
-    """Iterate ``items`` on a background thread (inflating releases the GIL: it overlaps parsing)."""
+    """Iterate ``items`` on a background thread (inflating releases the GIL: it overlaps parsing).
+
+    Leaving the loop early (or an error) stops the thread and closes ``items``: no reader is
+    left behind holding a file and its buffers.
+    """
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
+    stop = threading.Event()
     failure: list[BaseException] = []
 
     def work() -> None:
         try:
             for item in items:
-                q.put(item)
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
         except BaseException as exc:  # re-raised in the consumer
             failure.append(exc)
         finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
             q.put(done)
 
     t = threading.Thread(target=work, name="capture-inflate", daemon=True)
     t.start()
-    while (item := q.get()) is not done:
-        yield item
-    t.join()
+    try:
+        while (item := q.get()) is not done:
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        t.join()
     if failure:
         raise failure[0]
 
@@ -599,6 +622,7 @@ def ingest(
                 batcher = LineBatcher(part.name, batch_bytes, max_line_bytes)
                 for lines, damage in batcher.batches(prefetch(part.pieces())):
                     _add(staged.stats, {"lines": lines.height + damage.height})
+                    past_window = _starts_after(lines, part.hi_ns)
                     if lines.height and (part.lo_ns is not None or part.hi_ns is not None):
                         lines = _in_window(lines, part.lo_ns, part.hi_ns)
                     if lines_hook is not None and lines.height:
@@ -611,6 +635,8 @@ def ingest(
                     inflight.append((part.name, lines, parsed, damage))
                     if len(inflight) >= PARSE_THREADS:
                         take(*inflight.popleft())
+                    if past_window:  # a capture is written in receive order: nothing later fits
+                        break
                 _add(staged.stats, {"damaged_files": int(batcher.damaged)})
             while inflight:
                 take(*inflight.popleft())
@@ -644,6 +670,14 @@ _RECOUNTED = ("lines", "messages", "level_updates", "quarantined")
 def _add(total: dict[str, int], part: dict[str, int]) -> None:
     for k, v in part.items():
         total[k] = total.get(k, 0) + int(v)
+
+
+def _starts_after(lines: pl.DataFrame, hi: int | None) -> bool:
+    """True when a whole batch was received at or after ``hi`` (its first line is)."""
+    if hi is None or lines.height == 0:
+        return False
+    first = lines.head(1).select(receive_ns(pl.col("text")))[0, 0]
+    return first is not None and first >= hi
 
 
 def _in_window(lines: pl.DataFrame, lo: int | None, hi: int | None) -> pl.DataFrame:
