@@ -166,3 +166,16 @@ def test_a_neighbours_edge_stops_reading_past_its_window(tmp_path):
     assert staged.stats["messages"] == 100
     assert staged.stats["lines"] < _lines(raw) // 2  # the rest of the file was never parsed
     staged.discard()
+
+
+def test_a_previous_days_file_is_skipped_up_to_its_edge(tmp_path):
+    raw = _capture_bytes(2000)
+    lo = int(raw.split(b"\n")[1900].split(b" ")[0])  # the edge starts at the 1901st line
+    staged = I.ingest(
+        [I.Part("prev", lambda: (raw[i : i + 4096] for i in range(0, len(raw), 4096)), lo_ns=lo)],
+        lambda ds, d: tmp_path / ds / f"{d}.parquet",
+        batch_bytes=4096,
+    )
+    assert staged.stats["messages"] == _lines(raw) - 1900
+    assert staged.stats["lines"] == _lines(raw)  # skipped batches are still counted
+    staged.discard()
