@@ -13,6 +13,7 @@
 
     uv run python scripts/backfill_12m.py                 # 365 days of the demo profile
     uv run python scripts/backfill_12m.py --days 7        # a quick rehearsal
+    uv run python scripts/backfill_12m.py --days 3 --profile real   # real volume (~27 M updates a day)
     uv run python scripts/backfill_12m.py --days 3 --faults drop=0.01 --fault-day 2   # alert drill
 
 A run of the real thing takes hours on 2 cores: ``--days`` rehearses the same path on fewer.
@@ -202,14 +203,21 @@ def analyse(home: Path, backfill_id: str, days: list[str], submitted: float) -> 
     starts = [r["start"] for r in run_rows if r["start"]]
     materialized: dict[str, int] = {}
     order_ok = None
+    run_peak_mb: dict[str, float] = defaultdict(float)  # the run process's VmHWM, from metadata
     for key in instance.get_asset_keys():
         name = key.path[-1]
         parts = instance.get_materialized_partitions(key)
         materialized[name] = len(set(parts) & set(days))
+        for rec in instance.fetch_materializations(key, limit=100_000).records:
+            peak = rec.asset_materialization.metadata.get("peak_rss_mb")
+            if peak is not None:
+                run_peak_mb[rec.run_id] = max(run_peak_mb[rec.run_id], float(peak.value))
         if name == "book_checkpoint":
             records = instance.fetch_materializations(key, limit=10_000, ascending=True).records
             seq = [r.partition_key for r in records if r.partition_key in set(days)]
             order_ok = seq == sorted(seq) and len(set(seq)) == len(days)
+    for r in run_rows:
+        r["peak_rss_mb"] = run_peak_mb.get(r["run_id"])
     failed = [r for r in run_rows if r["status"] != "SUCCESS"]
     slowest = max(per_asset.items(), key=lambda kv: kv[1]) if per_asset else ("", 0.0)
     return {
@@ -229,6 +237,7 @@ def analyse(home: Path, backfill_id: str, days: list[str], submitted: float) -> 
         "slowest_asset": {"name": slowest[0], "step_seconds": round(slowest[1], 1)},
         "materialized_partitions": materialized,
         "book_checkpoint_in_order": order_ok,
+        "peak_rss_mb_max_run": max(run_peak_mb.values(), default=None),
         "run_list": run_rows,
     }
 
@@ -243,6 +252,7 @@ def main() -> int:
     p.add_argument("--poll", type=float, default=20)
     p.add_argument("--days-per-run", type=int, help="override backfill.days_per_run")
     p.add_argument("--no-ge", action="store_true", help="disable the GE suites (config override)")
+    p.add_argument("--profile", help="simulator profile (demo, real): real volume is `real`")
     p.add_argument("--faults", help="fault spec injected into the simulator (alert drill)")
     p.add_argument("--fault-day", type=int, action="append", default=[], help="1-based day")
     p.add_argument(
@@ -285,6 +295,8 @@ def main() -> int:
     if args.days_per_run:
         config["backfill"] = {"days_per_run": args.days_per_run}
     src = config["instruments"][0]["source"]
+    if args.profile:
+        src["profile"] = args.profile
     for item in args.sim_option:
         key, _, value = item.partition("=")
         src.setdefault("options", {})[key] = yaml.safe_load(value)
