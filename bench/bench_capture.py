@@ -76,6 +76,14 @@ def _qtys(lots: np.ndarray) -> list[str]:
     return [f"{q // 1000}.{q % 1000:03d}" for q in lots.tolist()]
 
 
+def _verify(path: Path) -> None:
+    """The capture must replay with no gap (``obpipeline verify`` exits 0; else it raises)."""
+    m = measure([*OBPIPELINE, "verify", str(path)], cwd=ROOT)
+    s = last_json(m["stdout"])
+    if s["gaps"]:
+        raise RuntimeError(f"{path} does not replay cleanly: {json.dumps(s)}")
+
+
 def ensure_peer_capture() -> Path:
     """The peer stream as a gzipped Binance USD-M capture (once; atomically).
 
@@ -119,6 +127,7 @@ def ensure_peer_capture() -> Path:
                 f'"U":{first_u + 1},"u":{first_u + MSG_UPDATES},"pu":{first_u},'
                 f'"b":[{levels(b)}],"a":[{levels(a)}]}}}}\n'
             )
+    _verify(tmp)
     os.replace(tmp, PEER_CAPTURE)
     return PEER_CAPTURE
 
@@ -332,14 +341,6 @@ def compare(label: str, path: Path, hft: bool = True, truth: list[int] | None = 
     return rows
 
 
-def _verify(path: Path) -> None:
-    """The capture must replay with no gap (``obpipeline verify`` exits 0)."""
-    m = measure([*OBPIPELINE, "verify", str(path)], cwd=ROOT)
-    s = last_json(m["stdout"])
-    if s["gaps"]:
-        raise RuntimeError(f"{path} does not replay cleanly: {json.dumps(s)}")
-
-
 def _flag(name: str, default: bool = True) -> bool:
     return os.environ.get(name, "1" if default else "0").strip().lower() not in ("0", "no", "")
 
@@ -347,7 +348,6 @@ def _flag(name: str, default: bool = True) -> bool:
 def run(real: bool | None = None) -> list[dict]:
     rows: list[dict] = []
     peer = ensure_peer_capture()
-    _verify(peer)
     d = np.load(ensure_peer_stream())
     truth = [int(d["truth_bid"][0, 0]), int(d["truth_ask"][0, 0])]
     rows += compare("peer 3M", peer, truth=truth)

@@ -162,7 +162,7 @@ def run(force: bool = False) -> list[dict]:
     if source not in ("landing", "simulator"):
         raise SystemExit(f"OBPIPELINE_BENCH_CHAIN_SOURCE={source!r}: landing or simulator")
     landing = ensure_landing() if source == "landing" else None
-    label = "real-volume landing" if source == "landing" else "demo simulator"
+    label = f"landing {landing.name}" if landing is not None else "simulator demo"
     _run(DAYS[:1], "simulator", None)  # untimed: loads (or compiles) the numba caches
     one = _run(DAYS[:1], source, landing)
     two = _run(DAYS, source, landing)
