@@ -342,7 +342,13 @@ def compare(label: str, path: Path, hft: bool = True, truth: list[int] | None = 
 
 
 def _flag(name: str, default: bool = True) -> bool:
-    return os.environ.get(name, "1" if default else "0").strip().lower() not in ("0", "no", "")
+    return os.environ.get(name, "1" if default else "0").strip().lower() not in (
+        "0",
+        "no",
+        "false",
+        "off",
+        "",
+    )
 
 
 def run(real: bool | None = None) -> list[dict]:
