@@ -150,7 +150,9 @@ def test_streamed_a2_equals_the_whole_pairs(faulty_day) -> None:
         )  # fmt: skip
         occupied = np.bincount(bb, minlength=n) > 0
         got = streamed.ofi_by_bucket(kind)
-        assert np.array_equal(got[0], r1[occupied]) and np.array_equal(got[1], r2[occupied])
+        # bucket sums in record order; numpy's bincount may add in another order (last bits)
+        np.testing.assert_allclose(got[0], r1[occupied], rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(got[1], r2[occupied], rtol=1e-12, atol=1e-9)
 
 
 @settings(max_examples=60, deadline=None)

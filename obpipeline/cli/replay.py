@@ -93,10 +93,9 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
 
     carried = ckpt.read(args.checkpoint_in) if args.checkpoint_in else None
     started = time.perf_counter()
-    scratch_root = args.out if args.out else None
-    if scratch_root is not None:
-        Path(scratch_root).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".replay-", dir=scratch_root) as tmp:
+    # the per-day raw files live in a scratch folder ($TMPDIR): nothing is written under --out
+    # before the input has proved usable
+    with tempfile.TemporaryDirectory(prefix="obpipeline-replay-") as tmp:
         scratch = Path(tmp)
 
         def path_for(dataset: str, day) -> Path:
