@@ -138,7 +138,7 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
             path = lake.partition_path(
                 "quarantine", inst.venue_id, inst.symbol, first_day, args.out
             )
-            staged.publish(first_day, path)
+            staged.publish_quarantine(path)
             outputs.append(str(path))
         else:
             staged.quarantine.discard()

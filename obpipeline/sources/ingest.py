@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import tempfile
 import threading
 from collections import deque
@@ -379,7 +380,14 @@ class StagedParquet:
             self.rows += frame.height
 
     def publish(self) -> Path:
+        """Make the file appear whole at ``path`` (which may have changed since it was staged:
+        a staged file in another folder is first moved beside it, then renamed)."""
         self._writer.close()
+        if self.tmp.parent != self.path.parent:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            beside = self.path.parent / self.tmp.name
+            shutil.move(self.tmp, beside)
+            self.tmp = beside
         os.chmod(self.tmp, 0o666 & ~_umask())
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -541,9 +549,12 @@ class Ingest:
     def publish(self, day: date, quarantine_path: Path) -> dict[str, Path]:
         """Publish ``day``'s files and the quarantine (at ``quarantine_path``)."""
         out = self.days[day].publish() if day in self.days else {}
-        self.quarantine.path = quarantine_path
-        out["quarantine"] = self.quarantine.publish()
+        out["quarantine"] = self.publish_quarantine(quarantine_path)
         return out
+
+    def publish_quarantine(self, path: Path) -> Path:
+        self.quarantine.path = Path(path)
+        return self.quarantine.publish()
 
     def discard(self) -> None:
         for d in self.days.values():
