@@ -86,9 +86,13 @@ def test_streamed_a2_equals_the_whole_pairs(faulty_day) -> None:
     assert sum(len(v) for v in streamed.whole.values()) > 10  # really in batches
     a, b = streamed.report(), one.report()
     assert a.figures == b.figures and a.pairs == b.pairs
-    assert [(r.check, r.status, r.value, r.metrics, r.first_failure_ns) for r in a.results] == [
-        (r.check, r.status, r.value, r.metrics, r.first_failure_ns) for r in b.results
+    # verdicts and counts equal; float statistics equal up to summation order (last bits)
+    assert [(r.check, r.status, r.first_failure_ns) for r in a.results] == [
+        (r.check, r.status, r.first_failure_ns) for r in b.results
     ]
+    for ra, rb in zip(a.results, b.results, strict=True):
+        assert ra.value == pytest.approx(rb.value, rel=1e-12, nan_ok=True)
+        assert ra.metrics == pytest.approx(rb.metrics, rel=1e-12, nan_ok=True)
     assert any(r.status == "fail" for r in a.results)  # the faults move features
 
     # the reference: features on the whole pairs, numpy's statistics

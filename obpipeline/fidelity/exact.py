@@ -1,9 +1,9 @@
-"""Gate A1: exact, update-id-aligned comparison with every golden record the exchange published.
+"""Gate A1: the one exact comparison with every golden record the exchange published.
 
 A golden record stamped ``u`` is compared with the valid book_snapshots row whose
 ``last_update_id`` is ``u`` (the book after that message), at every level the record covers, price
-and size, exactly (Decimal against Decimal). The same rule as ``golden.py``, extended with what
-the gate needs: per-level accuracy, the aligned fraction and why records did not align, incidents
+and size, exactly (Decimal against Decimal); records without update ids (Tardis) align by time,
+within ±1 message (``compare_windowed``). With what the gate needs: per-level accuracy, the aligned fraction and why records did not align, incidents
 (runs of consecutive mismatching records, in update-id order), the Clopper–Pearson bound on
 incidents, the first failure (for detection latency), and the aligned pairs, handed batch by
 batch to a ``PairsSink`` (Gate A2 computes its paired feature deltas on them).
