@@ -21,8 +21,10 @@ warnings.filterwarnings("ignore")
 DAY1, DAY2 = date(2024, 7, 18), date(2024, 7, 19)
 
 
-def _platform(tmp_path, landing) -> PlatformConfig:
-    source = SourceConfig(kind="landing", path=landing, pattern="btcusdt_2024071*")
+def _platform(tmp_path, landing, accept=()) -> PlatformConfig:
+    source = SourceConfig(
+        kind="landing", path=landing, pattern="btcusdt_2024071*", accept_damaged_days=accept
+    )
     return PlatformConfig(
         instruments=(InstrumentConfig(source=source),),
         lake=tmp_path / "lake",
@@ -43,12 +45,16 @@ def _landing(tmp_path):
     return landing
 
 
-def test_a_truncated_capture_fails_its_days_with_the_reason_and_an_alert(tmp_path):
+def _truncated(tmp_path):
     landing = _landing(tmp_path)
     damaged = landing / f"btcusdt_{DAY1:%Y%m%d}.gz"
     raw = damaged.read_bytes()
     damaged.write_bytes(raw[: len(raw) * 2 // 3])  # a collector killed mid-write
-    cfg = _platform(tmp_path, landing)
+    return landing
+
+
+def test_a_truncated_capture_fails_its_days_with_the_reason_and_an_alert(tmp_path):
+    cfg = _platform(tmp_path, _truncated(tmp_path))
     defs = build_definitions(cfg)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         run = materialize_range(defs, instance, cfg.instruments[0], DAY1, DAY2)
@@ -66,6 +72,17 @@ def test_a_truncated_capture_fails_its_days_with_the_reason_and_an_alert(tmp_pat
     assert all(a["metadata"]["damaged_files"] == 1 for a in alerts)
     quarantined = [a for a in read_alerts(cfg.alert_log) if a["check"] == "raw_quarantine"]
     assert any("gzip stream truncated" in str(a["metadata"]) for a in quarantined)
+
+
+def test_an_operator_can_accept_a_damaged_day(tmp_path):
+    cfg = _platform(tmp_path, _truncated(tmp_path), accept=(DAY1,))
+    defs = build_definitions(cfg)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        run = materialize_range(defs, instance, cfg.instruments[0], DAY1, DAY1)
+    failed = {(c["check"], c["partition"]) for c in run.failed_checks}
+    assert ("raw_schema", DAY1.isoformat()) not in failed
+    assert run.metadata[("raw_book_events", DAY1.isoformat())]["quarantined"] == 1  # the tail
+    assert DAY1.isoformat() in run.materialized["raw_book_events"]
 
 
 def test_a_checkpoint_of_another_day_fails_the_next_day_loudly(tmp_path):

@@ -330,7 +330,7 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
             except DAY_ERRORS as exc:
                 days.failed(day, [f"source: {exc}"])
                 continue
-            outcomes = checks.raw_checks(staged, d)
+            outcomes = checks.raw_checks(staged, d, d in inst.source.accept_damaged_days)
             yield from _evaluations(context, chain.key(RAW), day, outcomes)
             if days.blocked(day, outcomes):
                 staged.discard()

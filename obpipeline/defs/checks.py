@@ -64,8 +64,11 @@ def _sample(frame: pl.DataFrame, n: int = 5) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- raw_book_events
 
 
-def raw_checks(staged: Ingest, day: date) -> list[Outcome]:
-    """The checks of one staged ingest day (counts gathered while streaming, message table)."""
+def raw_checks(staged: Ingest, day: date, accept_damaged: bool = False) -> list[Outcome]:
+    """The checks of one staged ingest day (counts gathered while streaming, message table).
+
+    ``accept_damaged``: the operator accepted the day's damaged files (``accept_damaged_days``).
+    """
     out = staged.days.get(day)
     if out is None:
         return [
@@ -80,17 +83,21 @@ def raw_checks(staged: Ingest, day: date) -> list[Outcome]:
         ]
     assert staged.instrument is not None
     return [
-        raw_schema(out, staged.stats.get("damaged_files", 0)),
+        raw_schema(out, staged.stats.get("damaged_files", 0), accept_damaged),
         raw_id_chain(out.message_table(), staged.instrument),
         raw_quarantine(staged),
     ]
 
 
-def raw_schema(out: DayOut, damaged_files: int = 0) -> Outcome:
+def raw_schema(out: DayOut, damaged_files: int = 0, accept_damaged: bool = False) -> Outcome:
     """Value rules of every raw_book_events row (the schema itself is fixed by the writers),
-    and readable input: a damaged file's unreadable rest is quarantined, and the day fails."""
+    and readable input: a damaged file's unreadable rest is quarantined, and the day fails
+    unless the operator accepted it."""
     counts = {**out.audit, "damaged_files": damaged_files}
     problems = [f"{k}: {v}" for k, v in counts.items() if v]
+    if accept_damaged and damaged_files:
+        problems.remove(f"damaged_files: {damaged_files}")
+        counts["damaged_files_accepted"] = damaged_files
     rows = out.rows("raw_book_events")
     if rows == 0:
         problems.append("no depth message on the day")

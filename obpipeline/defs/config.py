@@ -127,6 +127,7 @@ def _source(raw: dict[str, Any], base: Path) -> SourceConfig:
         raw["path"] = _path(raw["path"], base)
     raw["options"] = dict(raw.get("options") or {})
     raw["fault_days"] = tuple(_date(d) for d in raw.get("fault_days") or ())
+    raw["accept_damaged_days"] = tuple(_date(d) for d in raw.get("accept_damaged_days") or ())
     unknown = set(raw) - set(SourceConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown source settings {sorted(unknown)}")

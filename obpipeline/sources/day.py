@@ -69,6 +69,9 @@ class SourceConfig:
     edge_seconds: int = 120
     faults: str | None = None  # simulator only: obpipeline.sources.faults spec, for drills
     fault_days: tuple[date, ...] = ()
+    # days an operator accepts although a file was damaged (what could be read is used; the
+    # unreadable rest stays in the quarantine)
+    accept_damaged_days: tuple[date, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:
