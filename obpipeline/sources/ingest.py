@@ -38,7 +38,8 @@ from obpipeline.instruments import Instrument
 from obpipeline.sources.binance import Capture, CaptureError, lines_frame, parse_lines
 
 NS = 1_000_000_000
-READ_BYTES = 8 << 20  # compressed bytes per read
+READ_BYTES = 8 << 20  # bytes read (plain) or inflated text handed on per piece
+INFLATE_STEP = 256 << 10  # compressed bytes per inflate call
 BATCH_BYTES = 64 << 20  # capture text per parsed batch (~200 k lines)
 PARSE_THREADS = 2
 MAX_LINE_BYTES = 64 << 20  # a longer line is quarantined without being held
@@ -72,29 +73,38 @@ def inflate(path: Path | str) -> Iterator[bytes | Damage]:
                 yield piece
             return
         d = isal_zlib.decompressobj(31)
-        fed = 0  # compressed bytes consumed before the current piece
+        fed = 0  # compressed bytes consumed before the current step
         member_started = False
-        while piece := f.read(READ_BYTES):
-            buf = piece
+        text: list[bytes] = []  # inflated, not yet handed on
+        size = 0
+        # small compressed steps: an error loses the output of its step only (<= ~1 MB of text)
+        while buf := f.read(INFLATE_STEP):
             while buf:
                 try:
                     out = d.decompress(buf, READ_BYTES * 8)
                 except isal_zlib.error as exc:
+                    if text:
+                        yield b"".join(text)
                     yield Damage(fed, f"gzip data damaged ({exc})")
                     return
                 member_started = True
-                used = len(buf) - len(d.unconsumed_tail) - len(d.unused_data)
-                fed += used
+                fed += len(buf) - len(d.unconsumed_tail) - len(d.unused_data)
                 if out:
-                    yield out
+                    text.append(out)
+                    size += len(out)
+                    if size >= READ_BYTES:
+                        yield b"".join(text)
+                        text, size = [], 0
                 if d.eof:
                     buf = d.unused_data
                     d = isal_zlib.decompressobj(31)
                     member_started = False
                     if buf.strip(b"\x00") == b"" and not f.peek(1):
-                        return  # zero padding at the very end (some writers add it)
+                        break  # zero padding at the very end (some writers add it)
                 else:
                     buf = d.unconsumed_tail
+        if text:
+            yield b"".join(text)
         if member_started:
             yield Damage(fed, "gzip stream truncated (file cut short)")
 
