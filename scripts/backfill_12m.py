@@ -208,7 +208,7 @@ def analyse(home: Path, backfill_id: str, days: list[str], submitted: float) -> 
         name = key.path[-1]
         parts = instance.get_materialized_partitions(key)
         materialized[name] = len(set(parts) & set(days))
-        for rec in instance.fetch_materializations(key, limit=100_000).records:
+        for rec in instance.fetch_materializations(key, limit=10_000).records:
             peak = rec.asset_materialization.metadata.get("peak_rss_mb")
             if peak is not None:
                 run_peak_mb[rec.run_id] = max(run_peak_mb[rec.run_id], float(peak.value))

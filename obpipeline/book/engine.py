@@ -1243,7 +1243,7 @@ def _replay_stream(
     writer = (
         _SnapshotWriter(
             out_path, snapshots_table(SnapshotArrays(depth, 0), 0, instrument).schema, depth
-        )  # fmt: skip
+        )
         if out_path is not None
         else None
     )

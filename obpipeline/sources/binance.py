@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from numba import njit
+from llvmlite import ir
+from numba import carray, njit, types
+from numba.extending import intrinsic
 
 from obpipeline import schemas
 from obpipeline.instruments import (
@@ -843,9 +845,6 @@ def utc_days(frame: pl.DataFrame, column: str = "ts_event") -> list:
 # path, whose output is the reference. So outputs are identical by construction on every input
 # the fast pass accepts, and unchanged otherwise (see obpipeline_tests/test_engine.py).
 
-from llvmlite import ir  # noqa: E402 - the fast path's own compiled helpers
-from numba import carray, types  # noqa: E402
-from numba.extending import intrinsic  # noqa: E402
 
 _K_DIFF, _K_SNAP, _K_PARTIAL, _K_BBO, _K_TRADE, _K_OTHER, _K_BLANK = 1, 2, 3, 4, 5, 6, 7
 # JSON keys the fast pass extracts
