@@ -44,7 +44,6 @@ BATCH_BYTES = 64 << 20  # capture text per parsed batch (~200 k lines)
 PARSE_THREADS = 2
 MAX_LINE_BYTES = 64 << 20  # a longer line is quarantined without being held
 RECORD_PREVIEW = 2_000  # characters of an over-long or undecodable line kept in quarantine
-DATASETS = ("raw_book_events", "golden_bbo", "golden_depth", "trades")
 LinesHook = Callable[[pl.DataFrame], pl.DataFrame]
 
 
@@ -598,10 +597,6 @@ class Ingest:
                 d, {n: StagedParquet(self.path_for(n, d), s) for n, s in schema_of.items()}
             )
         return self.days[d]
-
-
-def day_of_ns(ns: int) -> date:
-    return datetime.fromtimestamp(ns // NS, tz=UTC).date()
 
 
 def day_bounds_ns(day: date) -> tuple[int, int]:
