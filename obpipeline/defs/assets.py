@@ -104,6 +104,10 @@ class Chain:
             )
         return path
 
+    def day_instrument(self, day: date | str) -> Instrument:
+        """The instrument of a materialised day (scales from its raw_book_events schema)."""
+        return self.instrument(pl.scan_parquet(self.existing(RAW, day)).head(0).collect())
+
     def read(self, dataset: str, day: date | str) -> pl.DataFrame:
         return pl.read_parquet(self.existing(dataset, day))
 
@@ -260,7 +264,7 @@ def _start_book(chain: Chain, day: str, carried: Book | None) -> Book | None:
     events = chain.existing(RAW, day)
     return daylib.start_book(
         chain.request(day),
-        chain.instrument(pl.scan_parquet(events).head(0).collect()),
+        chain.day_instrument(day),
         lambda: daylib.message_table(events),
         chain.cfg.snapshot_open_seconds,
         carried,
@@ -272,7 +276,7 @@ def _replay(
 ) -> tuple[Instrument, Book, ReplayCounters]:
     """Replay the day's raw_book_events file, streamed; book_snapshots to ``out`` if given."""
     events = chain.existing(RAW, day)
-    instrument = chain.instrument(pl.scan_parquet(events).head(0).collect())
+    instrument = chain.day_instrument(day)
     book, counters = replay_parquet(events, out, instrument, chain.cfg.depth, start)
     return instrument, book, counters
 
@@ -494,9 +498,7 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
             except DAY_ERRORS as exc:
                 days.failed(day, [str(exc)])
                 continue
-            instrument = chain.instrument(
-                pl.scan_parquet(chain.existing(RAW, day)).head(0).collect()
-            )
+            instrument = chain.day_instrument(day)
             grids = {every: chain.path(f"{FEATURES}_{every}", day) for every in cfg.feature_grids}
             path = chain.path(FEATURES, day)
             summary = F.write_day_features(

@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from obpipeline import schemas
+from obpipeline.book.checkpoint import continuation_failures
 from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.fidelity.exact import ExactComparison
 from obpipeline.instruments import Instrument
@@ -191,8 +192,6 @@ def checkpoint_checks(
     book: Book, counters: ReplayCounters, started_from: Book | None = None
 ) -> list[Outcome]:
     import numpy as np
-
-    from obpipeline.book.checkpoint import continuation_failures
 
     # a day that applied nothing, or only messages older than its D-1 book, is not that day
     problems = continuation_failures(counters.to_dict(), started_from)

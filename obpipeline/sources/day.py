@@ -27,6 +27,7 @@ from obpipeline.book import checkpoint as ckpt
 from obpipeline.book.stream import Book
 from obpipeline.instruments import Instrument
 from obpipeline.sources.ingest import (
+    MESSAGE_COLUMNS,
     NS,
     Ingest,
     LinesHook,
@@ -304,15 +305,7 @@ def message_table(events_path: Path) -> pl.DataFrame:
     """One row per message of a raw_book_events file (its first row), read lazily."""
     return (
         pl.scan_parquet(events_path)
-        .select(
-            "msg_id",
-            "ts_event",
-            "ts_local",
-            "first_update_id",
-            "last_update_id",
-            "prev_update_id",
-            "is_snapshot",
-        )  # fmt: skip
+        .select(MESSAGE_COLUMNS)
         .unique("msg_id", keep="first", maintain_order=True)
         .collect(engine="streaming")
     )

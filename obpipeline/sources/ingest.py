@@ -460,7 +460,7 @@ class DayOut:
             w.discard()
 
 
-_MESSAGE_COLUMNS = (
+MESSAGE_COLUMNS = (
     "msg_id",
     "ts_event",
     "ts_local",
@@ -732,7 +732,7 @@ def _renumber(events: pl.DataFrame, out: DayOut) -> pl.DataFrame:
     events = events.with_columns(
         (pl.col("msg_id").rank("dense") - 1 + out.next_msg_id).cast(pl.Int64).alias("msg_id")
     )
-    heads = events.unique("msg_id", keep="first", maintain_order=True).select(_MESSAGE_COLUMNS)
+    heads = events.unique("msg_id", keep="first", maintain_order=True).select(MESSAGE_COLUMNS)
     out.messages.append(heads)
     out.next_msg_id += heads.height
     out.level_updates += int(events["side"].is_not_null().sum())
