@@ -167,12 +167,12 @@ class _KindState:
     pairs: int = 0
     last: tuple[pl.DataFrame, pl.DataFrame] | None = None  # the OFI predecessor rows
     acc: dict[str, _Acc] = field(default_factory=dict)
-    # OFI per bucket: closed bucket sums, the open bucket, the running time key
+    # OFI per bucket: closed bucket sums, the open bucket's records, the running time key
     ofi_ref: list[np.ndarray] = field(default_factory=list)
     ofi_rec: list[np.ndarray] = field(default_factory=list)
     t0: int | None = None
     t_max: int | None = None
-    open: tuple[int, float, float] | None = None
+    open: tuple[int, np.ndarray, np.ndarray] | None = None  # bucket, its ref and rec values
 
 
 class Materiality:
@@ -180,7 +180,7 @@ class Materiality:
 
     Features are computed per batch with the previous batch's last row in front (OFI needs the
     row before); quantiles keep the few largest deltas their rank needs (``TopValues``), means
-    are exact sums, OFI is summed per bucket in record order with the open bucket carried: the
+    are exact sums, OFI is summed per bucket over all its records in order (the open bucket's records carried): the
     figures are those of the whole day's pairs at once, bit for bit.
     """
 
@@ -276,10 +276,13 @@ class Materiality:
         wa = fa.select(pl.sum_horizontal([pl.col(c).fill_null(0.0) for c in st.ofi_cols]))
         wb = fb.select(pl.sum_horizontal([pl.col(c).fill_null(0.0) for c in st.ofi_cols]))
         wa, wb = wa.to_series().to_numpy(), wb.to_series().to_numpy()
-        if st.open is not None:  # the open bucket's partial sums go first: same additions
-            b = np.concatenate([[st.open[0]], b])
-            wa = np.concatenate([[st.open[1]], wa])
-            wb = np.concatenate([[st.open[2]], wb])
+        if st.open is not None:
+            # the open bucket's records (not their partial sum) go first, so each bucket is
+            # summed over all its records in order, whatever the batch edges: the same bits
+            bucket, oa, ob = st.open
+            b = np.concatenate([np.full(len(oa), bucket), b])
+            wa = np.concatenate([oa, wa])
+            wb = np.concatenate([ob, wb])
         base = int(b[0])
         idx = b - base
         n = int(idx[-1]) + 1
@@ -289,13 +292,18 @@ class Materiality:
         st.ofi_ref.append(ra[occupied[:-1]])
         st.ofi_rec.append(rb[occupied[:-1]])
         last = int(occupied[-1])
-        st.open = (base + last, float(ra[last]), float(rb[last]))
+        tail = idx == last  # the last bucket may go on in the next batch: keep its records
+        st.open = (base + last, wa[tail], wb[tail])
 
     def ofi_by_bucket(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """Reference and reconstructed OFI per occupied bucket of one kind."""
         st = self.kinds[kind]
-        tail = [np.array([st.open[1]])] if st.open else []
-        tail_b = [np.array([st.open[2]])] if st.open else []
+
+        def total(values: np.ndarray) -> np.ndarray:  # bincount's order: as closed buckets
+            return np.bincount(np.zeros(len(values), np.intp), weights=values, minlength=1)
+
+        tail = [total(st.open[1])] if st.open else []
+        tail_b = [total(st.open[2])] if st.open else []
         return np.concatenate([*st.ofi_ref, *tail]), np.concatenate([*st.ofi_rec, *tail_b])
 
     def _pooled(self, name: str) -> list[_Acc]:
