@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
+from obpipeline.errors import CaptureError
+
 Market = Literal["spot", "usdm", "cm"]
 SequencingRule = Literal["binance_spot", "binance_futures", "snapshot_replace"]
 
@@ -24,11 +26,6 @@ MARKETS: tuple[str, ...] = ("spot", "usdm", "cm")
 # Venue, market and symbol names become lake path components (``venue=<v>/symbol=<s>``) and may
 # come from file contents: only letters, digits, ``_`` and ``-``, so no name can leave the lake.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-class CaptureError(ValueError):
-    """Input that cannot be used as given (several symbols mixed in one stream, an unusable name,
-    a checkpoint of another book, ...); the message says which and why, in one line."""
 
 
 def check_name(what: str, value: object) -> str:

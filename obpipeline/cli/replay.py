@@ -169,8 +169,8 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
 
 def _stage(args: argparse.Namespace, start: Book | None, path_for) -> Ingest:
     """The capture files staged per UTC day (Binance streamed; Tardis read, then staged)."""
+    from obpipeline.errors import CaptureError
     from obpipeline.sources import ingest as ing
-    from obpipeline.sources.binance import CaptureError
 
     if args.format == "tardis":
         from obpipeline.sources.tardis import read_tardis

@@ -40,12 +40,12 @@ from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.defs import checks
 from obpipeline.defs.config import InstrumentConfig, PlatformConfig
 from obpipeline.defs.resources import DaySource
+from obpipeline.errors import PipelineError
 from obpipeline.fidelity import assets as fidelity_assets
 from obpipeline.fidelity import exact
 from obpipeline.instruments import Instrument, get_instrument
 from obpipeline.procstat import peak_rss_mb
 from obpipeline.sources import day as daylib
-from obpipeline.sources.binance import CaptureError
 
 RAW, CHECKPOINT, SNAPSHOTS = "raw_book_events", "book_checkpoint", "book_snapshots"
 FEATURES, METRICS, REPORT = "book_features", "fidelity_metrics", "fidelity_report"
@@ -199,13 +199,7 @@ def _check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
 
 
 # Per-day problems that fail their day only; anything else (a bug) fails the step at once.
-DAY_ERRORS = (
-    dg.Failure,
-    daylib.SourceUnavailable,
-    daylib.MissingStartBook,
-    CaptureError,
-    FileNotFoundError,
-)
+DAY_ERRORS = (dg.Failure, PipelineError, FileNotFoundError)
 
 
 class Days:
