@@ -12,9 +12,12 @@ on spot), tick and lot sizes are then one unit of that scale. See ``infer_instru
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
+
+import polars as pl
 
 from obpipeline.errors import CaptureError
 
@@ -169,3 +172,42 @@ def resolve_instrument(
     return get_instrument(venue, market, symbol) or infer_instrument(
         venue, market, symbol, price_strings, size_strings
     )
+
+
+# The Decimal columns a lake frame's scales are read from: raw_book_events, then book_snapshots.
+_SCALE_COLUMNS = (("price", "size"), ("bid_price_1", "bid_size_1"))
+
+
+def instrument_from_schema(
+    venue: str, market: str, symbol: str, schema: Mapping[str, pl.DataType] | None
+) -> Instrument:
+    """The instrument of a lake frame: the registered one, else tick and lot of one unit of the
+    scales of its Decimal price/size columns, sequenced by the venue's own rule.
+
+    Days already in the lake carry their scales in their schema, so an unregistered symbol reads
+    back as the instrument it was written with; CaptureError when there is nothing to read.
+    """
+    known = KNOWN.get((venue, market, symbol.upper()))
+    if known is not None:
+        return known
+    for price_col, size_col in _SCALE_COLUMNS:
+        price, size = (schema or {}).get(price_col), (schema or {}).get(size_col)
+        if isinstance(price, pl.Decimal) and isinstance(size, pl.Decimal):
+            return Instrument(
+                venue,
+                market,
+                symbol,
+                Decimal(1).scaleb(-(price.scale or 0)),
+                Decimal(1).scaleb(-(size.scale or 0)),
+                _sequencing_for(venue, market),
+            )
+    raise CaptureError(
+        f"{venue}-{market} {symbol}: unknown instrument and no Decimal price/size columns "
+        "to read its scales from"
+    )
+
+
+def split_venue_id(venue_id: str) -> tuple[str, str]:
+    """A lake ``venue=`` value back to (venue, market): ``binance-usdm`` → (binance, usdm)."""
+    venue, _, market = venue_id.partition("-")
+    return venue, market

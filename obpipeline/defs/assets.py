@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from obpipeline.defs.resources import DaySource
 from obpipeline.errors import PipelineError
 from obpipeline.fidelity import assets as fidelity_assets
 from obpipeline.fidelity import exact
-from obpipeline.instruments import Instrument, get_instrument
+from obpipeline.instruments import Instrument, instrument_from_schema
 from obpipeline.procstat import peak_rss_mb
 from obpipeline.sources import day as daylib
 
@@ -114,26 +113,8 @@ class Chain:
     def instrument(self, frame: pl.DataFrame | None = None) -> Instrument:
         """Registered instrument, else scales from the Decimal columns of a written frame."""
         inst = self.inst
-        known = get_instrument(inst.venue, inst.market, inst.symbol)
-        if known is not None:
-            return known
-        if frame is None or not isinstance(frame.schema.get("price"), pl.Decimal):
-            raise dg.Failure(f"{inst.venue_id} {inst.symbol}: unknown instrument, no frame")
-        ps = frame.schema["price"].scale
-        ss = frame.schema["size"].scale
-        rule = (
-            "binance_spot"
-            if (inst.venue, inst.market) == ("binance", "spot")
-            else "binance_futures"
-        )
-        return Instrument(
-            inst.venue,
-            inst.market,
-            inst.symbol,
-            Decimal(1).scaleb(-ps),
-            Decimal(1).scaleb(-ss),
-            rule,  # type: ignore[arg-type]
-        )
+        schema = None if frame is None else frame.schema
+        return instrument_from_schema(inst.venue, inst.market, inst.symbol, schema)
 
     @property
     def policy(self) -> dg.BackfillPolicy:
