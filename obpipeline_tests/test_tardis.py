@@ -18,7 +18,7 @@ from obpipeline.errors import CaptureError
 from obpipeline.fidelity import exact
 from obpipeline.instruments import get_instrument
 from obpipeline.sources.tardis import classify, decimals_needed, read_tardis, to_fixed
-from obpipeline.sources.tardis_export import export_capture
+from obpipeline.export.tardis import export_capture
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXCERPTS = SHARED / "tardis-excerpts"

@@ -227,7 +227,7 @@ def _replay_day(args, events: Path, snapshots: Path, inst, start: Book | None):
         result = book.replay(pl.read_parquet(events), inst, args.depth, start, engine="reference")
         lake.write_parquet_atomic(result.snapshots, snapshots)
         return result.checkpoint, result.counters
-    from obpipeline.book.engine import replay_parquet
+    from obpipeline.book.parquet_stream import replay_parquet
 
     return replay_parquet(events, snapshots, inst, args.depth, start)
 

@@ -34,7 +34,7 @@ import polars as pl
 
 from obpipeline import lake
 from obpipeline.book import checkpoint as ckpt
-from obpipeline.book.engine import replay_parquet
+from obpipeline.book.parquet_stream import replay_parquet
 from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.defs import checks
 from obpipeline.defs.config import InstrumentConfig, PlatformConfig
