@@ -243,6 +243,8 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def verify_failures(summary: dict) -> list[str]:
+    from obpipeline.fidelity.integrity import unhandled_gaps
+
     failures = list(summary["continuation_failures"])
     if summary["damaged_files"]:
         failures.append(
@@ -259,10 +261,11 @@ def verify_failures(summary: dict) -> list[str]:
         failures.append(f"{summary['snapshot_mismatches']} REST snapshots differ from the book")
     if summary["crossed"]:
         failures.append(f"{summary['crossed']} crossed books while in sync")
-    if summary["gaps"] > summary["resyncs"] or summary["unsynced_at_end"]:
+    if unhandled := unhandled_gaps(summary):
         failures.append(
-            f"unhandled sequence gap: {summary['gaps']} gaps, {summary['resyncs']} resyncs, "
-            f"out of sync at end: {bool(summary['unsynced_at_end'])}"
+            f"{unhandled} unhandled sequence gap(s): {summary['gaps']} gaps, "
+            f"{summary['resyncs']} resyncs, {summary['snapshot_mismatches']} snapshot "
+            f"mismatches, out of sync at end: {bool(summary['unsynced_at_end'])}"
         )
     return failures
 
