@@ -9,7 +9,7 @@
                                                                                   ▼
                                                                            fidelity_report
 
-Why this shape (DESIGN §8, research/dagster.md §1): only ``book_checkpoint`` is chained, through
+Why this shape (docs/DESIGN.md §8): only ``book_checkpoint`` is chained, through
 a self-dependency on D-1 with a ``BackfillPolicy.multi_run`` and an ordered in-run day loop, so a
 12-month backfill costs ~12 sequential runs, not 365 daemon ticks; ``book_snapshots`` replays day
 D from the D-1 checkpoint, so every other asset fans out in parallel.

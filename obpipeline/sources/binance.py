@@ -1,6 +1,6 @@
 """Binance websocket captures → canonical frames (raw_book_events, golden_bbo, golden_depth, trades).
 
-Capture format (see ``../shared/data/README.md``): gzip (or plain) text, one record per line,
+Capture format (see ``docs/DESIGN.md`` §9): gzip (or plain) text, one record per line,
 ``<local_receive_timestamp> <json>``; the timestamp is in ns, µs or ms (told apart by its number of
 digits). The JSON is the combined-stream envelope ``{"stream": ..., "data": {...}}``, except the
 REST depth snapshot, which is the bare ``GET /depth`` response.
