@@ -133,7 +133,7 @@ def simulator_book_snapshots() -> Path | None:
     """The simulator's real-profile day replayed to book_snapshots (made once, under data/bench),
     or None when the simulator or the engine is not importable here."""
     try:
-        from obpipeline.book import engine
+        from obpipeline.book import parquet_stream
         from obpipeline.sources import synthetic
     except Exception:
         return None
@@ -141,7 +141,7 @@ def simulator_book_snapshots() -> Path | None:
     events = Path(synthetic.real_volume_events_parquet(BENCH_DIR))
     out = BENCH_DIR / events.name.replace("raw_book_events", "book_snapshots")
     if not out.exists():
-        engine.replay_parquet(events, out, INSTRUMENT)
+        parquet_stream.replay_parquet(events, out, INSTRUMENT)
     return out
 
 

@@ -16,7 +16,7 @@ Cases (``run()`` returns one dict per case for ``make bench``; as a script it pr
     ``ROIVectorMarketDepth`` (fixed price window), local book only, an ``njit`` loop of
     ``elapse(1 ms)`` + best bid/ask (= once per 10-update message); and the ratios
     engine / hftbacktest.
-(c) ``e2e``: canonical raw_book_events parquet → book_snapshots parquet (``engine.replay_parquet``)
+(c) ``e2e``: canonical raw_book_events parquet → book_snapshots parquet (``parquet_stream.replay_parquet``)
     for a real-volume day: the simulator's real profile when it is available, else a synthetic
     day generated here (≈1.8 M messages, ≈30 M level updates, opening REST snapshot with a few
     buffered diffs before it, like the real captures): level updates/s, wall time, CPU seconds
@@ -51,7 +51,7 @@ PEER_NPZ = BENCH_DIR / "peer_stream.npz"
 DAY_PARQUET = BENCH_DIR / "raw_book_events_real_day.parquet"
 PEER_UPDATES = 3_000_000
 MSG_UPDATES = 10
-CHUNK_ROWS = 1 << 16  # output rows per engine call (as engine.replay_parquet)
+CHUNK_ROWS = 1 << 16  # output rows per engine call (as parquet_stream.replay_parquet)
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
 
@@ -511,7 +511,7 @@ def child_hftbacktest(kind: str, repeat: int) -> dict:
 
 def _warm_engine() -> float:
     """Load (or compile) the engine's numba functions on a two-message stream; returns seconds."""
-    from obpipeline.book import engine
+    from obpipeline.book import engine, parquet_stream
     from obpipeline.book import sequencing as seq
     from obpipeline.book.stream import Book, EventArrays
 
@@ -534,14 +534,14 @@ def _warm_engine() -> float:
     out, rows, _, _ = engine.replay_arrays(
         ev, seq.FUTURES, 20, Book(empty, empty, empty, empty, 0, True)
     )
-    engine.snapshots_table(out, rows, _instrument())
+    parquet_stream.snapshots_table(out, rows, _instrument())
     return time.perf_counter() - t
 
 
 def child_e2e(repeat: int) -> dict:
     import pyarrow.parquet as pq
 
-    from obpipeline.book import engine
+    from obpipeline.book import parquet_stream
 
     src, label = real_day_input()
 
@@ -554,7 +554,7 @@ def child_e2e(repeat: int) -> dict:
     counters = None
     for _ in range(repeat):
         t, c = time.perf_counter(), _cpu_s()
-        _, counters = engine.replay_parquet(src, dst, inst)
+        _, counters = parquet_stream.replay_parquet(src, dst, inst)
         times.append(time.perf_counter() - t)
         cpu.append(_cpu_s() - c)
     assert counters is not None

@@ -246,36 +246,6 @@ class _Book:
     chunks: list[_Levels]
 
 
-def _decimal_view(series: pl.Series) -> tuple[np.ndarray, np.ndarray, int, int]:
-    if not isinstance(series.dtype, pl.Decimal):
-        raise TypeError(
-            f"{series.name}: expected Decimal (book_snapshots schema), got {series.dtype}"
-        )
-    arr = series.to_arrow()  # one chunk: zero-copy
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    width = arr.type.byte_width
-    if width not in (8, 16):
-        raise TypeError(f"{series.name}: unsupported decimal width {width}")
-    n = len(arr)
-    data = arr.buffers()[1]
-    if n == 0 or data is None:
-        words = np.zeros((0, 1), dtype=np.int64)
-        words.setflags(write=False)
-    else:
-        # little-endian: the first 8 bytes of a decimal128 are its value when |value| < 2**63,
-        # always true at precision 18
-        words = np.frombuffer(data, dtype=np.int64).reshape(-1, width // 8)
-        words = words[arr.offset : arr.offset + n]
-    validity = arr.buffers()[0]
-    if validity is None or arr.null_count == 0:
-        bits = np.full((n + arr.offset + 7) // 8 + 1, 255, dtype=np.uint8)
-        bits.setflags(write=False)
-    else:
-        bits = np.frombuffer(validity, dtype=np.uint8)
-    return words, bits, arr.offset, arr.null_count
-
-
 def _levels(frame: pl.DataFrame) -> _Book:
     depth = schemas.depth_of(frame)
     if depth == 0:
@@ -301,7 +271,7 @@ def _levels(frame: pl.DataFrame) -> _Book:
             continue
         words, bits, offset, nulls = {}, {}, {}, {}
         for c in names:
-            words[c], bits[c], offset[c], nulls[c] = _decimal_view(per_column[c][k])
+            words[c], bits[c], offset[c], nulls[c] = schemas.decimal_view(per_column[c][k])
         chunks.append(_Levels(start, n, words, bits, offset, nulls))
         start += n
     return _Book(frame.height, depth, p_dtype.scale, s_dtype.scale, chunks)

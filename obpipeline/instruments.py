@@ -12,9 +12,14 @@ on spot), tick and lot sizes are then one unit of that scale. See ``infer_instru
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
+
+import polars as pl
+
+from obpipeline.errors import CaptureError
 
 Market = Literal["spot", "usdm", "cm"]
 SequencingRule = Literal["binance_spot", "binance_futures", "snapshot_replace"]
@@ -24,11 +29,6 @@ MARKETS: tuple[str, ...] = ("spot", "usdm", "cm")
 # Venue, market and symbol names become lake path components (``venue=<v>/symbol=<s>``) and may
 # come from file contents: only letters, digits, ``_`` and ``-``, so no name can leave the lake.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-class CaptureError(ValueError):
-    """Input that cannot be used as given (several symbols mixed in one stream, an unusable name,
-    a checkpoint of another book, ...); the message says which and why, in one line."""
 
 
 def check_name(what: str, value: object) -> str:
@@ -172,3 +172,42 @@ def resolve_instrument(
     return get_instrument(venue, market, symbol) or infer_instrument(
         venue, market, symbol, price_strings, size_strings
     )
+
+
+# The Decimal columns a lake frame's scales are read from: raw_book_events, then book_snapshots.
+_SCALE_COLUMNS = (("price", "size"), ("bid_price_1", "bid_size_1"))
+
+
+def instrument_from_schema(
+    venue: str, market: str, symbol: str, schema: Mapping[str, pl.DataType] | None
+) -> Instrument:
+    """The instrument of a lake frame: the registered one, else tick and lot of one unit of the
+    scales of its Decimal price/size columns, sequenced by the venue's own rule.
+
+    Days already in the lake carry their scales in their schema, so an unregistered symbol reads
+    back as the instrument it was written with; CaptureError when there is nothing to read.
+    """
+    known = KNOWN.get((venue, market, symbol.upper()))
+    if known is not None:
+        return known
+    for price_col, size_col in _SCALE_COLUMNS:
+        price, size = (schema or {}).get(price_col), (schema or {}).get(size_col)
+        if isinstance(price, pl.Decimal) and isinstance(size, pl.Decimal):
+            return Instrument(
+                venue,
+                market,
+                symbol,
+                Decimal(1).scaleb(-(price.scale or 0)),
+                Decimal(1).scaleb(-(size.scale or 0)),
+                _sequencing_for(venue, market),
+            )
+    raise CaptureError(
+        f"{venue}-{market} {symbol}: unknown instrument and no Decimal price/size columns "
+        "to read its scales from"
+    )
+
+
+def split_venue_id(venue_id: str) -> tuple[str, str]:
+    """A lake ``venue=`` value back to (venue, market): ``binance-usdm`` → (binance, usdm)."""
+    venue, _, market = venue_id.partition("-")
+    return venue, market

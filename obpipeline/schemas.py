@@ -195,21 +195,62 @@ def from_unscaled(
     return pl.Series(name, arr)
 
 
-def to_unscaled(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Decimal Series → (int64 unscaled values with 0 for nulls, bool validity)."""
+def decimal_view(series: pl.Series) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The one int64 view of a Decimal column, without copying: ``(words, bits, offset, nulls)``.
+
+    ``words`` is read-only, one row per value and ``width / 8`` int64 words per row; column 0 is
+    the unscaled value (little-endian: the low word of a decimal128 is its value when
+    |value| < 2**63, always true at precision 18). ``bits`` is the Arrow validity bitmap, value
+    ``i`` at bit ``offset + i`` (all ones when there is no null), ``nulls`` the null count.
+    Every int64 reading of decimals (``to_unscaled``, ``unscaled``, the feature kernels) is this.
+    """
     if not isinstance(series.dtype, pl.Decimal):
         raise TypeError(f"{series.name}: expected a Decimal column, got {series.dtype}")
-    valid = series.is_not_null().to_numpy()
-    arr = series.to_arrow()
+    arr = series.to_arrow()  # one chunk: zero-copy
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     width = arr.type.byte_width
-    words = np.frombuffer(arr.buffers()[1], dtype=np.int64)
-    if width == 16:
-        words = words.reshape(-1, 2)[:, 0]
-    elif width != 8:
-        raise TypeError(f"unsupported decimal width {width}")
-    values = words[arr.offset : arr.offset + len(arr)].copy()
+    if width not in (8, 16):
+        raise TypeError(f"{series.name}: unsupported decimal width {width}")
+    n = len(arr)
+    data = arr.buffers()[1]
+    if n == 0 or data is None:
+        words = np.zeros((n, 1), dtype=np.int64)
+        words.setflags(write=False)
+    else:
+        words = np.frombuffer(data, dtype=np.int64).reshape(-1, width // 8)
+        words = words[arr.offset : arr.offset + n]
+    validity = arr.buffers()[0]
+    if validity is None or arr.null_count == 0:
+        bits = np.full((n + arr.offset + 7) // 8 + 1, 255, dtype=np.uint8)
+        bits.setflags(write=False)
+    else:
+        bits = np.frombuffer(validity, dtype=np.uint8)
+    return words, bits, arr.offset, arr.null_count
+
+
+def unscaled(series: pl.Series) -> np.ndarray:
+    """Decimal Series → writable int64 unscaled values, 0 for nulls (one copy; no validity array
+    is built when there is no null, which matters on a 30 M-row day)."""
+    values, _ = _unscaled(series, want_valid=False)
+    return values
+
+
+def to_unscaled(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Decimal Series → (int64 unscaled values with 0 for nulls, bool validity)."""
+    values, valid = _unscaled(series, want_valid=True)
+    assert valid is not None
+    return values, valid
+
+
+def _unscaled(series: pl.Series, want_valid: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    words, bits, offset, nulls = decimal_view(series)
+    n = len(words)
+    values = np.empty(n, np.int64)
+    values[:] = words[:, 0]  # one copy (strided for decimal128) into writable memory
+    if nulls == 0:
+        return values, np.ones(n, np.bool_) if want_valid else None
+    valid = np.unpackbits(bits, bitorder="little")[offset : offset + n].astype(np.bool_)
     values[~valid] = 0
     return values, valid
 

@@ -21,6 +21,7 @@ from obpipeline.defs import alerts
 from obpipeline.instruments import CaptureError, Instrument, get_instrument
 from obpipeline.sources import binance
 from obpipeline.sources.binance import lines_frame
+from obpipeline.sources.capture import Capture
 from obpipeline_tests.conftest import FuturesStream
 
 CLI = str(Path(sys.executable).parent / "obpipeline")
@@ -35,7 +36,7 @@ def synced() -> FuturesStream:
     return s
 
 
-def parse(lines: list[str], **kw) -> binance.Capture:
+def parse(lines: list[str], **kw) -> Capture:
     """Both paths: the fast pass must give up or agree with the Polars path."""
     frame = lines_frame(("\n".join(lines) + "\n").encode(), "c.gz")
     slow = binance._parse_lines_polars(frame, **kw)
@@ -46,7 +47,7 @@ def parse(lines: list[str], **kw) -> binance.Capture:
     return slow
 
 
-def accounted(c: binance.Capture) -> bool:
+def accounted(c: Capture) -> bool:
     s = c.stats
     parts = ("blank_lines", "ignored_other_streams", "messages", "golden_bbo", "golden_depth")
     return s["lines"] == sum(s[k] for k in parts) + s["trades"] + s["quarantined"]

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from obpipeline import book, schemas
-from obpipeline.book import engine, replayer
+from obpipeline.book import engine, parquet_stream, replayer
 from obpipeline.book.stream import Book, ReplayResult
 from obpipeline.instruments import get_instrument
 from obpipeline_tests.conftest import BINANCE, CONTINUATIONS, STANDALONE
@@ -435,7 +435,7 @@ def test_replay_parquet_equals_in_memory_replay(tmp_path_factory, case, chunk_ro
     tmp = tmp_path_factory.mktemp("pq")
     write_parquet_atomic(events, tmp / "events.parquet")
     want = replayer.replay(events, inst, depth=3, checkpoint=checkpoint)
-    book_, counters = engine.replay_parquet(
+    book_, counters = parquet_stream.replay_parquet(
         tmp / "events.parquet", tmp / "out" / "snap.parquet", inst, 3, checkpoint, chunk_rows
     )
     got = pl.read_parquet(tmp / "out" / "snap.parquet")
@@ -454,7 +454,7 @@ def test_replay_parquet_on_real_capture(tmp_path) -> None:
     capture = read_capture([BINANCE / CONTINUATIONS[0][0]])
     write_parquet_atomic(capture.events, tmp_path / "events.parquet")
     want = engine.replay(capture.events, capture.instrument)
-    book_, counters = engine.replay_parquet(
+    book_, counters = parquet_stream.replay_parquet(
         tmp_path / "events.parquet", tmp_path / "snap.parquet", capture.instrument, chunk_rows=1000
     )
     assert_same(want, ReplayResult(pl.read_parquet(tmp_path / "snap.parquet"), book_, counters))
@@ -680,11 +680,11 @@ def test_replay_parquet_grid_sources(tmp_path, monkeypatch, stats: str) -> None:
     events = stream.frame()
     write_parquet_atomic(events, tmp_path / "events.parquet")
     if stats == "none":
-        monkeypatch.setattr(engine, "_stats_bounds", lambda *a: None)
+        monkeypatch.setattr(parquet_stream, "_stats_bounds", lambda *a: None)
     elif stats == "lying":
-        monkeypatch.setattr(engine, "_stats_bounds", lambda *a: (600_000, 600_010))
+        monkeypatch.setattr(parquet_stream, "_stats_bounds", lambda *a: (600_000, 600_010))
     want = replayer.replay(events, FUTURES, depth=5)
-    book_, counters = engine.replay_parquet(
+    book_, counters = parquet_stream.replay_parquet(
         tmp_path / "events.parquet", tmp_path / "snap.parquet", FUTURES, 5, chunk_rows=500
     )
     assert_same(want, ReplayResult(pl.read_parquet(tmp_path / "snap.parquet"), book_, counters))

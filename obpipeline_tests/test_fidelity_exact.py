@@ -194,8 +194,8 @@ def test_real_capture_agrees_with_the_plain_rule_and_times_agree() -> None:
 
 
 def test_tardis_references_match_within_one_message(tmp_path) -> None:
+    from obpipeline.export.tardis import export_capture
     from obpipeline.sources.tardis import read_tardis
-    from obpipeline.sources.tardis_export import export_capture
 
     data = require_binance_data()
     export = export_capture(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from obpipeline.fidelity import mutation as M
+from obpipeline.drills import mutation as M
 from obpipeline_tests.conftest import require_binance_data
 
 

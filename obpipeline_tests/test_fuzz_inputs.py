@@ -285,7 +285,7 @@ def test_damaged_real_gzip_is_quarantined_and_verify_fails(tmp_path, capsys, nam
 def tardis_l2(tmp_path_factory) -> list[str]:
     """A real capture exported as Tardis incremental_book_L2 (rows of a real book)."""
     require_binance_data()
-    from obpipeline.sources.tardis_export import export_capture
+    from obpipeline.export.tardis import export_capture
 
     out = tmp_path_factory.mktemp("tardis")
     export_capture([BINANCE / REAL], out)

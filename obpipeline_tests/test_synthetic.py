@@ -21,7 +21,8 @@ from obpipeline import book
 from obpipeline.book.stream import Book as Checkpoint
 from obpipeline.fidelity import exact
 from obpipeline.sources import synthetic as S
-from obpipeline.sources.binance import Capture, lines_frame, parse_lines
+from obpipeline.sources.binance import lines_frame, parse_lines
+from obpipeline.sources.capture import Capture
 from obpipeline.sources.synthetic import paths as P
 from obpipeline_tests.conftest import require_binance_data
 

@@ -14,11 +14,11 @@ import pytest
 
 from obpipeline import book, schemas
 from obpipeline.cli import main as cli_main
+from obpipeline.errors import CaptureError
+from obpipeline.export.tardis import export_capture
 from obpipeline.fidelity import exact
 from obpipeline.instruments import get_instrument
-from obpipeline.sources.binance import CaptureError
 from obpipeline.sources.tardis import classify, decimals_needed, read_tardis, to_fixed
-from obpipeline.sources.tardis_export import export_capture
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXCERPTS = SHARED / "tardis-excerpts"

@@ -18,14 +18,11 @@ import polars as pl
 
 from obpipeline import lake, schemas
 from obpipeline.book.stream import Book
-from obpipeline.instruments import CaptureError, Instrument
+from obpipeline.errors import CheckpointMismatch
+from obpipeline.instruments import Instrument
 
 SCHEMA_VERSION = 2  # 1: the legacy file without identity
 IDENTITY_KEY = "obpipeline.checkpoint"
-
-
-class CheckpointMismatch(CaptureError):
-    """The checkpoint is not the book the replay expects (instrument, day, or no identity)."""
 
 
 @dataclass(frozen=True)

@@ -74,37 +74,6 @@ def message_starts(msg: np.ndarray) -> np.ndarray:
     return starts
 
 
-def unscaled(series: pl.Series) -> np.ndarray:
-    """Decimal Series → int64 unscaled values, 0 for nulls (``schemas.to_unscaled`` without the
-    validity array, and without masking when there are no nulls)."""
-    if series.null_count() == 0 or series.null_count() == series.len():
-        values, _ = _unscaled_words(series)
-        if series.null_count():
-            values[:] = 0
-        return values
-    values, _ = schemas.to_unscaled(series)
-    return values
-
-
-def _unscaled_words(series: pl.Series) -> tuple[np.ndarray, int]:
-    if not isinstance(series.dtype, pl.Decimal):
-        raise TypeError(f"{series.name}: expected a Decimal column, got {series.dtype}")
-    arr = series.to_arrow()
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    width = arr.type.byte_width
-    words = np.frombuffer(arr.buffers()[1], dtype=np.int64)
-    if width == 16:
-        words = words[2 * arr.offset : 2 * (arr.offset + len(arr)) : 2]
-    elif width == 8:
-        words = words[arr.offset : arr.offset + len(arr)]
-    else:
-        raise TypeError(f"unsupported decimal width {width}")
-    values = np.empty(len(words), np.int64)
-    values[:] = words  # one copy (strided for decimal128) into writable memory
-    return values, width
-
-
 def event_arrays(events: pl.DataFrame) -> EventArrays:
     """Split raw_book_events (rows grouped by ``msg_id`` in arrival order) into flat arrays.
 
@@ -139,8 +108,8 @@ def event_arrays(events: pl.DataFrame) -> EventArrays:
         ts_event=head["ts_event"].dt.epoch("ns").to_numpy().astype(np.int64),
         ts_local=head["ts_local"].dt.epoch("ns").to_numpy().astype(np.int64),
         side=events["side"].fill_null(0).to_numpy().astype(np.int8),
-        price=unscaled(events["price"]),
-        size=unscaled(events["size"]),
+        price=schemas.unscaled(events["price"]),
+        size=schemas.unscaled(events["size"]),
     )
 
 

@@ -22,12 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from obpipeline.instruments import CaptureError
+    from obpipeline.errors import PipelineError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except CaptureError as exc:  # bad input: one clear line, never a traceback
+    except PipelineError as exc:  # bad input or an unusable day: one clear line, never a traceback
         print(f"obpipeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

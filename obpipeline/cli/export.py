@@ -2,7 +2,7 @@
 
 Writes ``incremental_book_L2``, ``book_snapshot_<depth>``, ``quotes``, ``book_ticker`` and
 ``trades`` as ``<exchange>_<type>_<date>_<symbol>.csv.gz``, so Tardis files whose every book
-state is known exist for tests (see ``obpipeline/sources/tardis_export.py``). Prints a JSON
+state is known exist for tests (see ``obpipeline/export/tardis.py``). Prints a JSON
 summary. For a continuation capture pass the previous file's ``--checkpoint-out`` as
 ``--checkpoint-in``: the Tardis file then opens with that book as its snapshot.
 """
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from obpipeline.book import checkpoint as ckpt
-    from obpipeline.sources.tardis_export import export_capture
+    from obpipeline.export.tardis import export_capture
 
     started = time.perf_counter()
     start = ckpt.read(args.checkpoint_in) if args.checkpoint_in else None

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from obpipeline import book
-    from obpipeline.fidelity import mutation as M
+    from obpipeline.drills import mutation as M
 
     if args.list:
         for m in M.MUTANTS:

@@ -169,8 +169,8 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
 
 def _stage(args: argparse.Namespace, start: Book | None, path_for) -> Ingest:
     """The capture files staged per UTC day (Binance streamed; Tardis read, then staged)."""
+    from obpipeline.errors import CaptureError
     from obpipeline.sources import ingest as ing
-    from obpipeline.sources.binance import CaptureError
 
     if args.format == "tardis":
         from obpipeline.sources.tardis import read_tardis
@@ -227,7 +227,7 @@ def _replay_day(args, events: Path, snapshots: Path, inst, start: Book | None):
         result = book.replay(pl.read_parquet(events), inst, args.depth, start, engine="reference")
         lake.write_parquet_atomic(result.snapshots, snapshots)
         return result.checkpoint, result.counters
-    from obpipeline.book.engine import replay_parquet
+    from obpipeline.book.parquet_stream import replay_parquet
 
     return replay_parquet(events, snapshots, inst, args.depth, start)
 
@@ -243,6 +243,8 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def verify_failures(summary: dict) -> list[str]:
+    from obpipeline.fidelity.integrity import unhandled_gaps
+
     failures = list(summary["continuation_failures"])
     if summary["damaged_files"]:
         failures.append(
@@ -259,10 +261,11 @@ def verify_failures(summary: dict) -> list[str]:
         failures.append(f"{summary['snapshot_mismatches']} REST snapshots differ from the book")
     if summary["crossed"]:
         failures.append(f"{summary['crossed']} crossed books while in sync")
-    if summary["gaps"] > summary["resyncs"] or summary["unsynced_at_end"]:
+    if unhandled := unhandled_gaps(summary):
         failures.append(
-            f"unhandled sequence gap: {summary['gaps']} gaps, {summary['resyncs']} resyncs, "
-            f"out of sync at end: {bool(summary['unsynced_at_end'])}"
+            f"{unhandled} unhandled sequence gap(s): {summary['gaps']} gaps, "
+            f"{summary['resyncs']} resyncs, {summary['snapshot_mismatches']} snapshot "
+            f"mismatches, out of sync at end: {bool(summary['unsynced_at_end'])}"
         )
     return failures
 

@@ -35,7 +35,7 @@ def build_definitions(cfg: PlatformConfig, day_source=None) -> dg.Definitions:
     from obpipeline.defs.ge_checks import build_ge_checks
     from obpipeline.defs.resources import DaySource
 
-    # Partitioned checks are a preview feature in 1.13 (research/dagster.md §2.1): pinned + tested.
+    # Partitioned checks are a preview feature in 1.13 (docs/DESIGN.md §8): pinned + tested.
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     daily = partitions(cfg)
@@ -59,6 +59,6 @@ def build_definitions(cfg: PlatformConfig, day_source=None) -> dg.Definitions:
         sensors=sensors,
         resources={SOURCE_RESOURCE: day_source or DaySource()},
         # One process per run: steps share the imports (GE ~8-16 s, numba), parallelism comes
-        # from concurrent runs (dagster.yaml), not from steps (research/dagster.md §5).
+        # from concurrent runs (dagster.yaml), not from steps (docs/DESIGN.md §8).
         executor=dg.in_process_executor,
     )

@@ -1,7 +1,7 @@
 """Alerts: failed asset checks (WARN and ERROR) and failed runs → JSONL log (+ optional webhook).
 
 Open-source Dagster has no alert policies, so alerts are two sensors run by the daemon
-(research/dagster.md §2.2, measured):
+(docs/DESIGN.md §8, measured):
 
 * ``check_failure_alerts`` pages ``event_log_storage.get_asset_check_execution_history`` per
   check key with a per-key cursor (the last record id alerted). The obvious

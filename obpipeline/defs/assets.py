@@ -9,7 +9,7 @@
                                                                                   ▼
                                                                            fidelity_report
 
-Why this shape (DESIGN §8, research/dagster.md §1): only ``book_checkpoint`` is chained, through
+Why this shape (docs/DESIGN.md §8): only ``book_checkpoint`` is chained, through
 a self-dependency on D-1 with a ``BackfillPolicy.multi_run`` and an ordered in-run day loop, so a
 12-month backfill costs ~12 sequential runs, not 365 daemon ticks; ``book_snapshots`` replays day
 D from the D-1 checkpoint, so every other asset fans out in parallel.
@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +34,17 @@ import polars as pl
 
 from obpipeline import lake
 from obpipeline.book import checkpoint as ckpt
-from obpipeline.book.engine import replay_parquet
+from obpipeline.book.parquet_stream import replay_parquet
 from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.defs import checks
 from obpipeline.defs.config import InstrumentConfig, PlatformConfig
 from obpipeline.defs.resources import DaySource
+from obpipeline.errors import PipelineError
 from obpipeline.fidelity import assets as fidelity_assets
 from obpipeline.fidelity import exact
-from obpipeline.instruments import Instrument, get_instrument
+from obpipeline.instruments import Instrument, instrument_from_schema
 from obpipeline.procstat import peak_rss_mb
 from obpipeline.sources import day as daylib
-from obpipeline.sources.binance import CaptureError
 
 RAW, CHECKPOINT, SNAPSHOTS = "raw_book_events", "book_checkpoint", "book_snapshots"
 FEATURES, METRICS, REPORT = "book_features", "fidelity_metrics", "fidelity_report"
@@ -114,26 +113,8 @@ class Chain:
     def instrument(self, frame: pl.DataFrame | None = None) -> Instrument:
         """Registered instrument, else scales from the Decimal columns of a written frame."""
         inst = self.inst
-        known = get_instrument(inst.venue, inst.market, inst.symbol)
-        if known is not None:
-            return known
-        if frame is None or not isinstance(frame.schema.get("price"), pl.Decimal):
-            raise dg.Failure(f"{inst.venue_id} {inst.symbol}: unknown instrument, no frame")
-        ps = frame.schema["price"].scale
-        ss = frame.schema["size"].scale
-        rule = (
-            "binance_spot"
-            if (inst.venue, inst.market) == ("binance", "spot")
-            else "binance_futures"
-        )
-        return Instrument(
-            inst.venue,
-            inst.market,
-            inst.symbol,
-            Decimal(1).scaleb(-ps),
-            Decimal(1).scaleb(-ss),
-            rule,  # type: ignore[arg-type]
-        )
+        schema = None if frame is None else frame.schema
+        return instrument_from_schema(inst.venue, inst.market, inst.symbol, schema)
 
     @property
     def policy(self) -> dg.BackfillPolicy:
@@ -199,13 +180,7 @@ def _check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
 
 
 # Per-day problems that fail their day only; anything else (a bug) fails the step at once.
-DAY_ERRORS = (
-    dg.Failure,
-    daylib.SourceUnavailable,
-    daylib.MissingStartBook,
-    CaptureError,
-    FileNotFoundError,
-)
+DAY_ERRORS = (dg.Failure, PipelineError, FileNotFoundError)
 
 
 class Days:

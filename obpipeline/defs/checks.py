@@ -18,6 +18,7 @@ from obpipeline import schemas
 from obpipeline.book.checkpoint import continuation_failures
 from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.fidelity.exact import ExactComparison
+from obpipeline.fidelity.integrity import unhandled_gaps
 from obpipeline.instruments import Instrument
 from obpipeline.sources.ingest import DayOut, Ingest
 
@@ -312,17 +313,19 @@ def snapshot_checks(
         )
     )
 
-    unhandled = counters.gaps > counters.resyncs or counters.unsynced_at_end > 0
+    unhandled = unhandled_gaps(counters)
     out.append(
         Outcome(
             "no_unhandled_gap",
             not unhandled,
             ERROR,
             (
-                f"{counters.gaps} gap(s), {counters.resyncs} resync(s), "
+                f"{unhandled} unhandled gap(s): {counters.gaps} gap(s), {counters.resyncs} "
+                f"resync(s), {counters.snapshot_mismatches} snapshot mismatch(es), "
                 f"out of sync at end: {bool(counters.unsynced_at_end)}"
             ),
             {
+                "unhandled_gaps": unhandled,
                 "gaps": counters.gaps,
                 "resyncs": counters.resyncs,
                 "unsynced_at_end": counters.unsynced_at_end,

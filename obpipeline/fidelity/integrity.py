@@ -2,8 +2,8 @@
 
 What is measured (FIDELITY.md, Gate A0), and why each is a detector:
 
-* **sequence gaps** and **unhandled gaps** (a gap not followed by a resync), with every invalid
-  interval logged: a lost message always breaks Binance's ``pu``/``U`` chain;
+* **sequence gaps** and **unhandled gaps** (a gap not followed by a resync: ``unhandled_gaps``,
+  the one rule the CLI and the Dagster checks use too), with every invalid interval logged: a lost message always breaks Binance's ``pu``/``U`` chain;
 * **invalid seconds**: exchange time spent with an invalid book after the first sync (the
   buffering before a day's opening snapshot is reported separately: it is how Binance sync works);
 * **crossed/locked before repair** (valid rows) and **uncross repairs** (all rows): each firing of
@@ -24,6 +24,7 @@ figures are derived from book_snapshots' ``is_valid`` / ``crossed_repaired`` / `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -223,6 +224,24 @@ def invalid_intervals(snapshots: pl.DataFrame, day_end_ns: int | None = None) ->
             }
         )
     return pl.DataFrame(rows, schema=schema)
+
+
+def unhandled_gaps(counters: ReplayCounters | Mapping[str, int]) -> int:
+    """Sequence gaps a replay did not recover from: the one rule, for every judge of a day.
+
+    Every gap takes a synced book out of sync, and only a REST snapshot brings it back (a
+    *resync*). But a snapshot that disagrees with a synced book (a *snapshot mismatch*) also
+    resyncs, at once, without any gap: that resync recovered no gap, so it must not pay for one
+    (``gaps > resyncs`` would let a mismatch hide an unrecovered gap). Hence
+    ``gaps - (resyncs - snapshot_mismatches)``; and a book out of sync at the end of the day
+    (which the next day would start from) is at least one unhandled gap, also when no gap was
+    counted because the book never synced. Counters summed over consecutive days obey the
+    same rule, with ``unsynced_at_end`` of the last day.
+    """
+    c = counters.to_dict() if isinstance(counters, ReplayCounters) else counters
+    gap_resyncs = max(0, int(c["resyncs"]) - int(c["snapshot_mismatches"]))
+    unhandled = max(0, int(c["gaps"]) - gap_resyncs)
+    return max(unhandled, 1) if c["unsynced_at_end"] else unhandled
 
 
 def _derived_counters(snapshots: pl.DataFrame) -> dict[str, int]:
@@ -598,10 +617,7 @@ def integrity(
         span = (max(int(t.max()), day_end_ns or 0) - int(t.min())) / NS
     else:
         span = 0.0
-    gap_resyncs = max(0, c["resyncs"] - c["snapshot_mismatches"])
-    unhandled = max(0, c["gaps"] - gap_resyncs)
-    if c["unsynced_at_end"] and c["gaps"] == 0 and small.height:
-        unhandled = max(unhandled, 1)  # never synced (e.g. a continuation day without checkpoint)
+    unhandled = unhandled_gaps(c)
 
     depth = schemas.depth_of(book.schema)
     values_b = book_value_checks(book, instrument)

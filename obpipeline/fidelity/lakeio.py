@@ -14,7 +14,6 @@ D-1 book_checkpoint (when it exists, the day was replayed from it: the carried-b
 from __future__ import annotations
 
 from datetime import date, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -26,7 +25,7 @@ from obpipeline.fidelity.config import Thresholds, thresholds_for
 from obpipeline.fidelity.evaluate import DayFidelity, evaluate_day
 from obpipeline.fidelity.frames import BATCH_ROWS, Events, Table
 from obpipeline.fidelity.gates import METRICS_SCHEMA
-from obpipeline.instruments import MARKETS, VENUES, Instrument, get_instrument
+from obpipeline.instruments import Instrument, instrument_from_schema, split_venue_id
 
 METRICS = "fidelity_metrics"
 
@@ -51,27 +50,9 @@ def lake_days(root: Path, dataset: str, venue: str, symbol: str) -> list[date]:
 
 
 def instrument_for(venue_id: str, symbol: str, frame: pl.DataFrame | None = None) -> Instrument:
-    """The registered instrument of a lake venue id, else scales from a frame's Decimal columns."""
-    venue, _, market = venue_id.partition("-")
-    if venue in VENUES and market in MARKETS:
-        known = get_instrument(venue, market, symbol)
-        if known is not None:
-            return known
-    if frame is None:
-        raise ValueError(f"unknown instrument {venue_id} {symbol} and no frame to infer it from")
-    price = frame.schema.get("price") or frame.schema.get("bid_price_1")
-    size = frame.schema.get("size") or frame.schema.get("bid_size_1")
-    if not isinstance(price, pl.Decimal) or not isinstance(size, pl.Decimal):
-        raise ValueError(f"{venue_id} {symbol}: no Decimal price/size columns to infer scales")
-    rule = "binance_spot" if market == "spot" else "binance_futures"
-    return Instrument(
-        venue,
-        market,
-        symbol,
-        Decimal(1).scaleb(-price.scale),
-        Decimal(1).scaleb(-size.scale),
-        rule,  # type: ignore[arg-type]
-    )
+    """The instrument of a lake venue id and symbol (see instruments.instrument_from_schema)."""
+    venue, market = split_venue_id(venue_id)
+    return instrument_from_schema(venue, market, symbol, None if frame is None else frame.schema)
 
 
 def _read(root: Path, dataset: str, venue: str, symbol: str, day) -> pl.DataFrame | None:

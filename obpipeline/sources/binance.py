@@ -1,6 +1,6 @@
 """Binance websocket captures → canonical frames (raw_book_events, golden_bbo, golden_depth, trades).
 
-Capture format (see ``../shared/data/README.md``): gzip (or plain) text, one record per line,
+Capture format (see ``docs/DESIGN.md`` §9): gzip (or plain) text, one record per line,
 ``<local_receive_timestamp> <json>``; the timestamp is in ns, µs or ms (told apart by its number of
 digits). The JSON is the combined-stream envelope ``{"stream": ..., "data": {...}}``, except the
 REST depth snapshot, which is the bare ``GET /depth`` response.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import gzip
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +35,12 @@ from numba.extending import intrinsic
 from obpipeline import schemas
 from obpipeline.instruments import (
     MARKETS,
-    CaptureError,
     Instrument,
     check_name,
     get_instrument,
     resolve_instrument,
 )
+from obpipeline.sources.capture import MAX_TIME_MS, MIN_TIME_MS, Capture, CaptureError
 
 MS = 1_000_000
 FAST_PATH = True  # use the compiled pass when it applies (tests compare it with the Polars path)
@@ -116,19 +115,6 @@ _TRADE = pl.Struct(
         ),
     }
 )
-
-
-@dataclass
-class Capture:
-    """One market/symbol's canonical frames from a sequence of capture files (one stream)."""
-
-    instrument: Instrument
-    events: pl.DataFrame
-    golden_bbo: pl.DataFrame
-    golden_depth: pl.DataFrame
-    trades: pl.DataFrame
-    quarantine: pl.DataFrame
-    stats: dict[str, int] = field(default_factory=dict)
 
 
 _LINES_CSV = {
@@ -423,10 +409,6 @@ def _parse_lines_polars(
 
 # ----------------------------------------------------------------------------- checks
 
-# Receive and exchange times outside this window are quarantined: they are corrupt, and would
-# otherwise overflow int64 nanoseconds or open a partition decades away (docs/DECISIONS.md).
-MIN_TIME_MS = 1_262_304_000_000  # 2010-01-01T00:00:00Z
-MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z (exclusive)
 MIN_TIME_NS, MAX_TIME_NS = MIN_TIME_MS * MS, MAX_TIME_MS * MS
 _WINDOW = pl.lit("the sane window 2010-01-01..2100-01-01")
 

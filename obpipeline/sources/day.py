@@ -25,6 +25,7 @@ import polars as pl
 from obpipeline import lake, schemas
 from obpipeline.book import checkpoint as ckpt
 from obpipeline.book.stream import Book
+from obpipeline.errors import MissingStartBook, SourceUnavailable
 from obpipeline.instruments import Instrument
 from obpipeline.sources.ingest import (
     MESSAGE_COLUMNS,
@@ -40,14 +41,6 @@ from obpipeline.sources.ingest import (
 SOURCE_KINDS = ("simulator", "landing")
 LANDING_FORMATS = ("binance", "tardis")
 _DATE_IN_NAME = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
-
-
-class SourceUnavailable(RuntimeError):
-    """The configured source has nothing for this day (no file landed, ...)."""
-
-
-class MissingStartBook(RuntimeError):
-    """Day D cannot start: no D-1 checkpoint and no opening exchange snapshot of its own."""
 
 
 @dataclass(frozen=True)

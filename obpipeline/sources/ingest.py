@@ -35,7 +35,8 @@ from isal import isal_zlib  # zlib's API, ISA-L's inflate: half the CPU on a rea
 
 from obpipeline import schemas
 from obpipeline.instruments import Instrument
-from obpipeline.sources.binance import Capture, CaptureError, lines_frame, parse_lines
+from obpipeline.sources.binance import lines_frame, parse_lines
+from obpipeline.sources.capture import Capture, CaptureError
 
 NS = 1_000_000_000
 READ_BYTES = 8 << 20  # bytes read (plain) or inflated text handed on per piece

@@ -63,7 +63,7 @@ import polars as pl
 
 from obpipeline import schemas
 from obpipeline.instruments import Instrument, check_name, get_instrument, infer_instrument
-from obpipeline.sources.binance import MAX_TIME_MS, Capture, CaptureError
+from obpipeline.sources.capture import MAX_TIME_MS, Capture, CaptureError
 
 VENUE = "tardis"
 COMMON = ["exchange", "symbol", "timestamp", "local_timestamp"]

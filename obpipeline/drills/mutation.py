@@ -43,7 +43,8 @@ from obpipeline.fidelity.config import Thresholds, thresholds_for
 from obpipeline.fidelity.evaluate import DayFidelity, evaluate_day
 from obpipeline.fidelity.gates import first_failure
 from obpipeline.sources import faults
-from obpipeline.sources.binance import Capture, lines_frame, parse_lines
+from obpipeline.sources.binance import lines_frame, parse_lines
+from obpipeline.sources.capture import Capture
 
 
 @dataclass(frozen=True)

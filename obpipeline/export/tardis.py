@@ -41,7 +41,8 @@ import polars as pl
 from obpipeline import book, schemas
 from obpipeline.book.stream import Book, ReplayResult
 from obpipeline.instruments import TARDIS_EXCHANGES, Instrument
-from obpipeline.sources.binance import Capture, read_capture
+from obpipeline.sources.binance import read_capture
+from obpipeline.sources.capture import Capture
 from obpipeline.sources.tardis import L2_COLUMNS, QUOTES_COLUMNS, TRADES_COLUMNS, snapshot_columns
 
 DEFAULT_DEPTH = 25
