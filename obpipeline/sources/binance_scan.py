@@ -1098,20 +1098,26 @@ def _text_views(text: pl.Series) -> tuple[pa.Array, np.ndarray, np.ndarray, int,
     return arr, views, addrs, bufs[1].address + 16 * arr.offset, valid
 
 
-def _fast_fields_sane(kind: np.ndarray, ints: np.ndarray, futures: bool) -> bool:
+@njit(cache=True, nogil=True)
+def _fast_fields_sane(kind, ints, futures):
     """The Polars path's field rules (_time_checks, negative ids) hold on every decoded line."""
-    decoded = (kind >= _K_DIFF) & (kind <= _K_TRADE)
-    for col in (_I_E, _I_T):
-        x = ints[decoded, col]
-        x = x[x != _NULL]
-        if ((x < MIN_TIME_MS) | (x >= MAX_TIME_MS)).any():
+    for ln in range(len(kind)):
+        kd = kind[ln]
+        if kd < _K_DIFF or kd > _K_TRADE:  # not decoded: its ints were never written
+            continue
+        for col in (_I_E, _I_T):
+            x = ints[ln, col]
+            if x != _NULL and (x < MIN_TIME_MS or x >= MAX_TIME_MS):
+                return False
+        for col in (_I_U, _I_u, _I_pu, _I_t, _I_LID):
+            x = ints[ln, col]
+            if x < 0 and x != _NULL:
+                return False
+        if (kd in (_K_DIFF, _K_TRADE) or futures) and ints[ln, _I_E] == _NULL:
             return False
-    ids = ints[decoded][:, [_I_U, _I_u, _I_pu, _I_t, _I_LID]]
-    if ((ids < 0) & (ids != _NULL)).any():
-        return False
-    need_e = (kind == _K_DIFF) | (kind == _K_TRADE) | (decoded & futures)
-    need_t = (kind == _K_TRADE) | (decoded & futures)
-    return not ((ints[need_e, _I_E] == _NULL).any() or (ints[need_t, _I_T] == _NULL).any())
+        if (kd == _K_TRADE or futures) and ints[ln, _I_T] == _NULL:
+            return False
+    return True
 
 
 def _fast_snapshots_sane(
@@ -1132,10 +1138,12 @@ def _lines_in_order(lines: pl.DataFrame) -> bool:
     """Rows already sorted by (file, line), as every output of the Polars path is."""
     if lines["file"].null_count() or lines["line"].null_count():
         return False
-    f = lines["file"]
+    f, ln = lines["file"], lines["line"]
     same = f.head(-1) == f.tail(-1)
-    ln = lines["line"]
-    return bool(((f.head(-1) < f.tail(-1)) | (same & (ln.head(-1) < ln.tail(-1)))).all())
+    if not ((ln.head(-1) < ln.tail(-1)) | ~same).all():
+        return False
+    # strings are ordered only where the file changes (string comparison is the costly part)
+    return bool((f.head(-1).filter(~same) < f.tail(-1).filter(~same)).all())
 
 
 def parse_fast(
