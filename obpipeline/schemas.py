@@ -265,7 +265,8 @@ def conform(frame: pl.DataFrame, schema: pl.Schema, dataset: str) -> pl.DataFram
     if missing:
         raise ValueError(f"{dataset}: missing columns {missing}")
     out = frame.select(schema.names())
-    wrong = {c: (str(out.schema[c]), str(t)) for c, t in schema.items() if out.schema[c] != t}
+    have = out.schema  # built once: a wide frame (golden_depth) has ~80 columns
+    wrong = {c: (str(have[c]), str(t)) for c, t in schema.items() if have[c] != t}
     if wrong:
         raise ValueError(f"{dataset}: column types differ from the schema (got, want): {wrong}")
     return out

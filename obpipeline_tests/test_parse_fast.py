@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from obpipeline.sources import binance
+from obpipeline.sources import binance, binance_scan
 from obpipeline_tests.test_engine import _both_paths, _same_capture
 
 T0 = 1_720_000_000_000  # ms
@@ -146,7 +146,7 @@ def test_level_storage_grows() -> None:
 
 
 def test_long_line_beyond_the_template_buffer() -> None:
-    records = [_trade(i, X="M" * (binance._TPL_BYTES + 10)) for i in range(5)] + _clean(10)
+    records = [_trade(i, X="M" * (binance_scan._TPL_BYTES + 10)) for i in range(5)] + _clean(10)
     _check(_frame(records))
 
 

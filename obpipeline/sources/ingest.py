@@ -21,6 +21,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -435,13 +436,54 @@ class Part:
         return cls(str(path), lambda: inflate(path), lo_ns, hi_ns)
 
 
+class MessageSpill:
+    """A day's message table written as it arrives to a scratch parquet file ($TMPDIR), read
+    back whole when a check needs it: held in memory, every day of a multi-day input would stay
+    resident until the end (~100 MB a real day), so memory would grow with the input."""
+
+    def __init__(self) -> None:
+        fd, tmp = tempfile.mkstemp(prefix="obpipeline-messages-", suffix=".parquet")
+        os.close(fd)
+        self.path = Path(tmp)
+        self.rows = 0
+        schema = _MESSAGES_EMPTY.to_arrow().schema
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            tmp, schema, **parquet_options(schema)
+        )
+        # the file goes with its owner, whichever way the owner ends
+        self._cleanup = weakref.finalize(self, MessageSpill._remove, self.path, self._writer)
+
+    def append(self, heads: pl.DataFrame) -> None:
+        if self._writer is None:
+            raise RuntimeError("messages appended after the table was read")
+        if heads.height:
+            self._writer.write_table(heads.to_arrow(), row_group_size=heads.height)
+            self.rows += heads.height
+
+    def table(self) -> pl.DataFrame:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return pl.read_parquet(self.path) if self.rows else _MESSAGES_EMPTY
+
+    def remove(self) -> None:
+        self._cleanup()
+
+    @staticmethod
+    def _remove(path: Path, writer: pq.ParquetWriter) -> None:
+        try:
+            writer.close()
+        finally:
+            path.unlink(missing_ok=True)
+
+
 @dataclass
 class DayOut:
     """One UTC day's staged files and what its checks read (counts, the message table)."""
 
     day: date
     writers: dict[str, StagedParquet]
-    messages: list[pl.DataFrame] = field(default_factory=list)
+    messages: MessageSpill = field(default_factory=lambda: MessageSpill())
     audit: dict[str, int] = field(default_factory=dict)
     level_updates: int = 0
     next_msg_id: int = 0
@@ -451,14 +493,17 @@ class DayOut:
 
     def message_table(self) -> pl.DataFrame:
         """One row per message of the day (msg_id, ts_event, ids, is_snapshot), in order."""
-        return pl.concat(self.messages) if self.messages else _MESSAGES_EMPTY
+        return self.messages.table()
 
     def publish(self) -> dict[str, Path]:
         return {name: w.publish() for name, w in self.writers.items()}
 
     def discard(self) -> None:
-        for w in self.writers.values():
-            w.discard()
+        try:
+            for w in self.writers.values():
+                w.discard()
+        finally:
+            self.messages.remove()
 
 
 MESSAGE_COLUMNS = (
