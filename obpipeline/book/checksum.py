@@ -1,0 +1,411 @@
+"""ChecksumValidator: the venue's CRC32 of the top of the book, recomputed after every message.
+
+OKX, Bitget and Kraken send with each book message a CRC32 of their own top levels, built from
+their own price/size strings. Recomputing it from the replayed book proves the top 25 (OKX,
+Bitget) or top 10 (Kraken) levels exact after **every** message. The strings (``RULES``):
+
+* OKX: ``bid1px:bid1sz:ask1px:ask1sz:...`` over the top 25 of each side, interleaved (a side
+  that runs out is skipped), decimals printed without trailing zeros (``5.16``, ``30244``);
+* Bitget: the same string, decimals printed at the instrument's fixed decimals (``2.4400``);
+* Kraken: the top 10 asks (low → high) then the top 10 bids (high → low), each price then
+  volume at its fixed decimals with ``.`` removed and leading zeros stripped, concatenated.
+
+The venue's value is compared modulo 2**32 (OKX and Bitget send a signed int32, Kraken an
+unsigned decimal string).
+
+Two implementations of the string and the CRC, kept equal by tests: ``checksum_string`` (plain
+Python + ``zlib.crc32``, the reference) and ``_crc_rows`` (one compiled loop over the rows'
+level arrays, the engine's path). ``judge`` is the one rule of what a result means: from a
+mismatch the book is invalid until the venue's next snapshot (a client resubscribes); rows of a
+book already invalid are not compared.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from numba import njit
+
+from obpipeline import schemas
+from obpipeline.book.stream import Book, ReplayResult, unscaled
+from obpipeline.book.venue_sequence import NO_CHECKSUM, VenueDay
+
+MAX_LOCATED = 100  # mismatches reported with their location (all are counted)
+
+
+@dataclass(frozen=True)
+class ChecksumRule:
+    depth: int  # levels per side in the checksum
+    interleaved: bool  # bid:ask pairs with ':' (OKX, Bitget); else asks then bids, bare (Kraken)
+    strip_zeros: bool  # trailing zeros dropped (OKX); else the instrument's fixed decimals
+
+
+RULES: dict[str, ChecksumRule] = {
+    "okx": ChecksumRule(25, True, True),
+    "bitget": ChecksumRule(25, True, False),
+    "kraken": ChecksumRule(10, False, False),
+}
+
+
+def rule_for(venue: str) -> ChecksumRule:
+    return RULES[venue]
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def format_value(value: int, scale: int, decimals: int, rule: ChecksumRule) -> str:
+    """One price/size as the venue prints it in the checksum string."""
+    if not rule.strip_zeros and decimals != scale:
+        value = (
+            value * 10 ** (decimals - scale)
+            if decimals > scale
+            else value // 10 ** (scale - decimals)
+        )
+        scale = decimals
+    if not rule.interleaved:  # Kraken: the digits of the fixed-decimal value, no leading zeros
+        return str(value)
+    text = str(value).rjust(scale + 1, "0")
+    whole, frac = (text[:-scale], text[-scale:]) if scale else (text, "")
+    if rule.strip_zeros:
+        frac = frac.rstrip("0")
+    return f"{whole}.{frac}" if frac else whole
+
+
+def checksum_string(
+    rule: ChecksumRule,
+    bids: list[tuple[int, int]],
+    asks: list[tuple[int, int]],
+    scales: tuple[int, int],
+    decimals: tuple[int, int],
+) -> bytes:
+    """The venue's checksum input for a book (bids best first, asks best first)."""
+
+    def level(p: int, s: int) -> tuple[str, str]:
+        return (
+            format_value(p, scales[0], decimals[0], rule),
+            format_value(s, scales[1], decimals[1], rule),
+        )
+
+    bids, asks = bids[: rule.depth], asks[: rule.depth]
+    if rule.interleaved:
+        parts: list[str] = []
+        for i in range(max(len(bids), len(asks))):
+            if i < len(bids):
+                parts.extend(level(*bids[i]))
+            if i < len(asks):
+                parts.extend(level(*asks[i]))
+        return ":".join(parts).encode()
+    return "".join("".join(level(p, s)) for p, s in asks + bids).encode()
+
+
+def crc32(text: bytes) -> int:
+    return zlib.crc32(text) & 0xFFFFFFFF
+
+
+# ----------------------------------------------------------------------------- compiled
+
+
+def _crc_table() -> np.ndarray:
+    table = np.empty(256, np.uint32)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table[i] = c
+    return table
+
+
+CRC_TABLE = _crc_table()
+
+
+@njit(cache=True, inline="always")
+def _put_value(buf, pos, scratch, value, shift, places, strip, bare):
+    """Write ``value`` (an unscaled int, times 10**shift when shift > 0, divided when < 0) with
+    ``places`` decimals; ``strip`` drops trailing zeros; ``bare`` writes the digits only."""
+    if shift > 0:
+        value = value * 10**shift
+    elif shift < 0:
+        value = value // 10 ** (-shift)
+    n = 0
+    while True:
+        scratch[n] = 48 + value % 10
+        value //= 10
+        n += 1
+        if value == 0:
+            break
+    if bare:
+        for i in range(n - 1, -1, -1):
+            buf[pos] = scratch[i]
+            pos += 1
+        return pos
+    while n < places + 1:
+        scratch[n] = 48
+        n += 1
+    for i in range(n - 1, places - 1, -1):
+        buf[pos] = scratch[i]
+        pos += 1
+    low = 0
+    if strip:
+        while low < places and scratch[low] == 48:
+            low += 1
+    if low < places:
+        buf[pos] = 46  # '.'
+        pos += 1
+        for i in range(places - 1, low - 1, -1):
+            buf[pos] = scratch[i]
+            pos += 1
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, places, table):
+    """CRC32 of the checksum string of each row in ``rows`` (uint32 as int64)."""
+    out = np.empty(len(rows), np.int64)
+    buf = np.empty(depth * 2 * 2 * 42, np.uint8)
+    scratch = np.empty(40, np.uint8)
+    bare = not interleaved
+    for j in range(len(rows)):
+        r = rows[j]
+        nbr = min(nb[r], depth)
+        nar = min(na[r], depth)
+        pos = 0
+        if interleaved:
+            for i in range(max(nbr, nar)):
+                if i < nbr:
+                    pos = _put_value(buf, pos, scratch, bp[r, i], shifts[0], places[0], strip, bare)
+                    buf[pos] = 58
+                    pos = _put_value(
+                        buf, pos + 1, scratch, bs[r, i], shifts[1], places[1], strip, bare
+                    )
+                    buf[pos] = 58
+                    pos += 1
+                if i < nar:
+                    pos = _put_value(buf, pos, scratch, ap[r, i], shifts[0], places[0], strip, bare)
+                    buf[pos] = 58
+                    pos = _put_value(
+                        buf, pos + 1, scratch, az[r, i], shifts[1], places[1], strip, bare
+                    )
+                    buf[pos] = 58
+                    pos += 1
+            if pos > 0:
+                pos -= 1  # no ':' after the last value
+        else:
+            for i in range(nar):
+                pos = _put_value(buf, pos, scratch, ap[r, i], shifts[0], places[0], strip, bare)
+                pos = _put_value(buf, pos, scratch, az[r, i], shifts[1], places[1], strip, bare)
+            for i in range(nbr):
+                pos = _put_value(buf, pos, scratch, bp[r, i], shifts[0], places[0], strip, bare)
+                pos = _put_value(buf, pos, scratch, bs[r, i], shifts[1], places[1], strip, bare)
+        c = np.uint32(0xFFFFFFFF)
+        for i in range(pos):
+            c = table[(c ^ buf[i]) & 0xFF] ^ (c >> np.uint32(8))
+        out[j] = np.int64(c ^ np.uint32(0xFFFFFFFF))
+    return out
+
+
+@njit(cache=True)
+def judge(valid, has, snapshot, match):
+    """The validator's rule over rows in order: (valid after checksums, compared, mismatched).
+
+    A valid row with a checksum is compared; a mismatch makes it and every following row invalid
+    until a snapshot message's row (the venue's recovery: resubscribe, new snapshot).
+    """
+    n = len(valid)
+    out = valid.copy()
+    compared = np.zeros(n, np.bool_)
+    mismatched = np.zeros(n, np.bool_)
+    bad = False
+    for r in range(n):
+        if snapshot[r]:
+            bad = False
+        if not bad and valid[r] and has[r]:
+            compared[r] = True
+            if not match[r]:
+                mismatched[r] = True
+                bad = True
+        if bad:
+            out[r] = False
+    return out, compared, mismatched
+
+
+# ----------------------------------------------------------------------------- validator
+
+
+@dataclass
+class ChecksumLevels:
+    """The rows' top levels as unscaled int arrays (``n_bid``/``n_ask`` levels present)."""
+
+    bid_price: np.ndarray
+    bid_size: np.ndarray
+    ask_price: np.ndarray
+    ask_size: np.ndarray
+    n_bid: np.ndarray
+    n_ask: np.ndarray
+
+
+def levels_of(snapshots: pl.DataFrame, depth: int) -> ChecksumLevels:
+    bp, bs, ap, az = schemas.level_names(depth)
+    n = snapshots.height
+
+    def block(names: list[str]) -> np.ndarray:
+        out = np.zeros((n, depth), np.int64)
+        for i, name in enumerate(names):
+            out[:, i] = unscaled(snapshots[name])
+        return out
+
+    n_bid = np.zeros(n, np.int64)
+    n_ask = np.zeros(n, np.int64)
+    for name in bp:
+        n_bid += snapshots[name].is_not_null().to_numpy()
+    for name in ap:
+        n_ask += snapshots[name].is_not_null().to_numpy()
+    return ChecksumLevels(block(bp), block(bs), block(ap), block(az), n_bid, n_ask)
+
+
+@dataclass
+class ChecksumReport:
+    venue: str
+    symbol: str
+    messages_with_checksum: int = 0
+    compared: int = 0
+    mismatched: int = 0
+    not_compared_invalid: int = 0  # rows with a checksum on a book already known invalid
+    invalidated_rows: int = 0  # rows made invalid by a mismatch
+    mismatches: list[dict] = field(default_factory=list)  # the first MAX_LOCATED, located
+
+    def to_dict(self) -> dict:
+        return {
+            "checksum_messages": self.messages_with_checksum,
+            "checksum_compared": self.compared,
+            "checksum_mismatched": self.mismatched,
+            "checksum_not_compared_invalid": self.not_compared_invalid,
+            "checksum_invalidated_rows": self.invalidated_rows,
+            "checksum_mismatches": self.mismatches,
+        }
+
+
+def row_crcs(
+    day: VenueDay, levels: ChecksumLevels, rows: np.ndarray, engine: str = "engine"
+) -> np.ndarray:
+    """The recomputed CRC32 of ``rows``: compiled (``engine``) or Python + zlib (``reference``)."""
+    rule = rule_for(day.venue)
+    inst = day.instrument
+    scales = (inst.price_scale, inst.size_scale)
+    decimals = (day.price_decimals, day.size_decimals)
+    if engine == "reference":
+        out = np.empty(len(rows), np.int64)
+        for j, r in enumerate(rows.tolist()):
+            nb, na = int(levels.n_bid[r]), int(levels.n_ask[r])
+            bids = list(
+                zip(
+                    levels.bid_price[r, :nb].tolist(), levels.bid_size[r, :nb].tolist(), strict=True
+                )
+            )
+            asks = list(
+                zip(
+                    levels.ask_price[r, :na].tolist(), levels.ask_size[r, :na].tolist(), strict=True
+                )
+            )
+            out[j] = crc32(checksum_string(rule, bids, asks, scales, decimals))
+        return out
+    if rule.strip_zeros:
+        shifts, places = np.zeros(2, np.int64), np.array(scales, np.int64)
+    else:
+        shifts = np.array([decimals[0] - scales[0], decimals[1] - scales[1]], np.int64)
+        places = np.array(decimals, np.int64)
+    return _crc_rows(
+        np.ascontiguousarray(rows, np.int64),
+        levels.bid_price,
+        levels.bid_size,
+        levels.ask_price,
+        levels.ask_size,
+        levels.n_bid,
+        levels.n_ask,
+        rule.depth,
+        rule.interleaved,
+        rule.strip_zeros,
+        shifts,
+        places,
+        CRC_TABLE,
+    )
+
+
+def validate(
+    result: ReplayResult, day: VenueDay, engine: str = "engine"
+) -> tuple[ReplayResult, ChecksumReport]:
+    """Check every row against its message's checksum; rows invalid from a mismatch on.
+
+    ``result`` must hold at least the venue's checksum depth (replay at ``checksum_depth``).
+    """
+    rule = rule_for(day.venue)
+    snaps = result.snapshots
+    if schemas.depth_of(snaps) < rule.depth:
+        raise ValueError(f"{day.venue} checksums need {rule.depth} levels per side in the rows")
+    msg = snaps["msg_id"].to_numpy().astype(np.int64)
+    expected = day.checksum[msg]
+    has = expected != NO_CHECKSUM
+    valid = snaps["is_valid"].to_numpy().astype(np.bool_)
+    levels = levels_of(snaps, rule.depth)
+    rows = np.flatnonzero(has & valid)
+    match = np.ones(len(msg), np.bool_)
+    computed = np.full(len(msg), -1, np.int64)
+    computed[rows] = row_crcs(day, levels, rows, engine)
+    match[rows] = computed[rows] == expected[rows]
+    out_valid, compared, mismatched = judge(valid, has, day.is_snapshot[msg], match)
+    report = ChecksumReport(day.venue, day.symbol)
+    report.messages_with_checksum = int((day.checksum != NO_CHECKSUM).sum())
+    report.compared = int(compared.sum())
+    report.mismatched = int(mismatched.sum())
+    report.not_compared_invalid = int((has & ~compared).sum())
+    report.invalidated_rows = int((valid & ~out_valid).sum())
+    ts_event = snaps["ts_event"].dt.epoch("ns").to_numpy()
+    ts_local = snaps["ts_local"].dt.epoch("ns").to_numpy()
+    for r in np.flatnonzero(mismatched)[:MAX_LOCATED].tolist():
+        k = int(msg[r])
+        report.mismatches.append(
+            {
+                "symbol": day.symbol,
+                "row": r,
+                "msg_id": k,
+                "ts_event": int(ts_event[r]),
+                "ts_local": int(ts_local[r]),
+                "file": day.files[int(day.file[k])],
+                "line": int(day.line[k]),
+                "expected": int(expected[r]),
+                "computed": int(computed[r]),
+            }
+        )
+    if report.invalidated_rows:
+        snaps = snaps.with_columns(pl.Series("is_valid", out_valid))
+    checkpoint = result.checkpoint
+    if len(out_valid) and not out_valid[-1] and checkpoint.is_valid:
+        checkpoint = Book(**{**checkpoint.__dict__, "is_valid": False})
+    return ReplayResult(snaps, checkpoint, result.counters), report
+
+
+def checksum_depth(venue: str, depth: int) -> int:
+    """Levels per side to replay so that both the output and the venue's checksum are served."""
+    return max(depth, rule_for(venue).depth)
+
+
+def replay_checked(
+    day: VenueDay,
+    depth: int = schemas.DEFAULT_DEPTH,
+    engine: str = "engine",
+    checkpoint: Book | None = None,
+) -> tuple[ReplayResult, ChecksumReport]:
+    """Replay one venue day with ``engine`` and validate every checksum; rows of ``depth`` levels."""
+    from obpipeline import book
+
+    result = book.replay(
+        day.events, day.instrument, checksum_depth(day.venue, depth), checkpoint, engine
+    )
+    result, report = validate(result, day, engine)
+    if schemas.depth_of(result.snapshots) != depth:
+        names = schemas.book_snapshots(day.instrument, depth).names()
+        result = ReplayResult(result.snapshots.select(names), result.checkpoint, result.counters)
+    return result, report
