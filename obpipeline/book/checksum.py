@@ -109,17 +109,53 @@ def crc32(text: bytes) -> int:
 # ----------------------------------------------------------------------------- compiled
 
 
-def _crc_table() -> np.ndarray:
-    table = np.empty(256, np.uint32)
+def _crc_tables() -> np.ndarray:
+    """Slice-by-8 tables: row 0 is the byte-wise CRC32 table, row k advances k more bytes."""
+    t = np.zeros((8, 256), np.int64)
     for i in range(256):
         c = i
         for _ in range(8):
             c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-        table[i] = c
-    return table
+        t[0, i] = c
+    for k in range(1, 8):
+        for i in range(256):
+            t[k, i] = (t[k - 1, i] >> 8) ^ t[0, t[k - 1, i] & 0xFF]
+    return t
 
 
-CRC_TABLE = _crc_table()
+CRC_TABLES = _crc_tables()
+CACHE_SLOTS = 1 << 12  # formatted values remembered per kind (price, size)
+SLOT_BYTES = 48  # room for one formatted value (18 digits, a point, padding)
+POW10 = np.array([10**i for i in range(19)], np.int64)  # int powers (``10**n`` types as float)
+FIB_HASH = 0x9E3779B97F4A7C15 - (1 << 64)  # 2**64 / golden ratio, as a signed int64
+
+
+@njit(cache=True, inline="always")
+def _crc32(buf, n, t):
+    c = np.int64(0xFFFFFFFF)
+    i = 0
+    while i + 8 <= n:
+        one = c ^ (
+            np.int64(buf[i])
+            | (np.int64(buf[i + 1]) << 8)
+            | (np.int64(buf[i + 2]) << 16)
+            | (np.int64(buf[i + 3]) << 24)
+        )
+        c = (
+            t[7, one & 0xFF]
+            ^ t[6, (one >> 8) & 0xFF]
+            ^ t[5, (one >> 16) & 0xFF]
+            ^ t[4, (one >> 24) & 0xFF]
+            ^ t[3, buf[i + 4]]
+            ^ t[2, buf[i + 5]]
+            ^ t[1, buf[i + 6]]
+            ^ t[0, buf[i + 7]]
+        )
+        i += 8
+    while i < n:
+        c = t[0, (c ^ buf[i]) & 0xFF] ^ (c >> 8)
+        i += 1
+    return c ^ 0xFFFFFFFF
 
 
 @njit(cache=True, inline="always")
@@ -127,15 +163,17 @@ def _put_value(buf, pos, scratch, value, shift, places, strip, bare):
     """Write ``value`` (an unscaled int, times 10**shift when shift > 0, divided when < 0) with
     ``places`` decimals; ``strip`` drops trailing zeros; ``bare`` writes the digits only."""
     if shift > 0:
-        value = value * 10**shift
+        value = value * POW10[shift]
     elif shift < 0:
-        value = value // 10 ** (-shift)
+        value = value // POW10[-shift]
     n = 0
+    u = np.uint64(value)  # unsigned: division by 10 without Python's floor fix-ups
+    ten = np.uint64(10)
     while True:
-        scratch[n] = 48 + value % 10
-        value //= 10
+        scratch[n] = np.uint8(48 + u % ten)
+        u //= ten
         n += 1
-        if value == 0:
+        if u == 0:
             break
     if bare:
         for i in range(n - 1, -1, -1):
@@ -161,33 +199,72 @@ def _put_value(buf, pos, scratch, value, shift, places, strip, bare):
     return pos
 
 
+@njit(cache=True, inline="always")
+def _append(buf, pos, value, kind, keys, lens, text, scratch, shift, places, strip, bare):
+    """Append ``value`` formatted, through a direct-mapped cache of formatted values: most
+    levels of a row were in the previous rows, so their digits are copied, not recomputed."""
+    h = ((value * FIB_HASH) >> 40) & (CACHE_SLOTS - 1)
+    base = (kind * CACHE_SLOTS + h) * SLOT_BYTES
+    if keys[kind, h] != value:
+        lens[kind, h] = _put_value(text, base, scratch, value, shift, places, strip, bare) - base
+        keys[kind, h] = value
+    for i in range(lens[kind, h]):
+        buf[pos + i] = text[base + i]
+    return pos + lens[kind, h]
+
+
+@njit(cache=True, inline="always")
+def _same_top(q, r, bp, bs, ap, az, nb, na, depth):
+    nbr, nar = min(nb[r], depth), min(na[r], depth)
+    if min(nb[q], depth) != nbr or min(na[q], depth) != nar:
+        return False
+    for i in range(nbr):
+        if bp[q, i] != bp[r, i] or bs[q, i] != bs[r, i]:
+            return False
+    for i in range(nar):  # noqa: SIM110 (compiled: no generators)
+        if ap[q, i] != ap[r, i] or az[q, i] != az[r, i]:
+            return False
+    return True
+
+
 @njit(cache=True, nogil=True)
-def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, places, table):
+def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, places, tables):
     """CRC32 of the checksum string of each row in ``rows`` (uint32 as int64)."""
     out = np.empty(len(rows), np.int64)
-    buf = np.empty(depth * 2 * 2 * 42, np.uint8)
-    scratch = np.empty(40, np.uint8)
+    buf = np.empty(depth * 2 * 2 * (SLOT_BYTES + 1), np.uint8)
+    scratch = np.empty(SLOT_BYTES, np.uint8)
+    keys = np.full((2, CACHE_SLOTS), -1, np.int64)
+    lens = np.zeros((2, CACHE_SLOTS), np.int64)
+    text = np.empty(2 * CACHE_SLOTS * SLOT_BYTES, np.uint8)
+    ps, ss, pp, sp = shifts[0], shifts[1], places[0], places[1]
     bare = not interleaved
     for j in range(len(rows)):
         r = rows[j]
         nbr = min(nb[r], depth)
         nar = min(na[r], depth)
+        if j > 0 and _same_top(rows[j - 1], r, bp, bs, ap, az, nb, na, depth):
+            out[j] = out[j - 1]  # a message that left the checksummed levels as they were
+            continue
         pos = 0
         if interleaved:
             for i in range(max(nbr, nar)):
                 if i < nbr:
-                    pos = _put_value(buf, pos, scratch, bp[r, i], shifts[0], places[0], strip, bare)
+                    pos = _append(
+                        buf, pos, bp[r, i], 0, keys, lens, text, scratch, ps, pp, strip, bare
+                    )
                     buf[pos] = 58
-                    pos = _put_value(
-                        buf, pos + 1, scratch, bs[r, i], shifts[1], places[1], strip, bare
+                    pos = _append(
+                        buf, pos + 1, bs[r, i], 1, keys, lens, text, scratch, ss, sp, strip, bare
                     )
                     buf[pos] = 58
                     pos += 1
                 if i < nar:
-                    pos = _put_value(buf, pos, scratch, ap[r, i], shifts[0], places[0], strip, bare)
+                    pos = _append(
+                        buf, pos, ap[r, i], 0, keys, lens, text, scratch, ps, pp, strip, bare
+                    )
                     buf[pos] = 58
-                    pos = _put_value(
-                        buf, pos + 1, scratch, az[r, i], shifts[1], places[1], strip, bare
+                    pos = _append(
+                        buf, pos + 1, az[r, i], 1, keys, lens, text, scratch, ss, sp, strip, bare
                     )
                     buf[pos] = 58
                     pos += 1
@@ -195,15 +272,12 @@ def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, p
                 pos -= 1  # no ':' after the last value
         else:
             for i in range(nar):
-                pos = _put_value(buf, pos, scratch, ap[r, i], shifts[0], places[0], strip, bare)
-                pos = _put_value(buf, pos, scratch, az[r, i], shifts[1], places[1], strip, bare)
+                pos = _append(buf, pos, ap[r, i], 0, keys, lens, text, scratch, ps, pp, strip, bare)
+                pos = _append(buf, pos, az[r, i], 1, keys, lens, text, scratch, ss, sp, strip, bare)
             for i in range(nbr):
-                pos = _put_value(buf, pos, scratch, bp[r, i], shifts[0], places[0], strip, bare)
-                pos = _put_value(buf, pos, scratch, bs[r, i], shifts[1], places[1], strip, bare)
-        c = np.uint32(0xFFFFFFFF)
-        for i in range(pos):
-            c = table[(c ^ buf[i]) & 0xFF] ^ (c >> np.uint32(8))
-        out[j] = np.int64(c ^ np.uint32(0xFFFFFFFF))
+                pos = _append(buf, pos, bp[r, i], 0, keys, lens, text, scratch, ps, pp, strip, bare)
+                pos = _append(buf, pos, bs[r, i], 1, keys, lens, text, scratch, ss, sp, strip, bare)
+        out[j] = _crc32(buf, pos, tables)
     return out
 
 
@@ -330,7 +404,7 @@ def row_crcs(
         rule.strip_zeros,
         shifts,
         places,
-        CRC_TABLE,
+        CRC_TABLES,
     )
 
 
