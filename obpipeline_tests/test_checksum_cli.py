@@ -27,6 +27,9 @@ def test_verify_detects_venue_and_passes(tmp_path: Path, capsys) -> None:
         "ETH/CHF",
     )
     assert summary["checksum_compared"] == 317 and summary["checksum_mismatched"] == 0
+    a1 = next(g for g in summary["gates"] if g["check"] == "checksum")
+    assert a1["gate"] == "A1" and a1["status"] == "insufficient"  # 317 cannot certify 0.1 %
+    assert a1["metrics"]["matched"] == 317 and 0 < a1["metrics"]["cp_upper"] < 0.01
     (out,) = summary["outputs"]
     assert "symbol=ETH-CHF" in out and Path(out).exists()
     assert pl.read_parquet(out).height == summary["rows"] == 318
@@ -53,6 +56,7 @@ def test_verify_exits_1_on_a_checksum_mismatch(tmp_path: Path, capsys) -> None:
     first = summary["checksum_mismatches"][0]
     assert (first["file"], first["line"]) == (str(bad), k + 1)
     assert any("checksums differ" in f for f in summary["failures"])
+    assert {g["check"]: g["status"] for g in summary["gates"]}["checksum"] == "fail"
     # replay of the same file reports the counts too and succeeds (it builds, verify judges)
     assert cli_main(["replay", str(bad), "--symbol", "UNI-USD-SWAP", "--out", str(tmp_path)]) == 0
     assert last_json(capsys)["checksum_mismatched"] == 1

@@ -37,6 +37,7 @@ def replay_venue_files(args: argparse.Namespace, compare: bool = True) -> dict:
     from obpipeline.book import checkpoint as ckpt
     from obpipeline.book import checksum as ck
     from obpipeline.book.venue_sequence import sequence
+    from obpipeline.fidelity.checksum_gate import checksum_results
     from obpipeline.procstat import peak_rss_mb
     from obpipeline.sources.checksum_venues.recording import read_recording
 
@@ -76,6 +77,7 @@ def replay_venue_files(args: argparse.Namespace, compare: bool = True) -> dict:
             f"checksum mismatch {m['symbol']} {m['file']}:{m['line']} msg {m['msg_id']} "
             f"ts_event {m['ts_event']}: expected {m['expected']}, computed {m['computed']}"
         )
+    gates = checksum_results(result, report)
     checks = report.to_dict()
     checks["checksum_mismatches"] = checks["checksum_mismatches"][:LOCATED_IN_SUMMARY]
     return {
@@ -94,6 +96,10 @@ def replay_venue_files(args: argparse.Namespace, compare: bool = True) -> dict:
         "golden_records": 0,
         "golden_mismatched": 0,
         "golden_time_mismatched": 0,
+        "gates": [
+            {k: g.to_dict()[k] for k in ("gate", "check", "status", "value", "detail", "metrics")}
+            for g in gates
+        ],
         "parse_seconds": round(parsed - started, 3),
         "replay_seconds": round(replayed - parsed, 3),
         "peak_rss_mb": round(peak_rss_mb()),
