@@ -124,10 +124,10 @@ def _crc_tables() -> np.ndarray:
 
 
 CRC_TABLES = _crc_tables()
-CACHE_SLOTS = 1 << 12  # formatted values remembered per kind (price, size)
-SLOT_BYTES = 48  # room for one formatted value (18 digits, a point, padding)
+SLOT_BYTES = 48  # room for one formatted value (19 digits, a point, zero padding)
 POW10 = np.array([10**i for i in range(19)], np.int64)  # int powers (``10**n`` types as float)
-FIB_HASH = 0x9E3779B97F4A7C15 - (1 << 64)  # 2**64 / golden ratio, as a signed int64
+# "00" "01" ... "99": two digits per division
+DIGIT_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), np.uint8).copy()
 
 
 @njit(cache=True, inline="always")
@@ -166,15 +166,23 @@ def _put_value(buf, pos, scratch, value, shift, places, strip, bare):
         value = value * POW10[shift]
     elif shift < 0:
         value = value // POW10[-shift]
-    n = 0
-    u = np.uint64(value)  # unsigned: division by 10 without Python's floor fix-ups
-    ten = np.uint64(10)
-    while True:
-        scratch[n] = np.uint8(48 + u % ten)
-        u //= ten
+    n = 0  # digits written into scratch, least significant first
+    u = np.uint64(value)  # unsigned: division without Python's floor fix-ups
+    hundred = np.uint64(100)
+    while u >= hundred:
+        q = u // hundred
+        d = np.int64(u - q * hundred)
+        scratch[n] = DIGIT_PAIRS[2 * d + 1]
+        scratch[n + 1] = DIGIT_PAIRS[2 * d]
+        n += 2
+        u = q
+    if u >= np.uint64(10):
+        scratch[n] = DIGIT_PAIRS[2 * np.int64(u) + 1]
+        scratch[n + 1] = DIGIT_PAIRS[2 * np.int64(u)]
+        n += 2
+    else:
+        scratch[n] = np.uint8(48 + u)
         n += 1
-        if u == 0:
-            break
     if bare:
         for i in range(n - 1, -1, -1):
             buf[pos] = scratch[i]
@@ -200,20 +208,6 @@ def _put_value(buf, pos, scratch, value, shift, places, strip, bare):
 
 
 @njit(cache=True, inline="always")
-def _append(buf, pos, value, kind, keys, lens, text, scratch, shift, places, strip, bare):
-    """Append ``value`` formatted, through a direct-mapped cache of formatted values: most
-    levels of a row were in the previous rows, so their digits are copied, not recomputed."""
-    h = ((value * FIB_HASH) >> 40) & (CACHE_SLOTS - 1)
-    base = (kind * CACHE_SLOTS + h) * SLOT_BYTES
-    if keys[kind, h] != value:
-        lens[kind, h] = _put_value(text, base, scratch, value, shift, places, strip, bare) - base
-        keys[kind, h] = value
-    for i in range(lens[kind, h]):
-        buf[pos + i] = text[base + i]
-    return pos + lens[kind, h]
-
-
-@njit(cache=True, inline="always")
 def _same_top(q, r, bp, bs, ap, az, nb, na, depth):
     nbr, nar = min(nb[r], depth), min(na[r], depth)
     if min(nb[q], depth) != nbr or min(na[q], depth) != nar:
@@ -233,9 +227,6 @@ def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, p
     out = np.empty(len(rows), np.int64)
     buf = np.empty(depth * 2 * 2 * (SLOT_BYTES + 1), np.uint8)
     scratch = np.empty(SLOT_BYTES, np.uint8)
-    keys = np.full((2, CACHE_SLOTS), -1, np.int64)
-    lens = np.zeros((2, CACHE_SLOTS), np.int64)
-    text = np.empty(2 * CACHE_SLOTS * SLOT_BYTES, np.uint8)
     ps, ss, pp, sp = shifts[0], shifts[1], places[0], places[1]
     bare = not interleaved
     for j in range(len(rows)):
@@ -249,34 +240,26 @@ def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, p
         if interleaved:
             for i in range(max(nbr, nar)):
                 if i < nbr:
-                    pos = _append(
-                        buf, pos, bp[r, i], 0, keys, lens, text, scratch, ps, pp, strip, bare
-                    )
+                    pos = _put_value(buf, pos, scratch, bp[r, i], ps, pp, strip, bare)
                     buf[pos] = 58
-                    pos = _append(
-                        buf, pos + 1, bs[r, i], 1, keys, lens, text, scratch, ss, sp, strip, bare
-                    )
+                    pos = _put_value(buf, pos + 1, scratch, bs[r, i], ss, sp, strip, bare)
                     buf[pos] = 58
                     pos += 1
                 if i < nar:
-                    pos = _append(
-                        buf, pos, ap[r, i], 0, keys, lens, text, scratch, ps, pp, strip, bare
-                    )
+                    pos = _put_value(buf, pos, scratch, ap[r, i], ps, pp, strip, bare)
                     buf[pos] = 58
-                    pos = _append(
-                        buf, pos + 1, az[r, i], 1, keys, lens, text, scratch, ss, sp, strip, bare
-                    )
+                    pos = _put_value(buf, pos + 1, scratch, az[r, i], ss, sp, strip, bare)
                     buf[pos] = 58
                     pos += 1
             if pos > 0:
                 pos -= 1  # no ':' after the last value
         else:
             for i in range(nar):
-                pos = _append(buf, pos, ap[r, i], 0, keys, lens, text, scratch, ps, pp, strip, bare)
-                pos = _append(buf, pos, az[r, i], 1, keys, lens, text, scratch, ss, sp, strip, bare)
+                pos = _put_value(buf, pos, scratch, ap[r, i], ps, pp, strip, bare)
+                pos = _put_value(buf, pos, scratch, az[r, i], ss, sp, strip, bare)
             for i in range(nbr):
-                pos = _append(buf, pos, bp[r, i], 0, keys, lens, text, scratch, ps, pp, strip, bare)
-                pos = _append(buf, pos, bs[r, i], 1, keys, lens, text, scratch, ss, sp, strip, bare)
+                pos = _put_value(buf, pos, scratch, bp[r, i], ps, pp, strip, bare)
+                pos = _put_value(buf, pos, scratch, bs[r, i], ss, sp, strip, bare)
         out[j] = _crc32(buf, pos, tables)
     return out
 
