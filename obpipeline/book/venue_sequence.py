@@ -84,8 +84,9 @@ def instrument_for(venue: str, symbol: str, located: list[Located]) -> Instrumen
     return inst
 
 
-def sequence(rec: Recording, symbol: str, start: Book | None = None) -> VenueDay:
-    """The raw_book_events of ``symbol`` (venue spelling) in ``rec``, numbered on from ``start``."""
+def sequence(rec: Recording, symbol: str, start: Book | None = None, first_id: int = 0) -> VenueDay:
+    """The raw_book_events of ``symbol`` (venue spelling) in ``rec``, numbered on from ``start``
+    (a continuation) or from ``first_id`` (a landing day's own base, as for Tardis)."""
     located = rec.messages[symbol]
     inst = instrument_for(rec.venue, symbol, located)
     ps, ss = inst.price_scale, inst.size_scale
@@ -100,7 +101,7 @@ def sequence(rec: Recording, symbol: str, start: Book | None = None) -> VenueDay
     cols: dict[str, list] = {k: [] for k in ("msg", "side", "price", "size")}
     per: dict[str, list] = {k: [] for k in ("ts_event", "ts_local", "first", "last", "prev")}
     per.update({k: [] for k in ("snap", "checksum", "file", "line")})
-    n = start.last_update_id if start is not None and not chained else 0
+    n = start.last_update_id if start is not None and not chained else first_id
     truncated = 0
     pdec = sdec = 0
     for loc in located:
