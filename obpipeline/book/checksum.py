@@ -306,21 +306,23 @@ class ChecksumLevels:
 
 def levels_of(snapshots: pl.DataFrame, depth: int) -> ChecksumLevels:
     bp, bs, ap, az = schemas.level_names(depth)
-    n = snapshots.height
 
     def block(names: list[str]) -> np.ndarray:
-        out = np.zeros((n, depth), np.int64)
-        for i, name in enumerate(names):
-            out[:, i] = unscaled(snapshots[name])
-        return out
+        # one transposing copy (column-by-column writes into a row-major array are 3x slower)
+        return np.ascontiguousarray(np.stack([unscaled(snapshots[n]) for n in names], axis=1))
 
-    n_bid = np.zeros(n, np.int64)
-    n_ask = np.zeros(n, np.int64)
-    for name in bp:
-        n_bid += snapshots[name].is_not_null().to_numpy()
-    for name in ap:
-        n_ask += snapshots[name].is_not_null().to_numpy()
-    return ChecksumLevels(block(bp), block(bs), block(ap), block(az), n_bid, n_ask)
+    counts = snapshots.select(
+        pl.sum_horizontal(pl.col(bp).is_not_null()).cast(pl.Int64).alias("n_bid"),
+        pl.sum_horizontal(pl.col(ap).is_not_null()).cast(pl.Int64).alias("n_ask"),
+    )
+    return ChecksumLevels(
+        block(bp),
+        block(bs),
+        block(ap),
+        block(az),
+        counts["n_bid"].to_numpy(),
+        counts["n_ask"].to_numpy(),
+    )
 
 
 @dataclass
@@ -419,9 +421,11 @@ def validate(
     report.mismatched = int(mismatched.sum())
     report.not_compared_invalid = int((has & ~compared).sum())
     report.invalidated_rows = int((valid & ~out_valid).sum())
-    ts_event = snaps["ts_event"].dt.epoch("ns").to_numpy()
-    ts_local = snaps["ts_local"].dt.epoch("ns").to_numpy()
-    for r in np.flatnonzero(mismatched)[:MAX_LOCATED].tolist():
+    located = np.flatnonzero(mismatched)[:MAX_LOCATED]
+    if len(located):
+        ts_event = snaps["ts_event"].dt.epoch("ns").to_numpy()
+        ts_local = snaps["ts_local"].dt.epoch("ns").to_numpy()
+    for r in located.tolist():
         k = int(msg[r])
         report.mismatches.append(
             {
