@@ -77,6 +77,11 @@ class Instrument:
         return f"{self.venue}-{self.market}"
 
 
+def safe_symbol(symbol: str) -> str:
+    """A venue's symbol as a lake path component: ``XBT/CHF`` → ``XBT-CHF`` (checked)."""
+    return check_name("symbol", symbol.replace("/", "-"))
+
+
 def _decimals(x: Decimal) -> int:
     exponent = x.normalize().as_tuple().exponent
     assert isinstance(exponent, int)
@@ -92,6 +97,11 @@ def _sequencing_for(venue: str, market: str) -> SequencingRule:
         # (U == previous u + 1; a snapshot at L is bridged by U <= L + 1 <= u) *is* Tardis's
         # snapshot-replace semantics. "snapshot_replace" is not an update-id rule code
         # (book/sequencing.rule_code rejects it), so Tardis instruments name that rule.
+        return "binance_spot"
+    if venue in CHECKSUM_VENUES:
+        # Like Tardis: messages numbered 1, 2, 3, ... by book/venue_sequence.py (a snapshot takes
+        # the id of the book it describes); OKX days that carry seqId/prevSeqId switch to the
+        # chained rule there.
         return "binance_spot"
     return "snapshot_replace"
 
@@ -136,12 +146,29 @@ KNOWN.update(
     }
 )
 
-VENUES: tuple[str, ...] = ("binance", TARDIS)
+# Venues whose book messages carry a CRC32 of the top of the book (sources/checksum_venues);
+# any market name and symbol is accepted, unknown symbols get inferred scales.
+CHECKSUM_VENUES: tuple[str, ...] = ("okx", "bitget", "kraken")
+KNOWN.update(
+    {
+        (i.venue, i.market, i.symbol): i
+        for i in (
+            Instrument(
+                "okx", "spot", "BTC-USDT", Decimal("0.1"), Decimal("0.00000001"), "binance_spot"
+            ),
+            Instrument(
+                "okx", "swap", "UNI-USD-SWAP", Decimal("0.001"), Decimal("1"), "binance_spot"
+            ),
+        )
+    }
+)
+
+VENUES: tuple[str, ...] = ("binance", TARDIS, *CHECKSUM_VENUES)
 
 
 def get_instrument(venue: str, market: str, symbol: str) -> Instrument | None:
     """The registered instrument, or None when the symbol is not known (see infer_instrument)."""
-    if venue not in VENUES or (venue != TARDIS and market not in MARKETS):
+    if venue not in VENUES or (venue == "binance" and market not in MARKETS):
         raise ValueError(f"unknown venue/market {venue!r}/{market!r}; known: {VENUES} x {MARKETS}")
     return KNOWN.get((venue, market, symbol.upper()))
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from obpipeline.instruments import CaptureError
+from obpipeline.errors import CaptureError
 from obpipeline.sources import binance
 from obpipeline_tests.conftest import BINANCE, require_binance_data
 

@@ -27,7 +27,10 @@ def test_known_instruments() -> None:
     assert get_instrument("binance", "cm", "BTCUSD_PERP").size_scale == 0
     assert get_instrument("binance", "usdm", "ETHUSDT") is None
     with pytest.raises(ValueError, match="unknown venue"):
-        get_instrument("kraken", "spot", "XBTUSD")
+        get_instrument("coinbase", "spot", "BTC-USD")
+    # the checksum venues are known, any market; unknown symbols there infer their scales
+    assert get_instrument("okx", "spot", "BTC-USDT").price_scale == 1
+    assert get_instrument("kraken", "spot", "XBT-CHF") is None
 
 
 def test_unknown_symbol_infers_scales_from_decimal_strings() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from obpipeline import book
-from obpipeline.instruments import MARKETS
+from obpipeline.instruments import CHECKSUM_VENUES, MARKETS
 
 if TYPE_CHECKING:  # the heavy modules load in the commands, so ``--help`` stays instant
     from obpipeline.book.stream import Book, ReplayCounters
@@ -54,7 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--checkpoint-out", type=Path, help="write the final full book here")
         p.add_argument("--market", choices=MARKETS, help="default: detected from the messages")
-        p.add_argument("--symbol", help="default: detected from the stream names")
+        p.add_argument(
+            "--venue",
+            choices=("binance", *CHECKSUM_VENUES),
+            help="default: detected from the file (OKX/Bitget/Kraken recordings are checksummed)",
+        )
+        p.add_argument(
+            "--symbol",
+            help="default: detected from the stream names; in the venue's spelling (XBT/CHF)",
+        )
         p.add_argument(
             "--format", choices=("binance", "tardis"), default="binance", help="capture format"
         )
@@ -85,6 +93,10 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
     replay, whatever the number of files or days.
     """
 
+    from obpipeline.cli import checksum_venue
+
+    if checksum_venue.wanted(args):
+        return checksum_venue.replay_venue_files(args, compare)
     from obpipeline import lake
     from obpipeline.book import checkpoint as ckpt
     from obpipeline.book.stream import ReplayCounters
@@ -269,9 +281,10 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def verify_failures(summary: dict) -> list[str]:
+    from obpipeline.cli import checksum_venue
     from obpipeline.fidelity.integrity import unhandled_gaps
 
-    failures = list(summary["continuation_failures"])
+    failures = list(summary["continuation_failures"]) + checksum_venue.failures(summary)
     if summary["damaged_files"]:
         failures.append(
             f"{summary['damaged_files']} damaged file(s): their unreadable rest is quarantined"

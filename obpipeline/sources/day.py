@@ -26,7 +26,7 @@ from obpipeline import lake, schemas
 from obpipeline.book import checkpoint as ckpt
 from obpipeline.book.stream import Book
 from obpipeline.errors import MissingStartBook, SourceUnavailable
-from obpipeline.instruments import Instrument
+from obpipeline.instruments import CHECKSUM_VENUES, Instrument
 from obpipeline.sources.ingest import (
     MESSAGE_COLUMNS,
     NS,
@@ -39,7 +39,7 @@ from obpipeline.sources.ingest import (
 )
 
 SOURCE_KINDS = ("simulator", "landing")
-LANDING_FORMATS = ("binance", "tardis")
+LANDING_FORMATS = ("binance", "tardis", *CHECKSUM_VENUES)
 _DATE_IN_NAME = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
 
 
@@ -78,6 +78,11 @@ class SourceConfig:
     @property
     def is_tardis(self) -> bool:
         return self.kind == "landing" and self.format == "tardis"
+
+    @property
+    def is_checksum_venue(self) -> bool:
+        """OKX / Bitget / Kraken recordings (sources/checksum_venues): per-day synthetic ids."""
+        return self.kind == "landing" and self.format in CHECKSUM_VENUES
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,8 @@ def ingest_day(req: DayRequest, lines_hook: LinesHook | None = None) -> Ingest:
             lines_hook = drill if lines_hook is None else _chain(drill, lines_hook)
     elif source.is_tardis:
         return _tardis_day(req)
+    elif source.is_checksum_venue:
+        return _checksum_venue_day(req)
     else:
         parts = landing_parts(source, req.day)
     return ingest(
@@ -245,6 +252,21 @@ def _tardis_day(req: DayRequest) -> Ingest:
     return stage_capture(capture, lambda dataset, d: req.path(dataset, d), req.depth, req.day)
 
 
+def _checksum_venue_day(req: DayRequest) -> Ingest:
+    """The day's OKX / Bitget / Kraken recordings, ids from the day's base as for Tardis."""
+    from obpipeline.sources.checksum_venues.landing import day_capture
+
+    files = landing_files(req.source)
+    if not files.get(req.day):
+        raise SourceUnavailable(
+            f"no {req.source.format} recording for {req.day} in {req.source.path}"
+        )
+    capture = day_capture(
+        files[req.day], req.source.format, req.symbol, req.depth, tardis_day_base(req.day)
+    )
+    return stage_capture(capture, lambda dataset, d: req.path(dataset, d), req.depth, req.day)
+
+
 def opens_with_snapshot(messages: pl.DataFrame, within_seconds: int) -> bool:
     """True when a REST snapshot arrives within ``within_seconds`` of the day's first message.
 
@@ -279,7 +301,7 @@ def start_book(
     if carried is None and path.exists():
         carried = ckpt.read(path, expect_instrument=instrument, expect_day=prev)
     if carried is not None:
-        if req.source.is_tardis:
+        if req.source.is_tardis or req.source.is_checksum_venue:
             # Tardis ids are synthetic and restart at each day's base: the opening snapshot of
             # D carries that base, so the carried book must too to be compared with it.
             carried = dataclasses.replace(carried, last_update_id=tardis_day_base(req.day))
