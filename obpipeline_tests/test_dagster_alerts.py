@@ -84,7 +84,8 @@ def test_faulty_day_fails_its_blocking_check_and_stops_downstream(faulty):
     assert f"{BAD}: raw_id_chain" in error and "with no snapshot after them" in error
     # the clean day of the range is recorded (a backfill carries on with it), the bad one not,
     # and nothing downstream ran in this run
-    assert bad.materialized == {"raw_book_events": [AFTER]}
+    raw_step = ["raw_book_events", "golden_bbo", "golden_depth", "trades", "quarantine"]
+    assert bad.materialized == {name: [AFTER] for name in raw_step}
     assert not list(cfg.lake.glob(f"*/*/*/date={BAD}/*"))  # nothing of the bad day landed
     assert len(list(cfg.lake.glob(f"*/*/*/date={AFTER}/*"))) == 5  # raw + alongside
 

@@ -102,3 +102,21 @@ def test_check_metadata_is_numeric_and_named(drilled):
     numeric = [k for k, v in meta.items() if k.startswith("A1_") and isinstance(v, float)]
     assert numeric, meta
     assert isinstance(meta["checked_at"], float) and meta["checked_at"] > date(2025, 1, 1).year
+
+
+def test_one_golden_count_everywhere(drilled):
+    """book_snapshots' golden_exact, fidelity_metrics and the rolling report count alike."""
+    *_, again = drilled
+    for run, day in zip(again, (DAYS[0], DAYS[-1]), strict=True):
+        snapshots = run.metadata[("book_snapshots", day)]
+        metrics = run.metadata[("fidelity_metrics", day)]
+        assert snapshots["golden_compared"] > 100
+        for name in ("golden_compared", "golden_mismatched", "golden_match_rate"):
+            assert snapshots[name] == metrics[name], name
+    report = again[-1].metadata[("fidelity_report", DAYS[-1])]
+    compared = sum(r.metadata[("fidelity_metrics", d)]["golden_compared"]
+                   for r, d in zip(again, (DAYS[0], DAYS[-1]), strict=True))  # fmt: skip
+    assert report["golden_compared"] == compared
+    assert report["html"].startswith("file://") and report["html"].endswith(
+        f"fidelity_report_{DAYS[0]}_{DAYS[-1]}.html"
+    )

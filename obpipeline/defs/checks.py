@@ -17,6 +17,7 @@ from obpipeline import schemas
 from obpipeline.book.checkpoint import continuation_failures
 from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.fidelity.exact import ExactComparison
+from obpipeline.fidelity.gates import golden_counts
 from obpipeline.instruments import Instrument
 from obpipeline.sources.ingest import DayOut, Ingest
 from obpipeline.verdict import Severity, Verdict
@@ -333,15 +334,9 @@ def snapshot_checks(
         )
     )
 
-    records = sum(c.records for c in comparisons)
-    compared = sum(c.compared for c in comparisons)
-    mismatched = sum(c.mismatched for c in comparisons)
-    meta: dict[str, Any] = {
-        "golden_records": records,
-        "golden_compared": compared,
-        "golden_mismatched": mismatched,
-        "golden_match_rate": (compared - mismatched) / compared if compared else 0.0,
-    }
+    meta: dict[str, Any] = golden_counts(comparisons)
+    records, compared = meta["golden_records"], meta["golden_compared"]
+    mismatched = meta["golden_mismatched"]
     for c in comparisons:
         meta[f"{c.kind}_compared"] = c.compared
         meta[f"{c.kind}_mismatched"] = c.mismatched

@@ -31,7 +31,7 @@ from obpipeline import features as F
 from obpipeline import lake
 from obpipeline.fidelity import lakeio, realism
 from obpipeline.fidelity.config import Thresholds, thresholds_for
-from obpipeline.fidelity.gates import FAIL, WARN, GateResult
+from obpipeline.fidelity.gates import FAIL, NOT_GOLDEN, WARN, GateResult, golden_counts
 from obpipeline.fidelity.stats import clopper_pearson_upper
 from obpipeline.verdict import Severity, Status, Verdict, status_legend
 
@@ -175,17 +175,14 @@ def fidelity_day(
     metrics = metrics_frame(results)
     checks = [gate_verdict(name, results) for name in GATES]
     f = fid.integrity.figures
-    compared = sum(c.aligned for c in fid.comparisons)
-    mismatched = sum(c.mismatched for c in fid.comparisons)
-    records = sum(c.records for c in fid.comparisons)
+    golden = golden_counts(fid.comparisons)
+    compared, mismatched = golden["golden_compared"], golden["golden_mismatched"]
+    records = golden["golden_records"]
     meta: dict[str, Any] = {
         "gate_a_passed": fid.passed,
         "integrity_ok": fid.passed,  # name kept for the demo CLI and earlier readers
         "failed_checks": [f"{r.gate}:{r.check}" for r in fid.failures],
-        "golden_records": records,
-        "golden_compared": compared,
-        "golden_mismatched": mismatched,
-        "golden_match_rate": (compared - mismatched) / compared if compared else 0.0,
+        **golden,
         "golden_aligned_fraction": compared / records if records else 0.0,
         "mismatch_rate_upper95": clopper_pearson_upper(mismatched, compared),
         "gaps": int(f["gaps"]),
@@ -227,7 +224,7 @@ def daily_table(metrics: pl.DataFrame) -> pl.DataFrame:
     )
     golden = (
         metrics.filter(pl.col("metric").is_in(["aligned", "mismatched", "incidents"]))
-        .filter(pl.col("gate") == "A1", ~pl.col("check").is_in(["touch", "top"]))
+        .filter(pl.col("gate") == "A1", ~pl.col("check").is_in(NOT_GOLDEN))
         .group_by("date")
         .agg(
             pl.col("value").filter(pl.col("metric") == "aligned").sum().alias("golden_compared"),

@@ -20,6 +20,24 @@ from obpipeline.verdict import Status
 
 PASS, FAIL, INSUFFICIENT, WARN, SKIPPED = (s.value for s in Status)
 BLOCKING_GATES = ("A0", "A1", "A2")
+# A1 checks that are not records of the golden datasets (golden_bbo, golden_depth): the pooled
+# touch/top evidence and the REST snapshots (counted by opening_book_agrees). ``golden_compared``
+# everywhere (checks, metadata, daily table, report, demo) counts the other A1 kinds only.
+NOT_GOLDEN = ("touch", "top", "rest")
+
+
+def golden_counts(comparisons: list[Any]) -> dict[str, Any]:
+    """The one definition of a day's golden counts, from ``fidelity.exact`` comparisons."""
+    mine = [c for c in comparisons if c.kind not in NOT_GOLDEN]
+    records = sum(c.records for c in mine)
+    compared = sum(c.aligned for c in mine)
+    mismatched = sum(c.mismatched for c in mine)
+    return {
+        "golden_records": records,
+        "golden_compared": compared,
+        "golden_mismatched": mismatched,
+        "golden_match_rate": (compared - mismatched) / compared if compared else 0.0,
+    }
 
 
 @dataclass

@@ -35,7 +35,7 @@ from obpipeline import features as F  # noqa: E402
 from obpipeline import lake  # noqa: E402
 from obpipeline.fidelity import lakeio, realism  # noqa: E402
 from obpipeline.fidelity.config import Thresholds, thresholds_for  # noqa: E402
-from obpipeline.fidelity.gates import FAIL, INSUFFICIENT, PASS, SKIPPED, WARN  # noqa: E402
+from obpipeline.fidelity.gates import FAIL, INSUFFICIENT, NOT_GOLDEN, PASS, SKIPPED, WARN  # noqa: E402
 
 KIND_ORDER = ("bookTicker", "depth", "rest", "book_snapshot", "quotes")
 SHORT_CHECK = {  # compact labels for the mutation table
@@ -735,7 +735,7 @@ def report_summary(metrics: pl.DataFrame) -> dict[str, Any]:
     failing = sorted(
         {str(d) for d in v.filter(pl.col("blocking") & (pl.col("status") == FAIL))["date"]}
     )
-    per_kind = metrics.filter(pl.col("gate") == "A1", ~pl.col("check").is_in(POOLED))
+    per_kind = metrics.filter(pl.col("gate") == "A1", ~pl.col("check").is_in(NOT_GOLDEN))
     n_al = int(per_kind.filter(pl.col("metric") == "aligned")["value"].sum() or 0)
     n_mm = int(per_kind.filter(pl.col("metric") == "mismatched")["value"].sum() or 0)
     return {
