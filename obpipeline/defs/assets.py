@@ -1,25 +1,26 @@
-"""The asset factory: one chain of daily-partitioned assets per configured venue/symbol.
+"""The asset factory: one chain of daily-partitioned asset steps per configured venue/symbol.
 
 ::
 
     raw_book_events ─► book_checkpoint (D-1 → D) ─┐
-           │   (+ golden_bbo, golden_depth,       ▼
-           │    trades, quarantine)          book_snapshots ─► book_features ─► fidelity_metrics
-           └──────────────────────────────────────▲                                │
-                                                                                  ▼
-                                                                           fidelity_report
+      + golden_bbo, golden_depth,                 ▼
+        trades, quarantine ─────────────────► book_snapshots ─► book_features ─► fidelity_metrics
+                                                + replay_counters  + book_features_<grid>   │
+                                                                                           ▼
+                                                                                fidelity_report
 
 Why this shape (DESIGN §8, research/dagster.md §1): only ``book_checkpoint`` is chained, through
 a self-dependency on D-1 with a ``BackfillPolicy.multi_run`` and an ordered in-run day loop, so a
 12-month backfill costs ~12 sequential runs, not 365 daemon ticks; ``book_snapshots`` replays day
 D from the D-1 checkpoint, so every other asset fans out in parallel.
 
-Every asset loops over ``context.partition_keys`` (one key, or a range in backfill runs), writes
-its own hive-lake files (``obpipeline.lake``, atomic) and returns ``MaterializeResult`` with
-per-partition numeric metadata. Its invariant checks run on the frames *before* writing and are
-emitted as partitioned check evaluations; a blocking ERROR leaves the day unwritten and fails the
-step, so downstream steps do not run and bad data never lands. The other days of a range are
-still recorded (``Days``), so a backfill carries on with them.
+Each step is a multi-asset (one ``AssetSpec`` per dataset it writes, with what it reads as deps)
+whose body is ``run_days`` over one per-day function (``raw_day``, ``checkpoint_day``, ...): a
+notebook can call that function for one day. A day's invariant checks run on its files *before*
+they are published; a blocking ERROR leaves the day unwritten and fails the step, so downstream
+does not run and bad data never lands; the other days of a range are still recorded, so a
+backfill carries on with them. Check evaluations are emitted after the materializations and tied
+to their day's (``target``): that is what gives each check its per-day status in the UI.
 """
 
 import functools
@@ -548,7 +549,9 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
             metadata={**_columns(columns.get(name)), "dagster/code_references": _code(fn)},
         )
 
-    def step(specs: list[dg.AssetSpec], checks_of: dict[str, str] | None = None, **kw):
+    def step(
+        specs: list[dg.AssetSpec], checks_of: dict[str, tuple[Severity, str]] | None = None, **kw
+    ):
         """A multi-asset over ``specs`` whose first spec carries the checks ``checks_of``."""
         check_specs = [
             dg.AssetCheckSpec(
