@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from obpipeline import features as F
 from obpipeline import lake
@@ -96,6 +97,15 @@ def gate_verdict(name: str, results: list[GateResult]) -> Verdict:
     return Verdict(name, not bad, severity, desc, meta)
 
 
+def day_walk(snapshots: Path, t: Thresholds) -> pl.DataFrame:
+    """A day's book-walk costs (Gate C's impact exponent) from an even sample of ~20 000
+    book_snapshots rows: the median cost needs no more. gate_c and the HTML report both use it,
+    so they judge the same Gate C checks."""
+    step = max(1, pq.ParquetFile(snapshots).metadata.num_rows // 20_000)
+    sample = pl.scan_parquet(snapshots).gather_every(step).collect(engine="streaming")
+    return F.book_walk(sample, t.walk_sizes)
+
+
 def realism_window(
     root: Path, venue: str, symbol: str, day: date, t: Thresholds, days: int
 ) -> realism.RealismReport | None:
@@ -107,7 +117,7 @@ def realism_window(
     ]
     if not have:
         return None
-    pairs, grids = [], {}
+    pairs, grids, walks = [], {}, {}
     whole_seconds = F.parse_duration(t.return_every) % 1_000_000_000 == 0
     for d in have:
         path = lake.partition_path("book_snapshots", venue, symbol, d, root)
@@ -116,12 +126,13 @@ def realism_window(
         else:
             snaps = pl.read_parquet(path, columns=realism.L1_COLUMNS)
         pairs.append((str(d), snaps))
+        walks[str(d)] = day_walk(path, t)
         g = lake.partition_path("book_features_1s", venue, symbol, d, root)
         if g.exists():
             grids[str(d)] = pl.read_parquet(g)
     if len(grids) < len(have):  # profiles need the grids: without them, returns-only facts
         grids = {}
-    rep = realism.realism_report(pairs, t, grids or None) if grids else None
+    rep = realism.realism_report(pairs, t, grids, walks) if grids else None
     if rep is None:
         rep = _returns_only(pairs, t)
     return rep

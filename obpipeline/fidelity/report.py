@@ -29,7 +29,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from obpipeline import features as F  # noqa: E402
 from obpipeline import lake  # noqa: E402
@@ -339,6 +338,8 @@ def _find_mutation(root: Path) -> dict | None:
 def _load_realism(
     root: Path, venue: str, symbol: str, t: Thresholds, max_days: int
 ) -> realism.RealismReport | None:
+    from obpipeline.fidelity.assets import day_walk
+
     days = lakeio.lake_days(root, "book_snapshots", venue, symbol)[-max_days:]
     if not days:
         return None
@@ -356,10 +357,7 @@ def _load_realism(
                 every="1s",
                 config=F.FeatureConfig(walk_sizes=t.walk_sizes[:1]),
             )
-        # the median cost needs no more rows: one row in ``step``, read without the others
-        step = max(1, pq.ParquetFile(path).metadata.num_rows // 20_000)
-        sample = pl.scan_parquet(path).gather_every(step).collect(engine="streaming")
-        walks[key] = F.book_walk(sample, t.walk_sizes)
+        walks[key] = day_walk(path, t)
     return realism.realism_report(pairs, t, grids, walks)
 
 
