@@ -120,3 +120,18 @@ def test_one_golden_count_everywhere(drilled):
     assert report["html"].startswith("file://") and report["html"].endswith(
         f"fidelity_report_{DAYS[0]}_{DAYS[-1]}.html"
     )
+
+
+def test_gate_c_judges_what_the_report_shows(drilled):
+    """gate_c's checks on the last day are the Gate C checks of the HTML report (one count)."""
+    from obpipeline.fidelity import report
+    from obpipeline.fidelity.config import thresholds_for
+
+    instance, defs_file, *_ = drilled
+    key = dg.AssetCheckKey(dg.AssetKey(["binance_usdm", "btcusdt", "fidelity_metrics"]), "gate_c")
+    records = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+    latest = next(r for r in records if r.partition == DAYS[-1]).event.dagster_event
+    statuses = latest.event_specific_data.metadata["statuses"].value
+    lake = Path(defs_file).parent / "lake"
+    shown = report._load_realism(lake, "binance-usdm", "BTCUSDT", thresholds_for("binance-usdm"), 7)
+    assert sorted(statuses) == sorted(f"C:{r.check}" for r in shown.results)
