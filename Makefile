@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster
 export UV_COMPILE_BYTECODE := 1
 UI_CMD ?= $(RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
 
-.PHONY: setup demo test test-slow bench lint format ui clean
+.PHONY: setup demo test test-slow test-ui bench lint format ui clean
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -28,6 +28,16 @@ test: setup
 
 test-slow: setup
 	$(RUN) pytest -q -m slow
+
+# The browser test drives Debian's chromium (Playwright may not download a browser here):
+# installed with apt-get when missing; screenshots land in data/screenshots/.
+test-ui: setup
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser test (apt-get)"; \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) \
+			apt-get install -y -qq --no-install-recommends chromium; }
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(RUN) pytest -q -m slow obpipeline_tests/test_dagster_browser.py
 
 bench: setup
 	$(RUN) python bench/run.py

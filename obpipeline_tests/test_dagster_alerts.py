@@ -84,7 +84,8 @@ def test_faulty_day_fails_its_blocking_check_and_stops_downstream(faulty):
     assert f"{BAD}: raw_id_chain" in error and "with no snapshot after them" in error
     # the clean day of the range is recorded (a backfill carries on with it), the bad one not,
     # and nothing downstream ran in this run
-    assert bad.materialized == {"raw_book_events": [AFTER]}
+    raw_step = ["raw_book_events", "golden_bbo", "golden_depth", "trades", "quarantine"]
+    assert bad.materialized == {name: [AFTER] for name in raw_step}
     assert not list(cfg.lake.glob(f"*/*/*/date={BAD}/*"))  # nothing of the bad day landed
     assert len(list(cfg.lake.glob(f"*/*/*/date={AFTER}/*"))) == 5  # raw + alongside
 
@@ -128,3 +129,42 @@ def test_webhook_failure_is_recorded_not_raised(tmp_path):
     alert = deliver({"kind": "test"}, tmp_path / "a.jsonl", "http://127.0.0.1:9/nothing-here")
     assert "webhook_error" in alert
     assert read_alerts(tmp_path / "a.jsonl")[0]["kind"] == "test"
+
+
+class SlackApi(BaseHTTPRequestHandler):
+    """A Slack Web API stand-in: records chat.postMessage calls, answers like Slack."""
+
+    posted: list[tuple[str, dict]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        SlackApi.posted.append((self.path, json.loads(body)))
+        payload = json.dumps({"ok": True, "channel": "C1", "ts": "1.0"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_slack_delivery_through_dagster_slack(tmp_path, monkeypatch):
+    server = HTTPServer(("127.0.0.1", 0), SlackApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OBPIPELINE_SLACK_API_URL", f"http://127.0.0.1:{server.server_port}/api/")
+    alert = {"kind": "asset_check", "check": "raw_id_chain", "asset": "a/b/raw_book_events",
+             "partition": BAD, "severity": "ERROR", "description": "2 gaps"}  # fmt: skip
+    try:
+        written = deliver(alert, tmp_path / "a.jsonl", None, ("xoxb-secret-token", "#alerts"))
+    finally:
+        server.shutdown()
+    assert written["slack_channel"] == "#alerts" and "slack_error" not in written
+    path, body = SlackApi.posted[-1]
+    assert path.endswith("chat.postMessage") and body["channel"] == "#alerts"
+    assert body["text"].startswith("[ERROR] a/b/raw_book_events · raw_id_chain failed on " + BAD)
+    # an unreachable Slack is recorded in the log line, the token never is
+    monkeypatch.setenv("OBPIPELINE_SLACK_API_URL", "http://127.0.0.1:9/api/")
+    failed = deliver(alert, tmp_path / "a.jsonl", None, ("xoxb-secret-token", "#alerts"))
+    assert "slack_error" in failed and "secret" not in json.dumps(read_alerts(tmp_path / "a.jsonl"))

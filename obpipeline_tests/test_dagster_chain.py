@@ -73,7 +73,7 @@ def test_three_chained_days_materialise(chained):
     for day in DAYS:
         meta = run.metadata[(SNAPSHOTS, day)]
         assert meta["golden_compared"] > 100 and meta["golden_mismatched"] == 0
-        assert isinstance(meta["seconds"], float) and meta["rows"] > 0
+        assert isinstance(meta["seconds"], float) and meta["dagster/row_count"] > 0
         written = {k.split("/")[0] for k in files_of(cfg, day)}
         assert written >= {*ASSETS, *ALONGSIDE_RAW, COUNTERS, "book_features_1s"}
     report = pl.read_parquet(next(cfg.lake.glob(f"fidelity_report/*/*/date={DAYS[-1]}/*")))

@@ -101,29 +101,51 @@ def test_one_chain_per_instrument_with_the_documented_shape(tmp_path):
     )
     defs = build_definitions(cfg)
     graph = defs.resolve_asset_graph()
-    assert len(list(graph.get_all_asset_keys())) == 12
+    datasets = {
+        "raw_book_events", "golden_bbo", "golden_depth", "trades", "quarantine",
+        "book_checkpoint", "book_snapshots", "replay_counters", "book_features",
+        "book_features_1s", "fidelity_metrics", "fidelity_report",
+    }  # fmt: skip
+    for chain in ("binance_usdm", "binance_spot"):
+        keys = {k.path[-1] for k in graph.get_all_asset_keys() if k.path[0] == chain}
+        assert keys == datasets, chain  # every dataset the chain writes is an asset
+    assert len(list(graph.get_all_asset_keys())) == 24
     ck = dg.AssetKey(["binance_usdm", "btcusdt", "book_checkpoint"])
     node = graph.get(ck)
     assert node.backfill_policy == dg.BackfillPolicy.multi_run(31)
     mapping = graph.get_partition_mapping(ck, ck)
     assert mapping == dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
     snaps = dg.AssetKey(["binance_usdm", "btcusdt", "book_snapshots"])
+    key = lambda name: dg.AssetKey(["binance_usdm", "btcusdt", name])  # noqa: E731
     assert graph.get(snaps).parent_keys == {
-        ck,
-        dg.AssetKey(["binance_usdm", "btcusdt", "raw_book_events"]),
-    }
+        ck, key("raw_book_events"), key("golden_bbo"), key("golden_depth")
+    }  # fmt: skip
+    reads = {"raw_book_events", "golden_bbo", "golden_depth", "quarantine", "book_snapshots",
+             "replay_counters", "book_features", "book_features_1s", "book_checkpoint"}  # fmt: skip
+    assert graph.get(key("fidelity_metrics")).parent_keys == set(map(key, reads))
+    for name in datasets:  # catalog metadata on every dataset
+        spec = graph.get(key(name))
+        assert spec.owners == ["team:market-data"], name
+        assert "dagster/code_references" in spec.metadata, name
+    schema = graph.get(snaps).metadata["dagster/column_schema"]
+    assert [c.name for c in schema.columns][:3] == ["ts_event", "ts_local", "msg_id"]
     assert (
         ck not in graph.get(dg.AssetKey(["binance_usdm", "btcusdt", "raw_book_events"])).parent_keys
     )
     # every check is partitioned like its asset, so a later good day cannot hide a failure
     specs = [spec for a in [*defs.assets, *defs.asset_checks] for spec in a.check_specs]
     assert len(specs) == len(graph.asset_check_keys) >= 2 * 13
-    assert all(spec.partitions_def == partitions(cfg) for spec in specs)
+    daily = [s for s in specs if s.name != "freshness_check"]
+    assert all(spec.partitions_def == partitions(cfg) for spec in daily)
+    # a missed day is visible: one freshness check per chain, on its last asset
+    fresh = {s.asset_key.path[0] for s in specs if s.name == "freshness_check"}
+    assert fresh == {"binance_usdm", "binance_spot"}
     names = {s.name for s in defs.sensors}
     assert {
         "check_failure_alerts",
         "run_failure_alerts",
         "binance_spot__btcusdt__landing_sensor",
+        "freshness_checks_sensor",
     } <= names
     schedules = {s.name: s for s in defs.schedules}
     assert schedules["binance_usdm__btcusdt__daily_schedule"].cron_schedule == "30 0 * * *"

@@ -10,6 +10,9 @@ import argparse
 import time
 from datetime import UTC, date, datetime, timedelta
 
+STEPS = ("raw_book_events", "book_checkpoint", "book_snapshots", "book_features",
+         "fidelity_metrics", "fidelity_report")  # fmt: skip
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     help_ = "materialise the whole Dagster chain for the last days (simulator by default)"
@@ -51,9 +54,23 @@ def run_demo(args: argparse.Namespace) -> int:
             f"obpipeline demo: {inst.venue_id} {inst.symbol} from the {inst.source.kind} source, "
             f"{first} .. {last} ({args.days} days), lake {cfg.lake}, DAGSTER_HOME {home}"
         )
+        log_file = home / "logs" / "demo.log"
+        print(f"  Dagster's event log (DEBUG): {log_file}")
         started = time.perf_counter()
-        run = materialize_range(defs, instance, inst, first, last)
+        run = materialize_range(defs, instance, inst, first, last, log_file=log_file)
         seconds = time.perf_counter() - started
+        failed = {(c["asset"], c["partition"]) for c in run.failed_checks}
+        days = [(first + timedelta(days=k)).isoformat() for k in range(args.days)]
+        for step in STEPS:
+            for day in days:
+                meta = run.metadata.get((step, day))
+                if meta is not None:
+                    what = f"ok      {meta.get('seconds', 0):6.1f} s"
+                elif (step, day) in failed:
+                    what = "FAILED  (see the failed checks below)"
+                else:
+                    what = "not run (upstream failed)"
+                print(f"  {step:<17} {day}  {what}")
         print(f"  run {run.run_id}: {'success' if run.success else 'FAILED'} in {seconds:.0f} s")
         print("  day         messages  gaps  resyncs  invalid  golden compared  mismatched  gate A")
         for day in (first + timedelta(days=k) for k in range(args.days)):

@@ -31,7 +31,12 @@ def build_definitions(cfg: PlatformConfig, day_source=None) -> dg.Definitions:
     """Assets, checks, jobs, schedules and sensors for every configured instrument."""
     from obpipeline.defs.alerts import build_alert_sensors
     from obpipeline.defs.assets import SOURCE_RESOURCE, Chain, build_assets
-    from obpipeline.defs.automation import build_job, build_landing_sensor, build_schedule
+    from obpipeline.defs.automation import (
+        build_freshness_checks,
+        build_job,
+        build_landing_sensor,
+        build_schedule,
+    )
     from obpipeline.defs.ge_checks import build_ge_checks
     from obpipeline.defs.resources import DaySource
 
@@ -41,8 +46,9 @@ def build_definitions(cfg: PlatformConfig, day_source=None) -> dg.Definitions:
     daily = partitions(cfg)
     assets, asset_checks, jobs, schedules = [], [], [], []
     sensors = build_alert_sensors(cfg)
-    for inst in cfg.instruments:
-        chain = Chain(cfg, inst, daily)
+    chains = [Chain(cfg, inst, daily) for inst in cfg.instruments]
+    for chain in chains:
+        inst = chain.inst
         assets += build_assets(chain)
         if cfg.great_expectations:
             asset_checks += build_ge_checks(chain)
@@ -51,6 +57,10 @@ def build_definitions(cfg: PlatformConfig, day_source=None) -> dg.Definitions:
         schedules.append(build_schedule(chain, job))
         if inst.source.kind == "landing":
             sensors.append(build_landing_sensor(chain, job))
+    freshness, freshness_sensor = build_freshness_checks(chains)
+    asset_checks += freshness
+    if freshness_sensor is not None:
+        sensors.append(freshness_sensor)
     return dg.Definitions(
         assets=assets,
         asset_checks=asset_checks,

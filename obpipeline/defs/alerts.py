@@ -20,6 +20,7 @@ redacted form (``redact_url``), even when the URL is malformed.
 
 import fcntl
 import json
+import os
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
@@ -63,9 +64,45 @@ def _url_pieces(url: str) -> list[str]:
             p.netloc if "@" in p.netloc else ""]  # fmt: skip
 
 
-def deliver(alert: dict[str, Any], log_path: Path, webhook_url: str | None) -> dict[str, Any]:
-    """Append the alert to the JSONL log and POST it to the webhook; returns what was written."""
+def slack_text(alert: dict[str, Any]) -> str:
+    """The alert as one short Slack message (the JSON log line keeps every field)."""
+    if alert.get("kind") == "asset_check":
+        return (
+            f"[{alert.get('severity')}] {alert.get('asset')} · {alert.get('check')} failed on "
+            f"{alert.get('partition')}: {str(alert.get('description') or '')[:300]}"
+        )
+    where = alert.get("partition") or alert.get("partition_range")
+    return f"[RUN FAILED] {alert.get('job')} ({where}): {str(alert.get('message') or '')[:300]}"
+
+
+def post_slack(
+    alert: dict[str, Any], token: str, channel: str, base_url: str | None = None
+) -> None:
+    """Post the alert to a Slack channel through ``dagster-slack`` (``base_url``: tests only)."""
+    from dagster_slack import SlackResource
+
+    client = SlackResource(token=token).get_client()
+    if base_url:
+        client.base_url = base_url
+    client.chat_postMessage(channel=channel, text=slack_text(alert))
+
+
+def deliver(
+    alert: dict[str, Any],
+    log_path: Path,
+    webhook_url: str | None,
+    slack: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Append the alert to the JSONL log, POST it to the webhook and (``slack``: token, channel)
+    post it to Slack; returns what was written. Delivery errors are recorded, never raised."""
     alert = {"alerted_at": datetime.now(UTC).isoformat(timespec="seconds"), **alert}
+    if slack:
+        token, channel = slack
+        try:
+            post_slack(alert, token, channel, os.environ.get("OBPIPELINE_SLACK_API_URL"))
+            alert["slack_channel"] = channel
+        except Exception as exc:  # delivery problems must not stop the other alerts
+            alert["slack_error"] = _scrub(f"{type(exc).__name__}: {exc}", token)[:300]
     if webhook_url:
         try:
             req = urllib.request.Request(
@@ -117,7 +154,10 @@ def _check_alert(record: Any) -> dict[str, Any]:
         "description": getattr(evaluation, "description", None),
         "run_id": record.run_id,
         "record_id": record.id,
-        "evaluated_at": datetime.fromtimestamp(record.create_timestamp, UTC).isoformat(),
+        # when the check ran (a step stores its evaluations at its end; older records: stored)
+        "evaluated_at": datetime.fromtimestamp(
+            float(metadata.get("checked_at") or record.create_timestamp), UTC
+        ).isoformat(),
         "metadata": metadata,
     }
 
@@ -149,6 +189,12 @@ def new_failed_check_records(instance: dg.DagsterInstance, check_key: dg.AssetCh
     return sorted(found, key=lambda r: r.id)
 
 
+def _slack(cfg: PlatformConfig) -> tuple[str, str] | None:
+    """(token, channel) when Slack delivery is configured (the token only from the environment)."""
+    token = os.environ.get("OBPIPELINE_SLACK_TOKEN")
+    return (token, cfg.slack_channel) if token and cfg.slack_channel else None
+
+
 def build_alert_sensors(cfg: PlatformConfig) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name="check_failure_alerts",
@@ -165,7 +211,7 @@ def build_alert_sensors(cfg: PlatformConfig) -> list[dg.SensorDefinition]:
             name = check_key.to_user_string()
             records = new_failed_check_records(context.instance, check_key, cursor.get(name, 0))
             for record in records:
-                alert = deliver(_check_alert(record), cfg.alert_log, cfg.alert_webhook)
+                alert = deliver(_check_alert(record), cfg.alert_log, cfg.alert_webhook, _slack(cfg))
                 if "webhook_error" in alert:
                     context.log.warning(f"webhook delivery failed: {alert['webhook_error']}")
                 sent += 1
@@ -198,7 +244,7 @@ def build_alert_sensors(cfg: PlatformConfig) -> list[dg.SensorDefinition]:
                 e.step_key: _step_error(e) for e in context.get_step_failure_events() if e.step_key
             },
         }
-        written = deliver(alert, cfg.alert_log, cfg.alert_webhook)
+        written = deliver(alert, cfg.alert_log, cfg.alert_webhook, _slack(cfg))
         if "webhook_error" in written:
             context.log.warning(f"webhook delivery failed: {written['webhook_error']}")
 

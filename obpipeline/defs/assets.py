@@ -1,38 +1,43 @@
-"""The asset factory: one chain of daily-partitioned assets per configured venue/symbol.
+"""The asset factory: one chain of daily-partitioned asset steps per configured venue/symbol.
 
 ::
 
     raw_book_events ─► book_checkpoint (D-1 → D) ─┐
-           │   (+ golden_bbo, golden_depth,       ▼
-           │    trades, quarantine)          book_snapshots ─► book_features ─► fidelity_metrics
-           └──────────────────────────────────────▲                                │
-                                                                                  ▼
-                                                                           fidelity_report
+      + golden_bbo, golden_depth,                 ▼
+        trades, quarantine ─────────────────► book_snapshots ─► book_features ─► fidelity_metrics
+                                                + replay_counters  + book_features_<grid>   │
+                                                                                           ▼
+                                                                                fidelity_report
 
 Why this shape (docs/DESIGN.md §8): only ``book_checkpoint`` is chained, through
 a self-dependency on D-1 with a ``BackfillPolicy.multi_run`` and an ordered in-run day loop, so a
 12-month backfill costs ~12 sequential runs, not 365 daemon ticks; ``book_snapshots`` replays day
 D from the D-1 checkpoint, so every other asset fans out in parallel.
 
-Every asset loops over ``context.partition_keys`` (one key, or a range in backfill runs), writes
-its own hive-lake files (``obpipeline.lake``, atomic) and returns ``MaterializeResult`` with
-per-partition numeric metadata. Its invariant checks run on the frames *before* writing and are
-emitted as partitioned check evaluations; a blocking ERROR leaves the day unwritten and fails the
-step, so downstream steps do not run and bad data never lands. The other days of a range are
-still recorded (``Days``), so a backfill carries on with them.
+Each step is a multi-asset (one ``AssetSpec`` per dataset it writes, with what it reads as deps)
+whose body is ``run_days`` over one per-day function (``raw_day``, ``checkpoint_day``, ...): a
+notebook can call that function for one day. A day's invariant checks run on its files *before*
+they are published; a blocking ERROR leaves the day unwritten and fails the step, so downstream
+does not run and bad data never lands; the other days of a range are still recorded, so a
+backfill carries on with them. Check evaluations are emitted after the materializations and tied
+to their day's (``target``): that is what gives each check its per-day status in the UI.
 """
 
+import functools
+import inspect
+import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
+import pyarrow.parquet as pq
 
-from obpipeline import lake
+from obpipeline import lake, schemas
 from obpipeline.book import checkpoint as ckpt
 from obpipeline.book.parquet_stream import replay_parquet
 from obpipeline.book.stream import Book, ReplayCounters
@@ -42,9 +47,11 @@ from obpipeline.defs.resources import DaySource
 from obpipeline.errors import PipelineError
 from obpipeline.fidelity import assets as fidelity_assets
 from obpipeline.fidelity import exact
-from obpipeline.instruments import Instrument, instrument_from_schema
+from obpipeline.fidelity.gates import METRICS_SCHEMA
+from obpipeline.instruments import Instrument, get_instrument, instrument_from_schema
 from obpipeline.procstat import peak_rss_mb
 from obpipeline.sources import day as daylib
+from obpipeline.verdict import Severity, Verdict, by_name
 
 RAW, CHECKPOINT, SNAPSHOTS = "raw_book_events", "book_checkpoint", "book_snapshots"
 FEATURES, METRICS, REPORT = "book_features", "fidelity_metrics", "fidelity_report"
@@ -127,8 +134,12 @@ class Chain:
 def _metadata(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in values.items():
-        if isinstance(v, dict | list):
+        if isinstance(v, dg.MetadataValue):
+            out[k] = v
+        elif isinstance(v, dict | list):
             out[k] = dg.MetadataValue.json(v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            out[k] = str(v)  # NaN/inf do not plot; keep them readable
         elif isinstance(v, bool | int | float | str) or v is None:
             out[k] = v
         else:
@@ -136,98 +147,136 @@ def _metadata(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _specs(chain: Chain, asset: str, names: dict[str, str]) -> list[dg.AssetCheckSpec]:
-    blocking = {n: n not in ("raw_quarantine", "checkpoint_in_sync") for n in names}
-    return [
-        dg.AssetCheckSpec(
-            name,
-            asset=chain.key(asset),
-            description=desc,
-            blocking=blocking[name],
-            partitions_def=chain.partitions,
-        )
-        for name, desc in names.items()
-    ]
+def _written(path: Path, **figures: Any) -> dict[str, Any]:
+    """Materialization metadata of one written file: its row count (Dagster's name) and path."""
+    return {"dagster/row_count": pq.ParquetFile(path).metadata.num_rows, **figures,
+            "path": dg.MetadataValue.path(str(path))}  # fmt: skip
 
 
-def _evaluations(
-    context: dg.AssetExecutionContext, key: dg.AssetKey, day: str, outcomes: list[checks.Outcome]
-) -> Iterator[dg.AssetCheckEvaluation]:
-    """Partition-stamped evaluations (``AssetCheckResult`` would carry no partition in a range run)."""
-    selected = {ck.name for ck in context.selected_asset_check_keys if ck.asset_key == key}
-    for o in outcomes:
-        if o.name not in selected:
-            continue
-        yield dg.AssetCheckEvaluation(
-            asset_key=key,
-            check_name=o.name,
-            passed=o.passed,
-            metadata=_metadata(o.metadata),
-            target_materialization_data=None,
-            severity=dg.AssetCheckSeverity(o.severity),
-            description=o.description,
-            blocking=o.severity == checks.ERROR,
-            partition=day,
-        )
+def target(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> Any:
+    """The latest materialization of ``key`` on ``day`` as a check evaluation's target.
+
+    Dagster counts a partitioned check's status for a day only when the evaluation targets the
+    day's latest materialization (``AssetCheckPartitionInfo.is_current``); an evaluation without
+    a target is cleared by the next materialization, and the day shows as *Missing*.
+    """
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    found = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1
+    ).records
+    if not found:
+        return None
+    m = found[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=m.storage_id, run_id=m.event_log_entry.run_id, timestamp=m.timestamp
+    )
 
 
-def _check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
-    """The (empty) outputs of the selected checks, so the step succeeds; results were events."""
-    for ck in context.selected_asset_check_keys:
-        yield dg.Output(
-            None, output_name=context.assets_def.get_output_name_for_asset_check_key(ck)
-        )
+def evaluation(
+    instance: dg.DagsterInstance, key: dg.AssetKey, day: str, v: Verdict, checked_at: float
+) -> dg.AssetCheckEvaluation:
+    """A verdict as the check evaluation of ``day``, tied to that day's latest materialization."""
+    return dg.AssetCheckEvaluation(
+        asset_key=key,
+        check_name=v.name,
+        passed=v.passed,
+        metadata=_metadata({**v.metadata, "checked_at": dg.MetadataValue.timestamp(checked_at)}),
+        target_materialization_data=target(instance, key, day),
+        severity=dg.AssetCheckSeverity(v.severity.value),
+        description=v.description,
+        blocking=v.severity == Severity.ERROR,
+        partition=day,
+    )
 
 
 # Per-day problems that fail their day only; anything else (a bug) fails the step at once.
 DAY_ERRORS = (dg.Failure, PipelineError, FileNotFoundError)
 
 
-class Days:
-    """Per-day bookkeeping of one asset step over its partition keys (one day or a range).
+@dataclass
+class Day:
+    """What one asset step did on one day: the files written (dataset → metadata), the
+    verdicts of its checks, and why it was not written (empty when it was)."""
 
-    All days good: one ``MaterializeResult`` (+ per-partition metadata). Some days bad: the good
-    ones are recorded as materialised one by one, then the step fails naming the bad ones. The
-    backfill daemon subtracts what a failed range run did materialise (``asset_backfill.py``:
-    "a ranged run can materialize some partitions of an asset and fail on others"), so a bad day
-    holds back only itself and what depends on it, not the other days of its range.
+    written: dict[str, dict[str, Any]] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    carry: Any = None  # what the next day of a chained step starts from
+    checked_at: float = field(default_factory=time.time)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def blocked(verdicts: list[Verdict]) -> list[str]:
+    """The reasons a day may not be written: its failed blocking verdicts."""
+    return [f"{v.name}: {v.description}" for v in verdicts if v.blocks]
+
+
+Step = Callable[[str, "Day | None"], Day]
+
+
+def run_days(
+    context: dg.AssetExecutionContext, chain: Chain, check_on: str, step: Step, chained=False
+) -> Iterator[Any]:
+    """Run ``step`` on every day of the run (one key, or a range in backfill runs), in order.
+
+    All days good: one ``MaterializeResult`` per asset (+ per-partition metadata). Some bad: the
+    good days are recorded one by one, then the step fails naming the bad ones. The backfill
+    daemon subtracts what a failed range run did materialise (``asset_backfill.py``: "a ranged
+    run can materialize some partitions of an asset and fail on others"), so a bad day holds back
+    only itself and what depends on it. ``chained``: a bad day stops the loop (later days start
+    from its book). The checks' evaluations come last, each tied to its day's materialization.
     """
-
-    def __init__(self, context: dg.AssetExecutionContext, key: dg.AssetKey) -> None:
-        self.context, self.key = context, key
-        self.good: dict[str, dict[str, Any]] = {}
-        self.bad: dict[str, list[str]] = {}
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self.context.partition_keys))
-
-    def written(self, day: str, metadata: dict[str, Any]) -> None:
-        self.good[day] = _metadata(metadata)
-
-    def failed(self, day: str, reasons: list[str]) -> None:
-        self.bad[day] = reasons
-
-    def blocked(self, day: str, outcomes: list[checks.Outcome]) -> bool:
-        """Record the day as failed when a blocking check failed; True if so."""
-        reasons = [f"{o.name}: {o.description}" for o in outcomes if o.blocks]
-        if reasons:
-            self.failed(day, reasons)
-        return bool(reasons)
-
-    def finish(self) -> Iterator[Any]:
-        if not self.bad:
-            for day, metadata in self.good.items():
-                self.context.add_asset_metadata(metadata, partition_key=day)
-            yield from _check_outputs(self.context)
-            yield dg.MaterializeResult()
-            return
-        for day, metadata in self.good.items():
-            yield dg.AssetMaterialization(asset_key=self.key, partition=day, metadata=metadata)
-        lines = [f"{day}: " + "; ".join(r) for day, r in sorted(self.bad.items())]
+    days: dict[str, Day] = {}
+    previous: Day | None = None
+    for key in sorted(context.partition_keys):
+        started = time.perf_counter()
+        try:
+            day = step(key, previous)
+        except DAY_ERRORS as exc:
+            day = Day(problems=[str(exc)])
+        for meta in day.written.values():
+            meta["seconds"] = round(time.perf_counter() - started, 3)
+            meta["peak_rss_mb"] = round(peak_rss_mb())
+        days[key], previous = day, day
+        if chained and not day.ok:
+            break
+    good = {k: d for k, d in days.items() if d.ok}
+    bad = {k: d.problems for k, d in days.items() if not d.ok}
+    if not bad:
+        for k, d in good.items():
+            for name, meta in d.written.items():
+                context.add_asset_metadata(
+                    _metadata(meta), asset_key=chain.key(name), partition_key=k
+                )
+        for ck in context.selected_asset_check_keys:
+            name = context.assets_def.get_output_name_for_asset_check_key(ck)
+            yield dg.Output(None, output_name=name)
+        for asset_key in sorted(context.selected_asset_keys, key=str):
+            yield dg.MaterializeResult(asset_key=asset_key)
+    else:
+        for k, d in good.items():
+            for name, meta in d.written.items():
+                yield dg.AssetMaterialization(
+                    chain.key(name), partition=k, metadata=_metadata(meta)
+                )
+    checked = chain.key(check_on)
+    selected = {ck.name for ck in context.selected_asset_check_keys if ck.asset_key == checked}
+    for k, d in days.items():
+        for v in d.verdicts:
+            if v.name in selected:
+                yield evaluation(context.instance, checked, k, v, d.checked_at)
+    if bad:
+        lines = [f"{k}: " + "; ".join(r) for k, r in sorted(bad.items())]
         raise dg.Failure(
-            description=f"{self.key.path[-1]}: {len(self.bad)} day(s) failed and were not "
-            f"written; {len(self.good)} day(s) written:\n" + "\n".join(lines),
-            metadata={"failed_days": dg.MetadataValue.json(sorted(self.bad))},
+            description=f"{check_on}: {len(bad)} day(s) failed and were not written; "
+            f"{len(good)} day(s) written:\n" + "\n".join(lines),
+            metadata={"failed_days": dg.MetadataValue.json(sorted(bad))},
         )
 
 
@@ -273,310 +322,364 @@ def _staging(path: Path) -> Path:
     return path.with_name(f".{path.name}.staged")
 
 
+# ----------------------------------------------------------------------------- one day of each step
+
+
+def raw_day(chain: Chain, source: DaySource, day: str) -> Day:
+    """Ingest one day; raw_book_events, golden_bbo, golden_depth, trades, quarantine."""
+    d = date.fromisoformat(day)
+    try:
+        staged = source.ingest(chain.request(d))
+    except DAY_ERRORS as exc:
+        return Day(problems=[f"source: {exc}"])
+    verdicts = checks.raw_checks(staged, d, d in chain.inst.source.accept_damaged_days)
+    if problems := blocked(verdicts):
+        staged.discard()
+        return Day(verdicts=verdicts, problems=problems)
+    out = staged.days[d]
+    paths = staged.publish(d, chain.path("quarantine", d))
+    ids = by_name(verdicts, "raw_id_chain").metadata
+    figures = {k: ids[k] for k in ("messages", "snapshots", "gaps", "duplicates_or_stale")}
+    written = {
+        RAW: _written(
+            paths[RAW],
+            **figures,
+            level_updates=out.level_updates,
+            quarantined=staged.quarantine.rows,
+            lines_read=staged.stats.get("lines", 0),
+        ),  # fmt: skip
+        **{name: _written(paths[name]) for name in ALONGSIDE_RAW},
+    }
+    return Day(written, verdicts)
+
+
+def checkpoint_day(chain: Chain, day: str, previous: Day | None) -> Day:
+    """The end-of-day book from D-1's (carried in a range run) and day D's events.
+
+    A checkpoint replay encodes no book_snapshots rows (``out=None``): the day's engine pass and
+    parquet decode only, about a third of book_snapshots' cost (DECISIONS.md).
+    """
+    start = _start_book(chain, day, previous.carry if previous else None)
+    instrument, end_book, c = _replay(chain, day, start, None)
+    verdicts = checks.checkpoint_checks(end_book, c, start)
+    if problems := blocked(verdicts):  # later days would start from a book known to be wrong
+        return Day(verdicts=verdicts, problems=problems)
+    path = ckpt.write(end_book, instrument, chain.path(CHECKPOINT, day), day=day)
+    meta = _written(
+        path,
+        messages=c.messages,
+        last_update_id=int(end_book.last_update_id),
+        in_sync=bool(end_book.is_valid),
+        started_from="D-1 checkpoint" if start is not None else "own snapshot",
+        gaps=c.gaps,
+        resyncs=c.resyncs,
+    )
+    return Day({CHECKPOINT: meta}, verdicts, carry=end_book)
+
+
+def snapshots_day(chain: Chain, day: str) -> Day:
+    """Replay day D from D-1's checkpoint into a staged file; published when its checks pass."""
+    final = chain.path(SNAPSHOTS, day)
+    staged = _staging(final)
+    try:
+        instrument, _, c = _replay(chain, day, _start_book(chain, day, None), staged)
+        comparisons = _golden_comparisons(chain, day, staged)
+        verdicts = checks.snapshot_checks(
+            pl.scan_parquet(staged), c, instrument, chain.cfg.depth, comparisons
+        )
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    if problems := blocked(verdicts):
+        staged.unlink(missing_ok=True)
+        return Day(verdicts=verdicts, problems=problems)
+    staged.replace(final)
+    counters = chain.write(pl.DataFrame([c.to_dict()], schema=counters_schema()), COUNTERS, day)
+    golden = by_name(verdicts, "golden_exact").metadata
+    meta = _written(
+        final,
+        messages=c.messages,
+        level_updates=c.level_updates,
+        gaps=c.gaps,
+        resyncs=c.resyncs,
+        invalid_rows=c.invalid_rows,
+        duplicates=c.duplicates,
+        crossed=c.crossed,
+        **{k: golden[k] for k in ("golden_compared", "golden_mismatched", "golden_match_rate")},
+    )
+    return Day({SNAPSHOTS: meta, COUNTERS: _written(counters)}, verdicts)
+
+
+def features_day(chain: Chain, day: str) -> Day:
+    """Per-message features and the time grids of one day, streamed from its book_snapshots."""
+    from obpipeline import features as F
+
+    walk = chain.inst.walk_sizes
+    config = F.FeatureConfig(walk_sizes=walk) if walk else F.FeatureConfig()
+    snapshots, trades = chain.existing(SNAPSHOTS, day), chain.existing("trades", day)
+    grids = {f"{FEATURES}_{every}": every for every in chain.cfg.feature_grids}
+    paths = {name: chain.path(name, day) for name in grids}
+    path = chain.path(FEATURES, day)
+    summary = F.write_day_features(
+        snapshots, trades, path, {grids[n]: p for n, p in paths.items()}, config,
+        instrument=chain.day_instrument(day),
+    )  # fmt: skip
+    meta = _written(path, invalid_rows=summary["invalid_rows"], no_mid_rows=summary["no_mid_rows"])
+    return Day({FEATURES: meta, **{name: _written(p) for name, p in paths.items()}})
+
+
+def metrics_day(chain: Chain, day: str) -> Day:
+    """Gates A and C of one day. The metrics are written even when a gate fails: the evidence."""
+    inst = chain.inst
+    result = fidelity_assets.fidelity_day(chain.cfg.lake, inst.venue_id, inst.symbol, day)
+    path = chain.write(result.metrics, METRICS, day)
+    return Day({METRICS: _written(path, **result.metadata)}, result.checks, blocked(result.checks))
+
+
+def report_day(chain: Chain, day: str, last: str) -> Day:
+    """The rolling report up to D; the HTML report (every day, tens of seconds) on the run's last
+    day only: in a range run the other days get their table and summary (the same table bytes)."""
+    inst = chain.inst
+    if day == last:
+        table, summary, markdown, html = fidelity_assets.fidelity_report_day(
+            chain.cfg.lake, inst.venue_id, inst.symbol, day
+        )
+    else:
+        (table, summary, markdown), html = _rolling_report(chain, day), None
+    path = chain.write(table, REPORT, day)
+    meta = _written(path, **summary, report=dg.MetadataValue.md(markdown))
+    if html is not None:
+        meta["html"] = dg.MetadataValue.url(Path(html).resolve().as_uri())
+    return Day({REPORT: meta})
+
+
 # ----------------------------------------------------------------------------- the factory
 
 
-def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
-    """The six assets of one instrument (GE checks are built separately, see ``defs.ge``)."""
-    cfg, inst = chain.cfg, chain.inst
-    common: dict[str, Any] = {
-        "partitions_def": chain.partitions,
-        "backfill_policy": chain.policy,
-        "group_name": chain.group,
-        "tags": {"venue": inst.venue_id, "symbol": inst.symbol},
-    }
+def _code(fn: Callable) -> dg.CodeReferencesMetadataValue:
+    """Where a step's per-day logic lives (shown as *Code references* in the UI)."""
+    lines, first = inspect.getsourcelines(fn)
+    return dg.CodeReferencesMetadataValue(
+        code_references=[
+            dg.LocalFileCodeReference(file_path=inspect.getsourcefile(fn) or "", line_number=first)
+        ]
+    )
 
-    @dg.asset(
-        key=chain.key(RAW),
-        description=(
-            f"{inst.venue_id} {inst.symbol} level changes in arrival order, from the "
-            f"{inst.source.kind} source; golden_bbo, golden_depth, trades and quarantine are "
-            "written alongside for the same day."
-        ),
-        check_specs=_specs(chain, RAW, checks.RAW_CHECKS),
+
+def _columns(schema: pl.Schema | None) -> dict[str, Any]:
+    if schema is None:
+        return {}
+    return {"dagster/column_schema": dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()]
+    )}  # fmt: skip
+
+
+def dataset_schemas(chain: Chain) -> dict[str, pl.Schema]:
+    """Every dataset's columns, from ``schemas.py`` (decimals at the instrument's scales)."""
+    from obpipeline import features as F
+
+    inst, depth = chain.inst, chain.cfg.depth
+    known = get_instrument(inst.venue, inst.market, inst.symbol)
+    out: dict[str, pl.Schema] = {
+        "quarantine": schemas.quarantine(),
+        COUNTERS: counters_schema(),
+        METRICS: METRICS_SCHEMA,
+        FEATURES: F.features_schema(),
+        **{f"{FEATURES}_{g}": F.features_schema(grid=True) for g in chain.cfg.feature_grids},
+    }
+    if known is not None:
+        out |= {
+            RAW: schemas.raw_book_events(known),
+            "golden_bbo": schemas.golden_bbo(known),
+            "golden_depth": schemas.golden_depth(known, depth),
+            "trades": schemas.trades(known),
+            CHECKPOINT: schemas.book_checkpoint(known),
+            SNAPSHOTS: schemas.book_snapshots(known, depth),
+        }
+    return out
+
+
+def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
+    """The asset steps of one instrument (GE checks are built separately, see ``defs.ge_checks``).
+
+    Each body is one ``run_days`` over a per-day function above; what each step writes is one
+    ``AssetSpec`` per dataset, with what it reads as deps.
+    """
+    cfg, inst = chain.cfg, chain.inst
+    columns = dataset_schemas(chain)
+    grids = [f"{FEATURES}_{g}" for g in cfg.feature_grids]
+    k = chain.key
+    prev_checkpoint = dg.AssetDep(k(CHECKPOINT), partition_mapping=PREV_DAY)
+
+    def spec(name: str, description: str, deps: list, fn: Callable, kinds=("polars", "parquet")):
+        return dg.AssetSpec(
+            k(name),
+            description=description,
+            deps=deps,
+            group_name=chain.group,
+            owners=list(cfg.owners),
+            kinds=set(kinds),
+            partitions_def=chain.partitions,
+            tags={"venue": inst.venue_id, "symbol": inst.symbol},
+            metadata={**_columns(columns.get(name)), "dagster/code_references": _code(fn)},
+        )
+
+    def step(
+        specs: list[dg.AssetSpec], checks_of: dict[str, tuple[Severity, str]] | None = None, **kw
+    ):
+        """A multi-asset over ``specs`` whose first spec carries the checks ``checks_of``."""
+        check_specs = [
+            dg.AssetCheckSpec(
+                name,
+                asset=specs[0].key,
+                description=desc,
+                partitions_def=chain.partitions,
+                blocking=severity == Severity.ERROR,
+            )  # fmt: skip
+            for name, (severity, desc) in (checks_of or {}).items()
+        ]
+        return dg.multi_asset(
+            specs=specs,
+            check_specs=check_specs,
+            name=f"{chain.group}__{specs[0].key.path[-1]}",
+            backfill_policy=chain.policy,
+            **kw,
+        )
+
+    @step(
+        [
+            spec(
+                RAW,
+                f"{inst.venue_id} {inst.symbol} level changes in arrival order, from the "
+                f"{inst.source.kind} source.",
+                [],
+                raw_day,
+            ),  # fmt: skip
+            spec(
+                "golden_bbo",
+                "The venue's own best bid/offer records (Gate A1 reference).",
+                [],
+                raw_day,
+            ),  # fmt: skip
+            spec(
+                "golden_depth",
+                "The venue's own top-N depth records (Gate A1 reference).",
+                [],
+                raw_day,
+            ),  # fmt: skip
+            spec("trades", "Trades of the day (features' trade columns).", [], raw_day),
+            spec(
+                "quarantine",
+                "Capture lines that could not be read, with file, line and reason.",
+                [],
+                raw_day,
+            ),  # fmt: skip
+        ],
+        checks.RAW_CHECKS,
         required_resource_keys={SOURCE_RESOURCE},
-        kinds={"polars", "parquet"},
-        **common,
     )
     def raw_book_events(context: dg.AssetExecutionContext):
         source: DaySource = getattr(context.resources, SOURCE_RESOURCE)
-        days = Days(context, chain.key(RAW))
-        for day in days:
-            started = time.perf_counter()
-            d = date.fromisoformat(day)
-            try:
-                staged = source.ingest(chain.request(d))
-            except DAY_ERRORS as exc:
-                days.failed(day, [f"source: {exc}"])
-                continue
-            outcomes = checks.raw_checks(staged, d, d in inst.source.accept_damaged_days)
-            yield from _evaluations(context, chain.key(RAW), day, outcomes)
-            if days.blocked(day, outcomes):
-                staged.discard()
-                continue
-            out = staged.days[d]
-            paths = staged.publish(d, chain.path("quarantine", d))
-            chain_meta = next(o for o in outcomes if o.name == "raw_id_chain").metadata
-            days.written(
-                day,
-                {
-                    "rows": out.rows(RAW),
-                    "messages": chain_meta["messages"],
-                    "level_updates": out.level_updates,
-                    "snapshots": chain_meta["snapshots"],
-                    "gaps": chain_meta["gaps"],
-                    "duplicates_or_stale": chain_meta["duplicates_or_stale"],
-                    "golden_bbo": out.rows("golden_bbo"),
-                    "golden_depth": out.rows("golden_depth"),
-                    "trades": out.rows("trades"),
-                    "quarantined": staged.quarantine.rows,
-                    "lines_read": staged.stats.get("lines", 0),
-                    "seconds": round(time.perf_counter() - started, 3),
-                    "peak_rss_mb": round(peak_rss_mb()),
-                    "path": str(paths[RAW]),
-                },
-            )
-        yield from days.finish()
+        yield from run_days(context, chain, RAW, lambda day, _: raw_day(chain, source, day))
 
-    @dg.asset(
-        key=chain.key(CHECKPOINT),
-        description=(
-            "Full book at the end of day D, replayed from the D-1 checkpoint: the only chained "
-            "asset. Backfills run ranges of days in order inside one run."
-        ),
-        deps=[
-            dg.AssetDep(chain.key(RAW)),
-            dg.AssetDep(chain.key(CHECKPOINT), partition_mapping=PREV_DAY),
+    @step(
+        [
+            spec(
+                CHECKPOINT,
+                "Full book at the end of day D, replayed from the D-1 checkpoint: "
+                "the only chained asset. Backfills run ranges of days in order inside one run.",
+                [k(RAW), prev_checkpoint],
+                checkpoint_day,
+            ),  # fmt: skip
         ],
-        check_specs=_specs(chain, CHECKPOINT, checks.CHECKPOINT_CHECKS),
-        kinds={"polars", "parquet"},
-        **common,
+        checks.CHECKPOINT_CHECKS,
     )
     def book_checkpoint(context: dg.AssetExecutionContext):
-        # A checkpoint replay encodes no book_snapshots rows (``out=None``): the day's engine
-        # pass and parquet decode only, about a third of book_snapshots' cost (DECISIONS.md).
-        days = Days(context, chain.key(CHECKPOINT))
-        carried: Book | None = None
-        for day in days:
-            started = time.perf_counter()
-            try:
-                start = _start_book(chain, day, carried)
-                instrument, end_book, c = _replay(chain, day, start, None)
-            except DAY_ERRORS as exc:
-                days.failed(day, [str(exc)])
-                break  # the chain stops: later days need this one's book
-            outcomes = checks.checkpoint_checks(end_book, c, start)
-            yield from _evaluations(context, chain.key(CHECKPOINT), day, outcomes)
-            if days.blocked(day, outcomes):
-                break  # later days would start from a book known to be wrong
-            path = ckpt.write(end_book, instrument, chain.path(CHECKPOINT, day), day=day)
-            carried = end_book
-            days.written(
-                day,
-                {
-                    "messages": c.messages,
-                    "levels": len(end_book.bid_price) + len(end_book.ask_price),
-                    "last_update_id": int(end_book.last_update_id),
-                    "in_sync": bool(end_book.is_valid),
-                    "started_from": "D-1 checkpoint" if start is not None else "own snapshot",
-                    "gaps": c.gaps,
-                    "resyncs": c.resyncs,
-                    "seconds": round(time.perf_counter() - started, 3),
-                    "path": str(path),
-                },
-            )
-        yield from days.finish()
+        day = functools.partial(checkpoint_day, chain)
+        yield from run_days(context, chain, CHECKPOINT, day, chained=True)
 
-    @dg.asset(
-        key=chain.key(SNAPSHOTS),
-        description=(
-            f"Top-{cfg.depth} book after every exchange message, replayed from the D-1 "
-            "checkpoint (not chained: days run in parallel); replay counters written alongside."
-        ),
-        deps=[
-            dg.AssetDep(chain.key(RAW)),
-            dg.AssetDep(chain.key(CHECKPOINT), partition_mapping=PREV_DAY),
+    @step(
+        [
+            spec(
+                SNAPSHOTS,
+                f"Top-{cfg.depth} book after every exchange message, replayed from "
+                "the D-1 checkpoint (not chained: days run in parallel).",
+                [k(RAW), prev_checkpoint, k("golden_bbo"), k("golden_depth")],
+                snapshots_day,
+            ),  # fmt: skip
+            spec(
+                COUNTERS,
+                "The replay's counters of the day (one row): messages, gaps, "
+                "resyncs, invalid rows, crossed books.",
+                [k(RAW), prev_checkpoint],
+                snapshots_day,
+            ),  # fmt: skip
         ],
-        check_specs=_specs(chain, SNAPSHOTS, checks.SNAPSHOT_CHECKS),
-        kinds={"polars", "parquet"},
-        **common,
+        checks.SNAPSHOT_CHECKS,
     )
     def book_snapshots(context: dg.AssetExecutionContext):
-        days = Days(context, chain.key(SNAPSHOTS))
-        for day in days:
-            started = time.perf_counter()
-            final = chain.path(SNAPSHOTS, day)
-            staged = _staging(final)
-            try:
-                start = _start_book(chain, day, None)
-                instrument, _, c = _replay(chain, day, start, staged)
-                comparisons = _golden_comparisons(chain, day, staged)
-            except DAY_ERRORS as exc:
-                staged.unlink(missing_ok=True)
-                days.failed(day, [str(exc)])
-                continue
-            outcomes = checks.snapshot_checks(
-                pl.scan_parquet(staged), c, instrument, cfg.depth, comparisons
-            )
-            yield from _evaluations(context, chain.key(SNAPSHOTS), day, outcomes)
-            if days.blocked(day, outcomes):
-                staged.unlink(missing_ok=True)
-                continue
-            staged.replace(final)
-            counters = pl.DataFrame([c.to_dict()], schema=counters_schema())
-            chain.write(counters, COUNTERS, day)
-            g = next(o for o in outcomes if o.name == "golden_exact").metadata
-            days.written(
-                day,
-                {
-                    "rows": c.rows,
-                    "messages": c.messages,
-                    "level_updates": c.level_updates,
-                    "gaps": c.gaps,
-                    "resyncs": c.resyncs,
-                    "invalid_rows": c.invalid_rows,
-                    "duplicates": c.duplicates,
-                    "crossed": c.crossed,
-                    "golden_compared": g["golden_compared"],
-                    "golden_mismatched": g["golden_mismatched"],
-                    "golden_match_rate": g["golden_match_rate"],
-                    "seconds": round(time.perf_counter() - started, 3),
-                    "peak_rss_mb": round(peak_rss_mb()),
-                    "path": str(final),
-                },
-            )
-        yield from days.finish()
+        yield from run_days(context, chain, SNAPSHOTS, lambda day, _: snapshots_day(chain, day))
 
-    @dg.asset(
-        key=chain.key(FEATURES),
-        description=(
-            "Microstructure features per message (book_features) and on time grids "
-            f"({', '.join(cfg.feature_grids) or 'none'}: book_features_<grid>), from "
-            "obpipeline.features."
-        ),
-        deps=[dg.AssetDep(chain.key(SNAPSHOTS))],
-        kinds={"polars", "parquet"},
-        **common,
+    @step(
+        [
+            spec(
+                FEATURES,
+                "Microstructure features per message (obpipeline.features).",
+                [k(SNAPSHOTS), k("trades")],
+                features_day,
+            ),  # fmt: skip
+            *[
+                spec(
+                    g,
+                    f"Features on the {g.rsplit('_', 1)[1]} time grid.",
+                    [k(SNAPSHOTS), k("trades")],
+                    features_day,
+                )  # fmt: skip
+                for g in grids
+            ],
+        ]
     )
     def book_features(context: dg.AssetExecutionContext):
-        from obpipeline import features as F
+        yield from run_days(context, chain, FEATURES, lambda day, _: features_day(chain, day))
 
-        config = (
-            F.FeatureConfig(walk_sizes=inst.walk_sizes) if inst.walk_sizes else F.FeatureConfig()
-        )
-        days = Days(context, chain.key(FEATURES))
-        for day in days:
-            started = time.perf_counter()
-            try:
-                snapshots = chain.existing(SNAPSHOTS, day)
-                trades = chain.existing("trades", day)
-            except DAY_ERRORS as exc:
-                days.failed(day, [str(exc)])
-                continue
-            instrument = chain.day_instrument(day)
-            grids = {every: chain.path(f"{FEATURES}_{every}", day) for every in cfg.feature_grids}
-            path = chain.path(FEATURES, day)
-            summary = F.write_day_features(
-                snapshots, trades, path, grids, config, instrument=instrument
-            )  # streamed: one row per book_snapshots row, by construction
-            days.written(
-                day,
-                {
-                    "rows": summary["rows"],
-                    **{f"rows_{every}": summary[f"rows_{every}"] for every in grids},
-                    "invalid_rows": summary["invalid_rows"],
-                    "no_mid_rows": summary["no_mid_rows"],
-                    "seconds": round(time.perf_counter() - started, 3),
-                    "peak_rss_mb": round(peak_rss_mb()),
-                    "path": str(path),
-                },
-            )
-        yield from days.finish()
+    reads = [RAW, "golden_bbo", "golden_depth", "quarantine", SNAPSHOTS, COUNTERS, FEATURES]
 
-    @dg.asset(
-        key=chain.key(METRICS),
-        description=(
-            "Per-day fidelity (FIDELITY.md): Gate A0 integrity, A1 exact agreement with every "
-            "golden record, A2 materiality (blocking), Gate C realism over the days up to D "
-            "(warning); long metrics frame from obpipeline.fidelity."
-        ),
-        deps=[dg.AssetDep(chain.key(FEATURES)), dg.AssetDep(chain.key(SNAPSHOTS))],
-        check_specs=[
-            dg.AssetCheckSpec(
-                name,
-                asset=chain.key(METRICS),
-                description=desc,
-                blocking=severity == checks.ERROR,
-                partitions_def=chain.partitions,
-            )
-            for name, (severity, desc) in fidelity_assets.CHECKS.items()
+    @step(
+        [
+            spec(
+                METRICS,
+                "Per-day fidelity: Gate A0 integrity, A1 exact agreement with every "
+                "golden record, A2 materiality (blocking), Gate C realism over the days up to "
+                "D (warning); the long metrics frame (one row per check and figure).",
+                [*map(k, reads), *map(k, grids), prev_checkpoint],
+                metrics_day,
+            ),  # fmt: skip
         ],
-        kinds={"polars", "parquet"},
-        **common,
+        fidelity_assets.CHECKS,
     )
     def fidelity_metrics(context: dg.AssetExecutionContext):
-        days = Days(context, chain.key(METRICS))
-        for day in days:
-            started = time.perf_counter()
-            try:
-                result = fidelity_assets.fidelity_day(cfg.lake, inst.venue_id, inst.symbol, day)
-            except DAY_ERRORS as exc:
-                days.failed(day, [str(exc)])
-                continue
-            outcomes = [
-                checks.Outcome(o.name, o.passed, o.severity, o.description, o.metadata)
-                for o in result.checks
-            ]
-            yield from _evaluations(context, chain.key(METRICS), day, outcomes)
-            # Metrics are written even when the gate fails: they are the evidence.
-            path = chain.write(result.metrics, METRICS, day)
-            if days.blocked(day, outcomes):
-                continue
-            seconds = round(time.perf_counter() - started, 3)
-            days.written(day, {**result.metadata, "seconds": seconds, "path": str(path)})
-        yield from days.finish()
+        yield from run_days(context, chain, METRICS, lambda day, _: metrics_day(chain, day))
 
-    @dg.asset(
-        key=chain.key(REPORT),
-        description=(
-            "Rolling fidelity report: every day's verdict up to and including D (all days of "
-            "the lake, not only this run's), and the HTML report (Gates A, B, C) with plots."
-        ),
-        deps=[dg.AssetDep(chain.key(METRICS))],
-        kinds={"polars", "parquet", "html"},
-        **common,
+    @step(
+        [
+            spec(
+                REPORT,
+                "Rolling fidelity report: every day's verdict up to and including D "
+                "(all days of the lake), and the HTML report (Gates A, B, C) with plots.",
+                [k(METRICS)],
+                report_day,
+                kinds=("polars", "parquet", "html"),
+            ),  # fmt: skip
+        ]
     )
     def fidelity_report(context: dg.AssetExecutionContext):
-        # The HTML report covers every day of the lake and costs tens of seconds: in a range run
-        # (backfill) it is built once, for the range's last day; the other days get their rolling
-        # table and summary only (the same table bytes either way).
-        days = Days(context, chain.key(REPORT))
         last = max(context.partition_keys)
-        for day in days:
-            started = time.perf_counter()
-            html_path = None
-            if day == last:
-                table, summary, markdown, html_path = fidelity_assets.fidelity_report_day(
-                    cfg.lake, inst.venue_id, inst.symbol, day
-                )
-            else:
-                table, summary, markdown = _rolling_report(chain, day)
-            path = chain.write(table, REPORT, day)
-            seconds = round(time.perf_counter() - started, 3)
-            days.written(day, {**summary, "seconds": seconds, "path": str(path)})
-            days.good[day]["report"] = dg.MetadataValue.md(markdown)
-            if html_path is not None:
-                days.good[day]["html"] = dg.MetadataValue.path(str(html_path))
-        yield from days.finish()
+        yield from run_days(context, chain, REPORT, lambda day, _: report_day(chain, day, last))
 
     return [
-        raw_book_events,
-        book_checkpoint,
-        book_snapshots,
-        book_features,
-        fidelity_metrics,
+        raw_book_events, book_checkpoint, book_snapshots, book_features, fidelity_metrics,
         fidelity_report,
-    ]
+    ]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the report

@@ -122,3 +122,29 @@ def build_landing_sensor(chain: Chain, job: Any):
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 
     return landing_sensor
+
+
+FRESHNESS_HOURS = 6  # the daily chain should have reported yesterday this long after its schedule
+
+
+def build_freshness_checks(chains: list[Chain]) -> tuple[list, dg.SensorDefinition | None]:
+    """A missed day is visible: each chain's fidelity_report must hold yesterday's partition
+    ``FRESHNESS_HOURS`` after the schedule fires; the check fails otherwise, and the
+    check_failure_alerts sensor alerts on it like on any other failed check."""
+    from obpipeline.defs.assets import REPORT
+
+    if not chains:
+        return [], None
+    hour, minute = chains[0].cfg.schedule_hour_minute
+    checks = dg.build_time_partition_freshness_checks(
+        assets=[c.key(REPORT) for c in chains],
+        deadline_cron=f"{minute} {(hour + FRESHNESS_HOURS) % 24} * * *",
+        timezone="UTC",
+        severity=dg.AssetCheckSeverity.ERROR,
+    )
+    sensor = dg.build_sensor_for_freshness_checks(
+        freshness_checks=checks,
+        name="freshness_checks_sensor",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    return list(checks), sensor

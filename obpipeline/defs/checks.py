@@ -1,6 +1,6 @@
 """Invariant checks as pure functions over the frames an asset is about to write.
 
-Each returns ``Outcome``s; the assets run them *before* writing (a blocking ERROR means the day
+Each returns ``Verdict``s; the assets run them *before* writing (a blocking ERROR means the day
 is not written and the run fails) and emit them as partitioned asset-check evaluations. The hard
 invariants are Polars expressions (~0.1 s a day); the declarative Great Expectations suites are in
 ``obpipeline.defs.expectations`` and run as separate check steps over the written files.
@@ -8,7 +8,6 @@ invariants are Polars expressions (~0.1 s a day); the declarative Great Expectat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -18,45 +17,35 @@ from obpipeline import schemas
 from obpipeline.book.checkpoint import continuation_failures
 from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.fidelity.exact import ExactComparison
+from obpipeline.fidelity.gates import golden_counts
 from obpipeline.fidelity.integrity import unhandled_gaps
 from obpipeline.instruments import Instrument
 from obpipeline.sources.ingest import DayOut, Ingest
+from obpipeline.verdict import Severity, Verdict
 
-ERROR = "ERROR"
-WARN = "WARN"
-
-
-@dataclass
-class Outcome:
-    name: str
-    passed: bool
-    severity: str = ERROR
-    description: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def blocks(self) -> bool:
-        """A failed ERROR check stops the day: its data is not written, downstream does not run."""
-        return not self.passed and self.severity == ERROR
+ERROR, WARN = Severity.ERROR, Severity.WARN
 
 
-# Check names and what they guard, per asset (the specs are built from these).
+# Check names, the severity of their failure and what they guard, per asset (the specs are built
+# from these). raw_id_chain fails as WARN when every gap was resynced (see ``raw_id_chain``).
 RAW_CHECKS = {
-    "raw_schema": "canonical schema of every frame; prices > 0, sizes >= 0, sides, id order",
-    "raw_id_chain": "update-id chain (pu / U) per venue rule: gaps must be followed by a snapshot",
-    "raw_quarantine": "no capture line quarantined (warning: quarantined lines are kept aside)",
-}
+    "raw_schema": (ERROR, "canonical schema of every frame; prices > 0, sizes >= 0, sides, id order"),
+    "raw_id_chain": (ERROR, "update-id chain (pu / U) per venue rule: every gap must be followed "
+                     "by a snapshot (resynced gaps and duplicates fail as a warning)"),
+    "raw_quarantine": (WARN, "no capture line quarantined (warning: quarantined lines are kept aside)"),
+}  # fmt: skip
 CHECKPOINT_CHECKS = {
-    "checkpoint_consistent": "end-of-day book sorted, positive, not crossed; carried book agreed",
-    "checkpoint_in_sync": "the day ended in sync (warning: D+1 then needs a snapshot)",
-}
+    "checkpoint_consistent": (ERROR, "end-of-day book sorted, positive, not crossed; carried book agreed"),
+    "checkpoint_in_sync": (WARN, "the day ended in sync (warning: D+1 then needs a snapshot)"),
+}  # fmt: skip
 SNAPSHOT_CHECKS = {
-    "snapshots_schema": "book_snapshots schema, one row per processed message, ids in order",
-    "no_crossed_book": "no crossed or locked book while in sync (before or after repair)",
-    "no_unhandled_gap": "every sequence gap resynced by a snapshot; in sync at the end of day",
-    "opening_book_agrees": "REST snapshots aligned with the carried book are equal to it",
-    "golden_exact": "every golden record aligned by update id equals the book (Gate A1)",
-}
+    "snapshots_schema": (ERROR, "book_snapshots schema, one row per processed message, ids in order"),
+    "no_crossed_book": (ERROR, "no crossed or locked book while in sync (before or after repair)"),
+    "no_unhandled_gap": (ERROR, "every sequence gap resynced by a snapshot; in sync at the end of day"),
+    "opening_book_agrees": (ERROR, "REST snapshots aligned with the carried book are equal to it"),
+    "golden_exact": (ERROR, "every golden record aligned by update id equals the book (Gate A1); "
+                     "fails as a warning when no record aligned (nothing proven)"),
+}  # fmt: skip
 
 
 def _sample(frame: pl.DataFrame, n: int = 5) -> list[dict[str, Any]]:
@@ -66,7 +55,7 @@ def _sample(frame: pl.DataFrame, n: int = 5) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- raw_book_events
 
 
-def raw_checks(staged: Ingest, day: date, accept_damaged: bool = False) -> list[Outcome]:
+def raw_checks(staged: Ingest, day: date, accept_damaged: bool = False) -> list[Verdict]:
     """The checks of one staged ingest day (counts gathered while streaming, message table).
 
     ``accept_damaged``: the operator accepted the day's damaged files (``accept_damaged_days``).
@@ -74,7 +63,7 @@ def raw_checks(staged: Ingest, day: date, accept_damaged: bool = False) -> list[
     out = staged.days.get(day)
     if out is None:
         return [
-            Outcome(
+            Verdict(
                 "raw_schema",
                 False,
                 ERROR,
@@ -91,7 +80,7 @@ def raw_checks(staged: Ingest, day: date, accept_damaged: bool = False) -> list[
     ]
 
 
-def raw_schema(out: DayOut, damaged_files: int = 0, accept_damaged: bool = False) -> Outcome:
+def raw_schema(out: DayOut, damaged_files: int = 0, accept_damaged: bool = False) -> Verdict:
     """Value rules of every raw_book_events row (the schema itself is fixed by the writers),
     and readable input: a damaged file's unreadable rest is quarantined, and the day fails
     unless the operator accepted it."""
@@ -103,7 +92,7 @@ def raw_schema(out: DayOut, damaged_files: int = 0, accept_damaged: bool = False
     rows = out.rows("raw_book_events")
     if rows == 0:
         problems.append("no depth message on the day")
-    return Outcome(
+    return Verdict(
         "raw_schema",
         not problems,
         ERROR,
@@ -112,7 +101,7 @@ def raw_schema(out: DayOut, damaged_files: int = 0, accept_damaged: bool = False
     )
 
 
-def raw_id_chain(messages: pl.DataFrame, instrument: Instrument) -> Outcome:
+def raw_id_chain(messages: pl.DataFrame, instrument: Instrument) -> Verdict:
     """Classify every break of the update-id chain between consecutive diff messages.
 
     Futures: ``pu`` must equal the previous ``u``; spot: ``U`` must be the previous ``u`` + 1
@@ -150,7 +139,7 @@ def raw_id_chain(messages: pl.DataFrame, instrument: Instrument) -> Outcome:
         meta["first_unhandled"] = _sample(
             unhandled.select("msg_id", "ts_event", "first_update_id", "prev_update_id", "prev_max")
         )
-        return Outcome(
+        return Verdict(
             "raw_id_chain",
             False,
             ERROR,
@@ -159,7 +148,7 @@ def raw_id_chain(messages: pl.DataFrame, instrument: Instrument) -> Outcome:
             meta,
         )
     if gaps.height or stale.height:
-        return Outcome(
+        return Verdict(
             "raw_id_chain",
             False,
             WARN,
@@ -167,17 +156,17 @@ def raw_id_chain(messages: pl.DataFrame, instrument: Instrument) -> Outcome:
             f"{stale.height} duplicate or stale message(s) (dropped and counted by the replay)",
             meta,
         )
-    return Outcome("raw_id_chain", True, ERROR, "update-id chain complete", meta)
+    return Verdict("raw_id_chain", True, ERROR, "update-id chain complete", meta)
 
 
-def raw_quarantine(staged: Ingest) -> Outcome:
+def raw_quarantine(staged: Ingest) -> Verdict:
     n = staged.quarantine.rows
     meta: dict[str, Any] = {"quarantined": n}
     if n:
         top = sorted(staged.reasons.items(), key=lambda kv: -kv[1])[:5]
         meta["top_reasons"] = [{"reason": r, "lines": k} for r, k in top]
         meta["first_lines"] = _sample(staged.quarantine_sample.select("file", "line", "reason"))
-    return Outcome(
+    return Verdict(
         "raw_quarantine",
         n == 0,
         WARN,
@@ -191,7 +180,7 @@ def raw_quarantine(staged: Ingest) -> Outcome:
 
 def checkpoint_checks(
     book: Book, counters: ReplayCounters, started_from: Book | None = None
-) -> list[Outcome]:
+) -> list[Verdict]:
     import numpy as np
 
     # a day that applied nothing, or only messages older than its D-1 book, is not that day
@@ -223,14 +212,14 @@ def checkpoint_checks(
         "snapshot_mismatches": counters.snapshot_mismatches,
     }
     return [
-        Outcome(
+        Verdict(
             "checkpoint_consistent",
             not problems,
             ERROR,
             "; ".join(problems) or "end-of-day book consistent",
             meta,
         ),
-        Outcome(
+        Verdict(
             "checkpoint_in_sync",
             bool(book.is_valid),
             WARN,
@@ -251,7 +240,7 @@ def snapshot_checks(
     instrument: Instrument,
     depth: int,
     comparisons: list[ExactComparison],
-) -> list[Outcome]:
+) -> list[Verdict]:
     """Checks of a staged book_snapshots file, read lazily (a few columns, never the day)."""
     out = []
     want = schemas.book_snapshots(instrument, depth)
@@ -280,7 +269,7 @@ def snapshot_checks(
     if row["backwards"]:
         problems.append("last_update_id goes backwards on in-sync rows")
     out.append(
-        Outcome(
+        Verdict(
             "snapshots_schema",
             not problems,
             ERROR,
@@ -298,7 +287,7 @@ def snapshot_checks(
         else None
     )
     out.append(
-        Outcome(
+        Verdict(
             "no_crossed_book",
             crossed == 0 and counters.crossed == 0,
             ERROR,
@@ -315,7 +304,7 @@ def snapshot_checks(
 
     unhandled = unhandled_gaps(counters)
     out.append(
-        Outcome(
+        Verdict(
             "no_unhandled_gap",
             not unhandled,
             ERROR,
@@ -335,7 +324,7 @@ def snapshot_checks(
     )
 
     out.append(
-        Outcome(
+        Verdict(
             "opening_book_agrees",
             counters.snapshot_mismatches == 0,
             ERROR,
@@ -348,22 +337,16 @@ def snapshot_checks(
         )
     )
 
-    records = sum(c.records for c in comparisons)
-    compared = sum(c.compared for c in comparisons)
-    mismatched = sum(c.mismatched for c in comparisons)
-    meta: dict[str, Any] = {
-        "golden_records": records,
-        "golden_compared": compared,
-        "golden_mismatched": mismatched,
-        "golden_match_rate": (compared - mismatched) / compared if compared else 0.0,
-    }
+    meta: dict[str, Any] = golden_counts(comparisons)
+    records, compared = meta["golden_records"], meta["golden_compared"]
+    mismatched = meta["golden_mismatched"]
     for c in comparisons:
         meta[f"{c.kind}_compared"] = c.compared
         meta[f"{c.kind}_mismatched"] = c.mismatched
         if c.mismatched:
             meta[f"{c.kind}_first_mismatch"] = _sample(c.mismatches, 3)
     if mismatched:
-        golden = Outcome(
+        golden = Verdict(
             "golden_exact",
             False,
             ERROR,
@@ -371,7 +354,7 @@ def snapshot_checks(
             meta,
         )
     elif records and not compared:
-        golden = Outcome(
+        golden = Verdict(
             "golden_exact",
             False,
             WARN,
@@ -379,7 +362,7 @@ def snapshot_checks(
             meta,
         )
     else:
-        golden = Outcome(
+        golden = Verdict(
             "golden_exact", True, ERROR, f"{compared} aligned golden records all equal", meta
         )
     out.append(golden)

@@ -12,6 +12,7 @@ Environment overrides (all optional):
 ``OBPIPELINE_LAKE``        lake root (default ``data/lake``)
 ``OBPIPELINE_ALERT_LOG``   JSONL alert log (default ``data/alerts/alerts.jsonl``)
 ``OBPIPELINE_ALERT_WEBHOOK`` URL that receives each alert as a JSON POST
+``OBPIPELINE_SLACK_TOKEN``  Slack bot token: alerts also go to ``alerts.slack_channel`` (dagster-slack)
 ``OBPIPELINE_WINDOW_START`` first partition ``YYYY-MM-DD``
 ``OBPIPELINE_WINDOW_END``  exclusive end ``YYYY-MM-DD``, or ``open`` for no end
 ``OBPIPELINE_SOURCE``      ``simulator`` or ``landing``: the source of every instrument
@@ -63,6 +64,7 @@ class PlatformConfig:
     lake: Path = REPO_ROOT / "data" / "lake"
     alert_log: Path = REPO_ROOT / "data" / "alerts" / "alerts.jsonl"
     alert_webhook: str | None = None
+    slack_channel: str | None = None  # e.g. "#market-data-alerts"; needs OBPIPELINE_SLACK_TOKEN
     window_start: date | None = None  # None: 12 months up to yesterday (UTC)
     window_end: date | None = None  # exclusive; None: open-ended
     schedule_enabled: bool = True
@@ -74,6 +76,7 @@ class PlatformConfig:
     great_expectations: bool = True
     feature_grids: tuple[str, ...] = ("1s",)
     snapshot_open_seconds: int = 300  # "day D opens with its own snapshot": within this many s
+    owners: tuple[str, ...] = ("team:market-data",)  # Dagster asset owners (emails or team:x)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"\d{1,2}:\d{2}", self.schedule_delay):
@@ -159,6 +162,7 @@ def parse_config(raw: dict[str, Any], base: Path = REPO_ROOT) -> PlatformConfig:
         lake=_path(raw.get("lake", defaults.lake), base),
         alert_log=_path(alerts.get("log", defaults.alert_log), base),
         alert_webhook=alerts.get("webhook_url") or None,
+        slack_channel=alerts.get("slack_channel") or None,
         window_start=_date(window.get("start")),
         window_end=_date(window.get("end")),
         schedule_enabled=bool(schedule.get("enabled", True)),
@@ -174,6 +178,7 @@ def parse_config(raw: dict[str, Any], base: Path = REPO_ROOT) -> PlatformConfig:
         snapshot_open_seconds=int(
             book.get("snapshot_open_seconds", defaults.snapshot_open_seconds)
         ),
+        owners=tuple(str(o) for o in raw.get("owners") or defaults.owners),
     )
 
 

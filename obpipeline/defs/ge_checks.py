@@ -8,7 +8,7 @@ so loading the definitions stays fast and the 8–16 s import is paid once per r
 import dagster as dg
 
 from obpipeline.defs import expectations
-from obpipeline.defs.assets import RAW, SNAPSHOTS, Chain, _metadata
+from obpipeline.defs.assets import RAW, SNAPSHOTS, Chain, _metadata, target
 
 
 def build_ge_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
@@ -50,7 +50,7 @@ def _ge_check(chain: Chain, dataset: str, spec: dg.AssetCheckSpec) -> dg.AssetCh
                         "seconds": round(result.seconds, 3),
                     }
                 ),
-                target_materialization_data=None,
+                target_materialization_data=target(context.instance, spec.asset_key, day),
                 severity=dg.AssetCheckSeverity.ERROR,
                 description=(
                     f"{len(result.failed)} of {result.evaluated} expectations failed"

@@ -5,10 +5,11 @@ through the ``dagster/asset_partition_range_*`` tags, exactly like a backfill ru
 loop the days in order inside the run.
 """
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,12 @@ def materialize_range(
     inst: InstrumentConfig,
     first: date | str,
     last: date | str | None = None,
+    log_file: Path | None = None,
 ) -> RunSummary:
-    """Run every asset and check of one instrument over ``first..last`` in one in-process run."""
+    """Run every asset and check of one instrument over ``first..last`` in one in-process run.
+
+    ``log_file``: Dagster's event log lines (DEBUG) are appended there instead of the terminal.
+    """
     job = defs.resolve_job_def(f"{inst.slug}__daily")
     last = last or first
     kwargs: dict[str, Any] = (
@@ -94,5 +99,61 @@ def materialize_range(
         if str(first) == str(last)
         else {"tags": range_tags(first, last)}
     )
-    result = job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+    if log_file is None:
+        result = job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+    else:  # Dagster's console logger writes to whatever sys.stderr is when it emits
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a", encoding="utf-8") as log, contextlib.redirect_stderr(log):
+            result = job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
     return summarize(result)
+
+
+CHECK_STATUS_QUERY = """
+query CheckStatuses {
+  assetNodes {
+    assetKey { path }
+    assetChecksOrError {
+      ... on AssetChecks {
+        checks {
+          name
+          partitionStatuses {
+            ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def ui_check_statuses(
+    instance: dg.DagsterInstance, definitions_file: Path | str
+) -> dict[tuple[str, str], str]:
+    """(check, day) → status as the Dagster UI shows it (its GraphQL, in process).
+
+    The workspace is loaded from ``definitions_file`` (a module defining ``defs``) over
+    ``instance``; ranges are expanded to days. A day without a status is absent (*Missing*).
+    """
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    origin = InProcessCodeLocationOrigin(
+        loadable_target_origin=LoadableTargetOrigin(
+            python_file=str(definitions_file), attribute="defs"
+        ),
+        location_name="obpipeline",
+    )
+    out: dict[tuple[str, str], str] = {}
+    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as process:
+        result = execute_dagster_graphql(process.create_request_context(), CHECK_STATUS_QUERY)
+    for node in result.data["assetNodes"]:
+        for check in (node["assetChecksOrError"] or {}).get("checks", []):
+            for r in (check["partitionStatuses"] or {}).get("ranges", []):
+                first, last = date.fromisoformat(r["startKey"]), date.fromisoformat(r["endKey"])
+                for n in range((last - first).days + 1):
+                    out[(check["name"], str(first + timedelta(days=n)))] = r["status"]
+    return out

@@ -18,56 +18,92 @@ up to D, its Markdown for the Dagster UI and the HTML report (``report.build_rep
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import shutil
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from obpipeline import features as F
 from obpipeline import lake
 from obpipeline.fidelity import lakeio, realism
 from obpipeline.fidelity.config import Thresholds, thresholds_for
-from obpipeline.fidelity.gates import FAIL, WARN, GateResult
+from obpipeline.fidelity.gates import FAIL, NOT_GOLDEN, WARN, GateResult, golden_counts
 from obpipeline.fidelity.stats import clopper_pearson_upper
+from obpipeline.verdict import Severity, Status, Verdict, status_legend
 
-ERROR, WARNING = "ERROR", "WARN"
-CHECKS: dict[str, tuple[str, str]] = {
-    "gate_a": (ERROR, "Gate A0 integrity and A1 exact agreement with every golden record"),
-    "gate_a2": (ERROR, "Gate A2 materiality: paired feature and book-walk deltas"),
-    "gate_c": (WARNING, "Gate C realism over the days up to D (warning only)"),
-}
-
-
-@dataclass
-class CheckOutcome:
-    name: str
-    passed: bool
-    severity: str
-    description: str
-    metadata: dict[str, Any] = field(default_factory=dict)
+GATES = {"gate_a": ("A0", "A1"), "gate_a2": ("A2",), "gate_c": ("C",)}
+_LEGEND = (
+    "\n\nEach gate check has a status, counted in the metadata (`n_<status>`) with its figures "
+    "by name (`<gate>_<check>`, `_threshold`, and its own metrics):\n" + status_legend()
+)
+CHECKS: dict[str, tuple[Severity, str]] = {
+    "gate_a": (Severity.ERROR, "Gate A0 integrity and A1 exact agreement with every golden "
+               "record (mismatch-rate upper bound at 95 %, aligned records, match rate)" + _LEGEND),
+    "gate_a2": (Severity.ERROR, "Gate A2 materiality: paired feature and book-walk deltas"
+                + _LEGEND),
+    "gate_c": (Severity.WARN, "Gate C realism over the days up to D (statistics and their "
+               "intervals; warning only)" + _LEGEND),
+}  # fmt: skip
 
 
 @dataclass
 class DayAssetResult:
     metrics: pl.DataFrame  # the long fidelity_metrics frame of the day (Gate A + Gate C rows)
     results: list[GateResult]
-    checks: list[CheckOutcome]
+    checks: list[Verdict]
     metadata: dict[str, Any]  # flat figures for the asset's materialization metadata
 
 
-def _outcome(name: str, results: list[GateResult], gates: tuple[str, ...]) -> CheckOutcome:
+def _number(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def gate_figures(results: list[GateResult]) -> dict[str, float]:
+    """Every numeric figure of ``results`` by name (``<gate>_<check>[_<metric>]``): what plots."""
+    out: dict[str, float] = {}
+    for r in results:
+        name = f"{r.gate}_{r.check}"
+        for suffix, v in (("", r.value), ("_threshold", r.threshold), *(
+            (f"_{m}", x) for m, x in r.metrics.items()
+        )):  # fmt: skip
+            if (f := _number(v)) is not None:
+                out[name + suffix] = f
+    return out
+
+
+def gate_verdict(name: str, results: list[GateResult]) -> Verdict:
+    """One Dagster check (``gate_a``, ``gate_a2``, ``gate_c``) over its gates' results."""
     severity, what = CHECKS[name]
-    mine = [r for r in results if r.gate in gates]
+    mine = [r for r in results if r.gate in GATES[name]]
     bad = [r for r in mine if r.status in (FAIL, WARN)]
-    passed = not bad
-    if passed:
-        desc = f"{what}: {len(mine)} checks, none failed"
+    counts = {f"n_{s.value}": sum(r.status == s.value for r in mine) for s in Status}
+    if not bad:
+        desc = (
+            f"{len(mine)} checks, none failed or warned ({counts['n_insufficient']} insufficient)"
+        )
     else:
         desc = "; ".join(f"{r.gate}:{r.check} {r.detail or r.status}" for r in bad[:8])
-    meta = {f"{r.gate}:{r.check}": r.status for r in mine}
-    return CheckOutcome(name, passed, severity, desc, meta)
+    meta: dict[str, Any] = {"checks": len(mine), **counts, **gate_figures(mine)}
+    meta["statuses"] = {f"{r.gate}:{r.check}": r.status for r in mine}
+    return Verdict(name, not bad, severity, desc, meta)
+
+
+def day_walk(snapshots: Path, t: Thresholds) -> pl.DataFrame:
+    """A day's book-walk costs (Gate C's impact exponent) from an even sample of ~20 000
+    book_snapshots rows: the median cost needs no more. gate_c and the HTML report both use it,
+    so they judge the same Gate C checks."""
+    step = max(1, pq.ParquetFile(snapshots).metadata.num_rows // 20_000)
+    sample = pl.scan_parquet(snapshots).gather_every(step).collect(engine="streaming")
+    return F.book_walk(sample, t.walk_sizes)
 
 
 def realism_window(
@@ -81,7 +117,7 @@ def realism_window(
     ]
     if not have:
         return None
-    pairs, grids = [], {}
+    pairs, grids, walks = [], {}, {}
     whole_seconds = F.parse_duration(t.return_every) % 1_000_000_000 == 0
     for d in have:
         path = lake.partition_path("book_snapshots", venue, symbol, d, root)
@@ -90,12 +126,13 @@ def realism_window(
         else:
             snaps = pl.read_parquet(path, columns=realism.L1_COLUMNS)
         pairs.append((str(d), snaps))
+        walks[str(d)] = day_walk(path, t)
         g = lake.partition_path("book_features_1s", venue, symbol, d, root)
         if g.exists():
             grids[str(d)] = pl.read_parquet(g)
     if len(grids) < len(have):  # profiles need the grids: without them, returns-only facts
         grids = {}
-    rep = realism.realism_report(pairs, t, grids or None) if grids else None
+    rep = realism.realism_report(pairs, t, grids, walks) if grids else None
     if rep is None:
         rep = _returns_only(pairs, t)
     return rep
@@ -147,23 +184,16 @@ def fidelity_day(
     from obpipeline.fidelity.gates import metrics_frame
 
     metrics = metrics_frame(results)
-    checks = [
-        _outcome("gate_a", results, ("A0", "A1")),
-        _outcome("gate_a2", results, ("A2",)),
-        _outcome("gate_c", results, ("C",)),
-    ]
+    checks = [gate_verdict(name, results) for name in GATES]
     f = fid.integrity.figures
-    compared = sum(c.aligned for c in fid.comparisons)
-    mismatched = sum(c.mismatched for c in fid.comparisons)
-    records = sum(c.records for c in fid.comparisons)
+    golden = golden_counts(fid.comparisons)
+    compared, mismatched = golden["golden_compared"], golden["golden_mismatched"]
+    records = golden["golden_records"]
     meta: dict[str, Any] = {
         "gate_a_passed": fid.passed,
         "integrity_ok": fid.passed,  # name kept for the demo CLI and earlier readers
         "failed_checks": [f"{r.gate}:{r.check}" for r in fid.failures],
-        "golden_records": records,
-        "golden_compared": compared,
-        "golden_mismatched": mismatched,
-        "golden_match_rate": (compared - mismatched) / compared if compared else 0.0,
+        **golden,
         "golden_aligned_fraction": compared / records if records else 0.0,
         "mismatch_rate_upper95": clopper_pearson_upper(mismatched, compared),
         "gaps": int(f["gaps"]),
@@ -205,7 +235,7 @@ def daily_table(metrics: pl.DataFrame) -> pl.DataFrame:
     )
     golden = (
         metrics.filter(pl.col("metric").is_in(["aligned", "mismatched", "incidents"]))
-        .filter(pl.col("gate") == "A1", ~pl.col("check").is_in(["touch", "top"]))
+        .filter(pl.col("gate") == "A1", ~pl.col("check").is_in(NOT_GOLDEN))
         .group_by("date")
         .agg(
             pl.col("value").filter(pl.col("metric") == "aligned").sum().alias("golden_compared"),
@@ -235,13 +265,15 @@ def fidelity_report_day(
     """The fidelity_report asset for day D: (per-day table up to D, summary, markdown, HTML path).
 
     The HTML report (every day of the lake for this instrument) is written to ``html_dir``
-    (default ``<lake>/_reports/<venue>/<symbol>/``) as ``fidelity_report_<D>.html``.
+    (default ``<lake>/_reports/<venue>/<symbol>/``) as ``fidelity_report_<first>_<D>.html``
+    (the days it covers, so names sort by what they hold) and, when D is the lake's newest day,
+    copied to ``latest.html`` there (a stable address to bookmark).
     """
     from obpipeline.fidelity.report import build_report, report_summary
 
     root, d = Path(root), date.fromisoformat(str(day))
-    metrics = lakeio.collect_metrics(root, venue, symbol, compute_missing=False)
-    metrics = metrics.filter(pl.col("date") <= d)
+    all_metrics = lakeio.collect_metrics(root, venue, symbol, compute_missing=False)
+    metrics = all_metrics.filter(pl.col("date") <= d)
     table = daily_table(metrics)
     summary = report_summary(metrics)
     summary["days_passing"] = int(table["integrity_ok"].sum()) if table.height else 0
@@ -265,8 +297,11 @@ def fidelity_report_day(
             f"{int(r.get('warnings') or 0)} |"
         )
     out_dir = Path(html_dir) if html_dir else root / "_reports" / venue / symbol
+    first = table["day"].min() if table.height else d
     html_path = build_report(
-        root, out_dir / f"fidelity_report_{d}.html", venue=venue, symbol=symbol,
+        root, out_dir / f"fidelity_report_{first}_{d}.html", venue=venue, symbol=symbol,
         compute_missing=False,
     )  # fmt: skip
+    if html_path is not None and not (all_metrics.height and all_metrics["date"].max() > d):
+        shutil.copyfile(html_path, out_dir / "latest.html")  # the newest day's report
     return table, summary, "\n".join(lines), html_path

@@ -4,10 +4,8 @@ Each check says which gate it belongs to (A0, A1, A2 block a day; C only warns),
 figure it judged and the threshold, and *where* it first failed (exchange time and message id),
 which the mutation test turns into a detection latency.
 
-Statuses: ``pass``; ``fail`` (evidence of an error: blocks when the check is blocking);
-``insufficient`` (no error seen, but too few aligned records to certify the bound: a 5-minute
-capture cannot certify 0.01 % at 95 %; reported, never a failure); ``warn`` (Gate C outside its
-range); ``skipped`` (nothing to check, e.g. no reference of that kind).
+Statuses are ``obpipeline.verdict.Status`` (the one vocabulary, explained there): ``pass``,
+``fail``, ``insufficient``, ``warn``, ``skipped``.
 """
 
 from __future__ import annotations
@@ -18,8 +16,28 @@ from typing import Any
 
 import polars as pl
 
-PASS, FAIL, INSUFFICIENT, WARN, SKIPPED = "pass", "fail", "insufficient", "warn", "skipped"
+from obpipeline.verdict import Status
+
+PASS, FAIL, INSUFFICIENT, WARN, SKIPPED = (s.value for s in Status)
 BLOCKING_GATES = ("A0", "A1", "A2")
+# A1 checks that are not records of the golden datasets (golden_bbo, golden_depth): the pooled
+# touch/top evidence and the REST snapshots (counted by opening_book_agrees). ``golden_compared``
+# everywhere (checks, metadata, daily table, report, demo) counts the other A1 kinds only.
+NOT_GOLDEN = ("touch", "top", "rest")
+
+
+def golden_counts(comparisons: list[Any]) -> dict[str, Any]:
+    """The one definition of a day's golden counts, from ``fidelity.exact`` comparisons."""
+    mine = [c for c in comparisons if c.kind not in NOT_GOLDEN]
+    records = sum(c.records for c in mine)
+    compared = sum(c.aligned for c in mine)
+    mismatched = sum(c.mismatched for c in mine)
+    return {
+        "golden_records": records,
+        "golden_compared": compared,
+        "golden_mismatched": mismatched,
+        "golden_match_rate": (compared - mismatched) / compared if compared else 0.0,
+    }
 
 
 @dataclass

@@ -29,13 +29,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from obpipeline import features as F  # noqa: E402
 from obpipeline import lake  # noqa: E402
 from obpipeline.fidelity import lakeio, realism  # noqa: E402
 from obpipeline.fidelity.config import Thresholds, thresholds_for  # noqa: E402
-from obpipeline.fidelity.gates import FAIL, INSUFFICIENT, PASS, SKIPPED, WARN  # noqa: E402
+from obpipeline.fidelity.gates import FAIL, INSUFFICIENT, NOT_GOLDEN, PASS, SKIPPED, WARN  # noqa: E402
 
 KIND_ORDER = ("bookTicker", "depth", "rest", "book_snapshot", "quotes")
 SHORT_CHECK = {  # compact labels for the mutation table
@@ -339,6 +338,8 @@ def _find_mutation(root: Path) -> dict | None:
 def _load_realism(
     root: Path, venue: str, symbol: str, t: Thresholds, max_days: int
 ) -> realism.RealismReport | None:
+    from obpipeline.fidelity.assets import day_walk
+
     days = lakeio.lake_days(root, "book_snapshots", venue, symbol)[-max_days:]
     if not days:
         return None
@@ -356,10 +357,7 @@ def _load_realism(
                 every="1s",
                 config=F.FeatureConfig(walk_sizes=t.walk_sizes[:1]),
             )
-        # the median cost needs no more rows: one row in ``step``, read without the others
-        step = max(1, pq.ParquetFile(path).metadata.num_rows // 20_000)
-        sample = pl.scan_parquet(path).gather_every(step).collect(engine="streaming")
-        walks[key] = F.book_walk(sample, t.walk_sizes)
+        walks[key] = day_walk(path, t)
     return realism.realism_report(pairs, t, grids, walks)
 
 
@@ -734,7 +732,7 @@ def report_summary(metrics: pl.DataFrame) -> dict[str, Any]:
     failing = sorted(
         {str(d) for d in v.filter(pl.col("blocking") & (pl.col("status") == FAIL))["date"]}
     )
-    per_kind = metrics.filter(pl.col("gate") == "A1", ~pl.col("check").is_in(POOLED))
+    per_kind = metrics.filter(pl.col("gate") == "A1", ~pl.col("check").is_in(NOT_GOLDEN))
     n_al = int(per_kind.filter(pl.col("metric") == "aligned")["value"].sum() or 0)
     n_mm = int(per_kind.filter(pl.col("metric") == "mismatched")["value"].sum() or 0)
     return {
