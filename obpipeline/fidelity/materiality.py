@@ -68,6 +68,18 @@ def _abs_delta(ref: pl.Series, rec: pl.Series) -> np.ndarray:
     return d
 
 
+def row_sum(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
+    """Per row, the columns' sum (nulls as 0) added left to right.
+
+    ``pl.sum_horizontal`` over many float columns adds them in an order that depends on thread
+    scheduling, so its last bits (and the OFI figures built on them) changed from run to run.
+    """
+    out = np.zeros(frame.height)
+    for c in columns:
+        out += frame[c].cast(pl.Float64).fill_null(0.0).to_numpy()
+    return out
+
+
 def higher_quantile_index(n: int, q: float) -> int:
     """The sorted position ``np.quantile(x, q, method="higher")`` takes of n values."""
     return int(np.ceil((n - 1) * np.float64(q)))
@@ -273,9 +285,7 @@ class Materiality:
         t = np.maximum.accumulate(np.concatenate([[st.t_max], ts]))[1:]
         st.t_max = int(t[-1])
         b = (t - st.t0) // step
-        wa = fa.select(pl.sum_horizontal([pl.col(c).fill_null(0.0) for c in st.ofi_cols]))
-        wb = fb.select(pl.sum_horizontal([pl.col(c).fill_null(0.0) for c in st.ofi_cols]))
-        wa, wb = wa.to_series().to_numpy(), wb.to_series().to_numpy()
+        wa, wb = row_sum(fa, st.ofi_cols), row_sum(fb, st.ofi_cols)
         if st.open is not None:
             # the open bucket's records (not their partial sum) go first, so each bucket is
             # summed over all its records in order, whatever the batch edges: the same bits

@@ -383,18 +383,37 @@ def day_profile(grid: pl.DataFrame) -> pl.DataFrame:
     """Per-hour means of the profile figures from a 1-s/1-min features grid of one day."""
     g = grid.filter(pl.col("is_valid").fill_null(False) & pl.col("mid").is_not_null())
     depth = pl.col("bid_depth_10bp").fill_null(0) + pl.col("ask_depth_10bp").fill_null(0)
-    return (
-        g.with_columns(pl.col("ts").dt.hour().alias("hour"), depth.alias("depth_10bp"))
-        .group_by("hour")
-        .agg(
-            pl.col("spread_ticks").mean().alias("spread_l1_ticks"),
-            pl.col("spread_l5_bp").mean(),
-            pl.col("depth_10bp").mean(),
-            pl.col("imbalance_1").mean(),
-            pl.len().alias("samples"),
-        )
-        .sort("hour")
+    hourly = g.select(
+        pl.col("ts").dt.hour().alias("hour"),
+        pl.col("spread_ticks").alias("spread_l1_ticks"),
+        "spread_l5_bp",
+        depth.alias("depth_10bp"),
+        "imbalance_1",
     )
+    return group_means(hourly, "hour", ["spread_l1_ticks", "spread_l5_bp", "depth_10bp",
+                                        "imbalance_1"])  # fmt: skip
+
+
+def group_means(frame: pl.DataFrame, key: str, columns: list[str]) -> pl.DataFrame:
+    """Per ``key`` (sorted): the columns' means (nulls skipped, as Polars' ``mean``) and the
+    group's row count ``samples``, every sum taken in row order.
+
+    Polars' parallel ``group_by`` adds a group's partial sums in an order that depends on
+    thread scheduling: its float means differed in the last bits from run to run.
+    """
+    f = frame.sort(key, maintain_order=True)
+    keys = f[key].to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else []
+    out = [f[key].gather(starts)]
+    for c in columns:
+        s = f[c].cast(pl.Float64)
+        n = np.add.reduceat(s.is_not_null().to_numpy().astype(np.int64), starts)
+        total = np.add.reduceat(s.fill_null(0.0).to_numpy(), starts)
+        mean = total / np.maximum(n, 1)
+        out.append(pl.Series(c, mean).set(pl.Series(n == 0), None))
+    counts = np.diff(np.r_[starts, keys.size]) if keys.size else []
+    out.append(pl.Series("samples", counts, pl.UInt32))
+    return pl.DataFrame(out)
 
 
 def day_means(grid: pl.DataFrame, block: int = 300, samples: int = 200, seed: int = 0):

@@ -443,13 +443,12 @@ def plot_profiles(rep: realism.RealismReport) -> str:
     for ax, (col, label) in zip(axes, PROFILE_LABELS.items(), strict=True):
         earlier = prof.filter(pl.col("day") != last)
         if earlier.height:
-            band = (
-                earlier.group_by("hour")
-                .agg(
-                    pl.col(col).min().alias("lo"), pl.col(col).max().alias("hi"), pl.col(col).mean()
-                )
-                .sort("hour")
-            )
+            band = realism.group_means(earlier, "hour", [col]).join(
+                earlier.group_by("hour").agg(pl.col(col).min().alias("lo"),
+                                             pl.col(col).max().alias("hi")),
+                on="hour",
+                maintain_order="left",
+            )  # fmt: skip
             ax.fill_between(band["hour"], band["lo"], band["hi"], color="grey", alpha=0.25,
                             label=f"earlier days ({len(days) - 1}) range")  # fmt: skip
             ax.plot(band["hour"], band[col], color="grey", lw=1)
