@@ -401,17 +401,82 @@ class _Accumulator:
         )
 
 
-def _book_side(snapshots: Table, names: list[str], ids: pl.Series) -> pl.DataFrame:
-    """The valid book rows at ``ids``: last_update_id, msg_id, level columns, ``_book_ts``.
-
-    The book row's exchange time locates a failure (a golden record's own stamp may be a
-    receive time on a lagging clock: spot bookTicker).
-    """
-    has_ts = "ts_event" in snapshots.schema.names()
+def _book_ts(schema: pl.Schema) -> pl.Expr:
+    """The book row's exchange time in ns: it locates a failure (a golden record's own stamp
+    may be a receive time on a lagging clock: spot bookTicker)."""
+    has_ts = "ts_event" in schema.names()
     book_ts = pl.col("ts_event").dt.epoch("ns") if has_ts else pl.lit(None)
+    return book_ts.cast(pl.Int64).alias("_book_ts")
+
+
+def _book_side(snapshots: Table, names: list[str], ids: pl.Series) -> pl.DataFrame:
+    """The valid book rows at ``ids``: last_update_id, msg_id, level columns, ``_book_ts``."""
     return valid_book_rows(snapshots, ids).select(
-        "last_update_id", "msg_id", *names, book_ts.cast(pl.Int64).alias("_book_ts")
+        "last_update_id", "msg_id", *names, _book_ts(snapshots.schema)
     )
+
+
+def valid_ids_in_order(snapshots: Table) -> bool:
+    """Whether the valid rows' ``last_update_id`` never decreases in file order (nulls aside):
+    then the rows at the ids of one batch of records all come before any row beyond them."""
+    last = None
+    for b in snapshots.batches(["last_update_id", "is_valid"]):
+        ids = b.filter(pl.col("is_valid") & pl.col("last_update_id").is_not_null())[
+            "last_update_id"
+        ]
+        if ids.len() == 0:
+            continue
+        if (last is not None and ids[0] < last) or not ids.is_sorted():
+            return False
+        last = ids[-1]
+    return True
+
+
+class BookCursor:
+    """``_book_side`` for batches of records in update-id order, in one pass over the book.
+
+    A scan per batch (the semi-join pushed into the reader) decodes the row groups around
+    every batch again: ~5x the CPU of reading the level columns once. With the valid rows in
+    update-id order (``valid_ids_in_order``), the rows at ids up to a batch's last id all come
+    before the first valid row beyond it: the book is read batch by batch up to that row, and
+    what lies beyond waits for the next batch of records. The same rows as ``_book_side``.
+    """
+
+    def __init__(self, snapshots: Table, names: list[str], rows: int) -> None:
+        cols = ["last_update_id", "msg_id", "is_valid", *names]
+        cols += ["ts_event"] if "ts_event" in snapshots.schema.names() else []
+        self._batches = batches(snapshots.source, cols, rows)
+        self._select = [pl.col("last_update_id"), pl.col("msg_id"), *map(pl.col, names),
+                        _book_ts(snapshots.schema)]  # fmt: skip
+        self._ahead = [collect(snapshots.lf.head(0).select(cols).select(self._select))]
+        self._last: int | None = None  # the last valid id read so far
+        self._done = False
+
+    def _read(self) -> None:
+        b = next(self._batches, None)
+        if b is None:
+            self._done = True
+            return
+        b = b.filter(pl.col("is_valid") & pl.col("last_update_id").is_not_null())
+        if b.height:
+            self._ahead.append(b.select(self._select))
+            self._last = int(b["last_update_id"][-1])
+
+    def at(self, ids: pl.Series) -> pl.DataFrame:
+        """The valid book rows at ``ids`` (not below any id of a previous call)."""
+        ids = ids.drop_nulls()
+        if ids.len():
+            hi = int(ids.max())  # type: ignore[arg-type]
+            while not self._done and (self._last is None or self._last <= hi):
+                self._read()
+        rows = pl.concat(self._ahead, rechunk=False)
+        cut = np.searchsorted(rows["last_update_id"].to_numpy(), hi, "right") if ids.len() else 0
+        self._ahead = [rows.slice(int(cut))]
+        return (
+            rows.slice(0, cut)
+            .filter(pl.col("last_update_id").is_in(ids.implode()))
+            .unique("last_update_id", keep="last", maintain_order=True)
+        )
 
 
 def _compare(
@@ -448,7 +513,9 @@ def _sorted_by_id(golden: Frame, rows: int) -> bool:
     return True
 
 
-def _record_batches(golden: Frame, select: list[pl.Expr], rows: int) -> Iterator[pl.DataFrame]:
+def _record_batches(
+    golden: Frame, select: list[pl.Expr], rows: int, in_order: bool
+) -> Iterator[pl.DataFrame]:
     """The records, projected by ``select``, with ``_order`` (position in the input), in
     batches of ``rows`` in update-id order.
 
@@ -456,7 +523,7 @@ def _record_batches(golden: Frame, select: list[pl.Expr], rows: int) -> Iterator
     batch. Records that are not in that order are compared in one batch (the join sorts them).
     """
     needed = sorted({c for e in select for c in e.meta.root_names()})
-    if not _sorted_by_id(golden, rows):
+    if not in_order:  # see _sorted_by_id
         yield collect(lazy(golden).select(select).with_row_index("_order"))
         return
     start = 0
@@ -483,9 +550,14 @@ def _compare_golden(
     names = [n for group in schemas.level_names(depth) for n in group]
     n, levels = collect(lazy(golden).select(pl.len(), select[3].max())).row(0)  # [3]: levels
     acc = _Accumulator(kind, scope, depth, int(levels or 0) if n else 0, messages, sink, True)
-    for ref in _record_batches(golden, select, rows):
-        acc.add(ref.with_columns(pl.col("_order").cast(pl.UInt32)), _book_side(snapshots, names,
-                ref["update_id"]))  # fmt: skip
+    in_order = _sorted_by_id(golden, rows)
+    cursor = (
+        BookCursor(snapshots, names, rows) if in_order and valid_ids_in_order(snapshots) else None
+    )
+    for ref in _record_batches(golden, select, rows, in_order):
+        ids = ref["update_id"]
+        book = cursor.at(ids) if cursor else _book_side(snapshots, names, ids)
+        acc.add(ref.with_columns(pl.col("_order").cast(pl.UInt32)), book)
     return acc.result()
 
 
