@@ -6,6 +6,12 @@ temporary files a killed write left behind are removed by the next write of that
 Venue and symbol are checked (``instruments.check_name``) before any path is built, so no name
 taken from file contents can place a file outside the root. Parquet is written with
 fixed settings and no timestamps in metadata, so re-running a partition gives the same bytes.
+
+The root may also be an object-store lake, ``s3://bucket/prefix`` (``obpipeline.storage``): the
+files are then read and written in its local cache folder, a write is published as one object
+before it is renamed into the cache (``publish``; writers that stream their own temporary file
+call it after their rename), and ``partition_path`` first brings the partition's object into the
+cache, so every reader that resolves its path through here reads the published version.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
+from obpipeline import storage
 from obpipeline.instruments import check_name
 
 DEFAULT_ROOT = Path("data/lake")
@@ -26,8 +33,19 @@ PART = "part-0.parquet"
 
 
 def lake_root() -> Path:
-    """``$OBPIPELINE_LAKE`` or ``data/lake`` under the working directory."""
-    return Path(os.environ.get("OBPIPELINE_LAKE", DEFAULT_ROOT))
+    """``$OBPIPELINE_LAKE`` or ``data/lake`` under the working directory (for ``s3://`` lakes: the
+    local cache folder, ``storage.local_root``)."""
+    return root_of(os.environ.get("OBPIPELINE_LAKE") or DEFAULT_ROOT)
+
+
+def root_of(location: str | Path) -> Path:
+    """The local folder of a lake given as a path or as ``s3://bucket/prefix``."""
+    return storage.local_root(location)
+
+
+def publish(path: Path) -> None:
+    """Publish a lake file just renamed into place to the object store (no-op for local lakes)."""
+    storage.publish(path)
 
 
 def partition_dir(
@@ -43,7 +61,10 @@ def partition_dir(
 def partition_path(
     dataset: str, venue: str, symbol: str, day: date | str, root: Path | None = None
 ) -> Path:
-    return partition_dir(dataset, venue, symbol, day, root) / PART
+    """The partition's file; for an object-store lake, brought up to date in the cache first."""
+    path = partition_dir(dataset, venue, symbol, day, root) / PART
+    storage.localise(path)
+    return path
 
 
 def write_parquet_atomic(
@@ -63,7 +84,7 @@ def write_parquet_atomic(
         )
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        storage.publish(path, source=tmp)  # the object first, then the rename into place
         _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -129,4 +150,5 @@ def scan_partition(
 def scan_dataset(dataset: str, root: Path | None = None) -> pl.LazyFrame:
     """All partitions of a dataset with ``venue``/``symbol``/``date`` as columns (hive)."""
     base = (root or lake_root()) / dataset
+    storage.localise_prefix(base)
     return pl.scan_parquet(base / "**" / "*.parquet", hive_partitioning=True)

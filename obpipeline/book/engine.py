@@ -52,7 +52,7 @@ import pyarrow.parquet as pq
 from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros
 
-from obpipeline import schemas
+from obpipeline import schemas, storage
 from obpipeline.book import sequencing as seq
 from obpipeline.book.stream import (
     NO_ID,
@@ -1167,7 +1167,7 @@ class _SnapshotWriter:
             return
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(self.tmp, self.out_path)
+        storage.publish(self.out_path, source=self.tmp)  # rename; object-store lakes: PUT first
 
 
 class _Restart(Exception):
