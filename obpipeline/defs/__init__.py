@@ -32,6 +32,7 @@ def build_definitions(cfg: PlatformConfig, day_source=None) -> dg.Definitions:
     from obpipeline.defs.alerts import build_alert_sensors
     from obpipeline.defs.assets import SOURCE_RESOURCE, Chain, build_assets
     from obpipeline.defs.automation import build_job, build_landing_sensor, build_schedule
+    from obpipeline.defs.executor import run_executor
     from obpipeline.defs.ge_checks import build_ge_checks
     from obpipeline.defs.resources import DaySource
 
@@ -58,7 +59,5 @@ def build_definitions(cfg: PlatformConfig, day_source=None) -> dg.Definitions:
         schedules=schedules,
         sensors=sensors,
         resources={SOURCE_RESOURCE: day_source or DaySource()},
-        # One process per run: steps share the imports (GE ~8-16 s, numba), parallelism comes
-        # from concurrent runs (dagster.yaml), not from steps (research/dagster.md §5).
-        executor=dg.in_process_executor,
+        executor=run_executor(),  # in process unless $OBPIPELINE_EXECUTOR says celery
     )
