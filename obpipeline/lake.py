@@ -147,6 +147,46 @@ def scan_partition(
     return pl.scan_parquet(path)
 
 
+def dataset_instruments(dataset: str, root: Path | None = None) -> list[tuple[str, str]]:
+    """``(venue, symbol)`` of every instrument with a folder in the dataset (object-store lakes:
+    listed from the store)."""
+    base = (root or lake_root()) / dataset
+    return [
+        (v.removeprefix("venue="), s.removeprefix("symbol="))
+        for v in _folders(base, "venue=")
+        for s in _folders(base / v, "symbol=")
+    ]
+
+
+def dataset_days(dataset: str, venue: str, symbol: str, root: Path | None = None) -> list[date]:
+    """The days with a written partition file (object-store lakes: listed from the store)."""
+    base = (root or lake_root()) / dataset / f"venue={venue}" / f"symbol={symbol}"
+    names = storage.files_below(base)
+    if names is None:
+        names = [str(p.relative_to(base)) for p in base.glob(f"date=*/{PART}")]
+    return sorted(
+        date.fromisoformat(d.removeprefix("date="))
+        for d, _, f in (n.partition("/") for n in names)
+        if d.startswith("date=") and f == PART
+    )
+
+
+def _folders(base: Path, prefix: str) -> list[str]:
+    listed = storage.listing(base)
+    if listed is not None:
+        names = listed[0]
+    else:
+        names = [p.name for p in base.iterdir() if p.is_dir()] if base.is_dir() else []
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def promote(staged: Path, final: Path) -> Path:
+    """Make a checked staged file (hidden, beside ``final``) the partition: published to the
+    object store first for an object-store lake, then renamed into place."""
+    storage.publish(final, source=staged)
+    return final
+
+
 def scan_dataset(dataset: str, root: Path | None = None) -> pl.LazyFrame:
     """All partitions of a dataset with ``venue``/``symbol``/``date`` as columns (hive)."""
     base = (root or lake_root()) / dataset

@@ -41,9 +41,10 @@ def split_url(url: str) -> tuple[str, str]:
     if not is_remote(url):
         raise ValueError(f"{url!r}: an object-store lake is s3://bucket[/prefix]")
     bucket, _, prefix = url[len(SCHEME) :].partition("/")
-    if not bucket or any(p in ("", ".", "..") for p in prefix.strip("/").split("/") if prefix):
+    prefix = prefix.rstrip("/")
+    if not bucket or any(p in ("", ".", "..") for p in (prefix.split("/") if prefix else [])):
         raise ValueError(f"{url!r}: an object-store lake is s3://bucket[/prefix]")
-    return bucket, prefix.strip("/")
+    return bucket, prefix
 
 
 def cache_base() -> Path:
@@ -100,10 +101,11 @@ def publish(path: Path | str, source: Path | str | None = None) -> None:
     """Upload a complete lake file to its object (no-op for a plain local lake).
 
     ``source``: a complete temporary file that becomes ``path`` (renamed) only once its object is
-    published, so the cache never holds a version the object store does not."""
+    published, so the cache never holds a version the object store does not. Hidden names
+    (``.x.staged``) are local staging: they are renamed, not uploaded."""
     remote = remote_of(path)
     path = Path(path)
-    if remote is None:
+    if remote is None or path.name.startswith("."):  # hidden: staging, published when renamed
         if source is not None:
             os.replace(source, path)
         return
@@ -151,22 +153,45 @@ def localise(path: Path | str) -> bool:
 
 def localise_prefix(folder: Path | str) -> int:
     """Bring every object below a cached folder up to date on local disk (for readers that
-    list the lake); returns how many objects there are. No-op (0) for a plain local lake."""
-    folder = Path(folder)
-    remote = remote_of(folder / "_")
+    scan the lake); returns how many objects there are. No-op (0) for a plain local lake."""
+    names = files_below(folder)
+    for name in names or []:
+        localise(Path(folder).resolve() / name)
+    return len(names or [])
+
+
+def listing(folder: Path | str) -> tuple[list[str], list[str]] | None:
+    """``(sub-folders, files)`` directly below a cached folder, from the object store (the truth
+    for an object-store lake: other machines' files are not in this cache); ``None`` for a plain
+    local folder."""
+    remote = remote_of(Path(folder) / "_")
     if remote is None:
-        return 0
+        return None
     import obstore
 
     bucket, key = remote
     prefix = key[: -len("_")]
-    root = folder.resolve()
-    count = 0
-    for batch in obstore.list(store(bucket), prefix=prefix or None):
-        for meta in batch:
-            localise(root / meta["path"][len(prefix) :])
-            count += 1
-    return count
+    found = obstore.list_with_delimiter(store(bucket), prefix=prefix or None)
+    folders = [p.rstrip("/").rsplit("/", 1)[-1] for p in found["common_prefixes"]]
+    files = [m["path"].rsplit("/", 1)[-1] for m in found["objects"]]
+    return sorted(folders), sorted(files)
+
+
+def files_below(folder: Path | str) -> list[str] | None:
+    """Paths (relative, ``/``-separated) of every object below a cached folder, listed from the
+    object store; ``None`` for a plain local folder."""
+    remote = remote_of(Path(folder) / "_")
+    if remote is None:
+        return None
+    import obstore
+
+    bucket, key = remote
+    prefix = key[: -len("_")]
+    return sorted(
+        meta["path"][len(prefix) :]
+        for batch in obstore.list(store(bucket), prefix=prefix or None)
+        for meta in batch
+    )
 
 
 def _record_etag(path: Path, etag: str | None) -> None:

@@ -447,7 +447,7 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
             if days.blocked(day, outcomes):
                 staged.unlink(missing_ok=True)
                 continue
-            staged.replace(final)
+            lake.promote(staged, final)
             counters = pl.DataFrame([c.to_dict()], schema=counters_schema())
             chain.write(counters, COUNTERS, day)
             g = next(o for o in outcomes if o.name == "golden_exact").metadata

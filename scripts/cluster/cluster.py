@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-STATE = ROOT / "data" / "cluster"
+STATE = Path(os.environ.get("OBPIPELINE_CLUSTER_STATE") or ROOT / "data" / "cluster")
 BIN = Path(sys.executable).parent  # the project's virtualenv
 BUCKET, PREFIX = "obpipeline-lake", "lake"
 PORTS = {  # name -> (environment variable, default)
@@ -70,7 +70,8 @@ def cluster_env(window_start: date | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DAGSTER_HOME=str(STATE / "home"),
-        OBPIPELINE_CONFIG=str(ROOT / "deploy" / "obpipeline.cluster.yaml"),
+        OBPIPELINE_CONFIG=os.environ.get("OBPIPELINE_CLUSTER_CONFIG")
+        or str(ROOT / "deploy" / "obpipeline.cluster.yaml"),
         OBPIPELINE_LAKE=f"s3://{BUCKET}/{PREFIX}",
         OBPIPELINE_LAKE_CACHE=str(STATE / "lake-cache"),
         OBPIPELINE_ALERT_LOG=str(STATE / "alerts.jsonl"),
