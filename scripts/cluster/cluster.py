@@ -323,14 +323,18 @@ def _http_ok(url: str) -> bool:
         return r.status == 200
 
 
-def _create_bucket(env: dict[str, str]) -> None:
-    import boto3
+def _s3_client(env: dict[str, str]) -> Any:
+    import boto3  # comes with moto (the `cluster` extra)
 
-    s3 = boto3.client(
+    return boto3.client(
         "s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )  # fmt: skip
+
+
+def _create_bucket(env: dict[str, str]) -> None:
+    s3 = _s3_client(env)
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BUCKET)
 
@@ -441,13 +445,7 @@ def step_workers(run_id: str) -> dict[str, str]:
 
 
 def lake_objects(env: dict[str, str]) -> list[str]:
-    import boto3
-
-    s3 = boto3.client(
-        "s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )  # fmt: skip
+    s3 = _s3_client(env)
     keys = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX + "/"):
         keys += [o["Key"] for o in page.get("Contents", [])]
