@@ -27,10 +27,13 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     if shutil.which("redis-server") is None or not list(Path("/usr/lib/postgresql").glob("*")):
         pytest.fail("postgresql / redis-server missing: run `make cluster-setup`")
-    tmp = tmp_path_factory.mktemp("cluster")
+    # under data/ like the cluster's own state: PostgreSQL's user must reach its data folder
+    tmp = ROOT / "data" / f"cluster-test-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     config = {
         "lake": "s3://obpipeline-lake/lake",
         "window": {"start": DAYS[0], "end": "2025-03-10"},
@@ -63,6 +66,7 @@ def cluster(tmp_path_factory):
         yield module, cluster_env
     finally:
         module.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -206,7 +206,10 @@ def _as_postgres(argv: list[str], **kw: Any) -> subprocess.CompletedProcess:
     """PostgreSQL refuses to run as root: as root, run it as Debian's ``postgres`` user."""
     if os.geteuid() == 0:
         argv = ["runuser", "-u", "postgres", "--", *argv]
-    return subprocess.run(argv, check=True, capture_output=True, text=True, **kw)
+    done = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if done.returncode:
+        raise ClusterError(f"{' '.join(argv)} failed:\n{done.stdout}{done.stderr}")
+    return done
 
 
 def start_postgres() -> None:
