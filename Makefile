@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster
 export UV_COMPILE_BYTECODE := 1
 UI_CMD ?= $(RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
 
-.PHONY: setup demo test test-slow test-ui bench lint format ui clean
+.PHONY: setup demo test test-slow test-ui bench lint format ui clean cluster-setup cluster-demo cluster-start cluster-stop
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -65,3 +65,25 @@ ui: setup
 		sleep 1 & wait $$!; \
 	done; \
 	wait $$pid
+
+# The cluster on this machine (docs/CLUSTER.md): PostgreSQL and Redis from Debian's packages,
+# the `cluster` extra (dagster-postgres, dagster-celery, dagster-k8s, obstore, moto), then
+# scripts/cluster/cluster.py starts, backfills 2 instruments x 3 days, stops; last line: JSON.
+CLUSTER_APT := $(if $(wildcard /usr/lib/postgresql/*/bin/pg_ctl),,postgresql) $(if $(shell command -v redis-server 2>/dev/null),,redis-server)
+
+cluster-setup: setup
+	@if [ -n "$(strip $(CLUSTER_APT))" ]; then \
+		echo "installing Debian packages: $(strip $(CLUSTER_APT))"; \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q && \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(CLUSTER_APT); \
+	fi
+	$(UV) sync --frozen --all-groups --extra cluster
+
+cluster-demo: cluster-setup
+	$(RUN) --extra cluster python scripts/cluster/cluster.py demo
+
+cluster-start: cluster-setup
+	$(RUN) --extra cluster python scripts/cluster/cluster.py start
+
+cluster-stop:
+	$(RUN) --extra cluster python scripts/cluster/cluster.py stop

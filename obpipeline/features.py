@@ -86,7 +86,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numba import get_num_threads, njit
 
-from obpipeline import schemas
+from obpipeline import schemas, storage
 from obpipeline.instruments import Instrument
 
 BP = 1e4
@@ -1254,7 +1254,7 @@ class _AtomicParquet:
             raise self.failure[0]
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
+        storage.publish(self.path, source=self.tmp)  # rename; object-store lakes: PUT first
         return self.path
 
     def abort(self) -> None:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numba import njit
 
-from obpipeline import schemas
+from obpipeline import schemas, storage
 from obpipeline.book import sequencing as seq
 from obpipeline.book.engine import INT64_MIN, MAX_DENSE, Engine, Grid
 from obpipeline.book.stream import (
@@ -356,7 +356,7 @@ class _SnapshotWriter:
             return
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(self.tmp, self.out_path)
+        storage.publish(self.out_path, source=self.tmp)  # rename; object-store lakes: PUT first
 
 
 class _Restart(Exception):

@@ -37,6 +37,7 @@ def build_definitions(cfg: PlatformConfig, day_source=None) -> dg.Definitions:
         build_landing_sensor,
         build_schedule,
     )
+    from obpipeline.defs.executor import run_executor
     from obpipeline.defs.ge_checks import build_ge_checks
     from obpipeline.defs.resources import DaySource
 
@@ -69,6 +70,7 @@ def build_definitions(cfg: PlatformConfig, day_source=None) -> dg.Definitions:
         sensors=sensors,
         resources={SOURCE_RESOURCE: day_source or DaySource()},
         # One process per run: steps share the imports (GE ~8-16 s, numba), parallelism comes
-        # from concurrent runs (dagster.yaml), not from steps (docs/DESIGN.md §8).
-        executor=dg.in_process_executor,
+        # from concurrent runs (dagster.yaml), not from steps (docs/DESIGN.md §8); on a cluster
+        # ($OBPIPELINE_EXECUTOR=celery) steps go to the workers.
+        executor=run_executor(),
     )

@@ -393,7 +393,7 @@ def snapshots_day(chain: Chain, day: str) -> Day:
     if problems := blocked(verdicts):
         staged.unlink(missing_ok=True)
         return Day(verdicts=verdicts, problems=problems)
-    staged.replace(final)
+    lake.promote(staged, final)
     counters = chain.write(pl.DataFrame([c.to_dict()], schema=counters_schema()), COUNTERS, day)
     golden = by_name(verdicts, "golden_exact").metadata
     meta = _written(

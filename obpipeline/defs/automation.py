@@ -19,6 +19,8 @@ from obpipeline.defs.assets import Chain
 from obpipeline.sources.day import landing_files
 
 TRIGGER_TAG = "obpipeline/trigger"
+# On every run of an instrument's job: dagster.yaml may allow one run per instrument at a time.
+INSTRUMENT_TAG = "obpipeline/instrument"
 
 
 def build_job(chain: Chain) -> Any:
@@ -27,6 +29,7 @@ def build_job(chain: Chain) -> Any:
         selection=dg.AssetSelection.groups(chain.group),
         partitions_def=chain.partitions,
         description=f"Every asset and check of {chain.inst.venue_id} {chain.inst.symbol}.",
+        tags={INSTRUMENT_TAG: chain.group},
     )
 
 

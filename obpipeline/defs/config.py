@@ -9,7 +9,7 @@ Environment overrides (all optional):
 
 ========================== =============================================================
 ``OBPIPELINE_CONFIG``      path of the YAML file (default: ``<repo>/obpipeline.yaml``)
-``OBPIPELINE_LAKE``        lake root (default ``data/lake``)
+``OBPIPELINE_LAKE``        lake root (default ``data/lake``), or ``s3://bucket/prefix``
 ``OBPIPELINE_ALERT_LOG``   JSONL alert log (default ``data/alerts/alerts.jsonl``)
 ``OBPIPELINE_ALERT_WEBHOOK`` URL that receives each alert as a JSON POST
 ``OBPIPELINE_SLACK_TOKEN``  Slack bot token: alerts also go to ``alerts.slack_channel`` (dagster-slack)
@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from obpipeline import storage
 from obpipeline.sources.day import SourceConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -124,6 +125,13 @@ def _path(value: Any, base: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
+def _lake(value: Any, base: Path) -> Path:
+    """A lake folder, or the local cache folder of an ``s3://bucket/prefix`` lake (``storage``)."""
+    if storage.is_remote(str(value)):
+        return storage.local_root(str(value))
+    return _path(value, base)
+
+
 def _source(raw: dict[str, Any], base: Path) -> SourceConfig:
     raw = dict(raw or {})
     if raw.get("path") is not None:
@@ -159,7 +167,7 @@ def parse_config(raw: dict[str, Any], base: Path = REPO_ROOT) -> PlatformConfig:
     features = raw.get("features") or {}
     return PlatformConfig(
         instruments=instruments,
-        lake=_path(raw.get("lake", defaults.lake), base),
+        lake=_lake(raw.get("lake", defaults.lake), base),
         alert_log=_path(alerts.get("log", defaults.alert_log), base),
         alert_webhook=alerts.get("webhook_url") or None,
         slack_channel=alerts.get("slack_channel") or None,
@@ -187,7 +195,7 @@ def apply_env(config: PlatformConfig, env: dict[str, str] | None = None) -> Plat
     env = dict(os.environ if env is None else env)
     changes: dict[str, Any] = {}
     if env.get("OBPIPELINE_LAKE"):
-        changes["lake"] = Path(env["OBPIPELINE_LAKE"]).resolve()
+        changes["lake"] = _lake(env["OBPIPELINE_LAKE"], Path.cwd())
     if env.get("OBPIPELINE_ALERT_LOG"):
         changes["alert_log"] = Path(env["OBPIPELINE_ALERT_LOG"]).resolve()
     if env.get("OBPIPELINE_ALERT_WEBHOOK"):

@@ -32,21 +32,11 @@ METRICS = "fidelity_metrics"
 
 def instruments_in_lake(root: Path, dataset: str = "book_snapshots") -> list[tuple[str, str]]:
     """(venue_id, symbol) pairs that have at least one partition of ``dataset``."""
-    base = Path(root) / dataset
-    out = []
-    for v in sorted(base.glob("venue=*")):
-        for s in sorted(v.glob("symbol=*")):
-            out.append((v.name.removeprefix("venue="), s.name.removeprefix("symbol=")))
-    return out
+    return lake.dataset_instruments(dataset, Path(root))
 
 
 def lake_days(root: Path, dataset: str, venue: str, symbol: str) -> list[date]:
-    base = Path(root) / dataset / f"venue={venue}" / f"symbol={symbol}"
-    days = [
-        date.fromisoformat(p.parent.name.removeprefix("date="))
-        for p in base.glob(f"date=*/{lake.PART}")
-    ]
-    return sorted(days)
+    return lake.dataset_days(dataset, venue, symbol, Path(root))
 
 
 def instrument_for(venue_id: str, symbol: str, frame: pl.DataFrame | None = None) -> Instrument:

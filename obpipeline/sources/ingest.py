@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from isal import isal_zlib  # zlib's API, ISA-L's inflate: half the CPU on a real day
 
-from obpipeline import schemas
+from obpipeline import schemas, storage
 from obpipeline.instruments import Instrument
 from obpipeline.sources.binance import lines_frame, parse_lines
 from obpipeline.sources.capture import Capture, CaptureError
@@ -402,7 +402,7 @@ class StagedParquet:
         os.chmod(self.tmp, 0o666 & ~_umask())
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
+        storage.publish(self.path, source=self.tmp)  # rename; object-store lakes: PUT first
         return self.path
 
     def discard(self) -> None:
