@@ -1,6 +1,6 @@
 """Layers point one way (docs/ARCHITECTURE.md): checked on every import statement, lazy or not.
 
-base      errors, instruments, schemas, lake, procstat
+base      errors, instruments, schemas, lake, storage, procstat, verdict
 book      the replay (state machine, engine, streaming reader/writer, checkpoints)
 sources   readers of one format each → Capture / ingest datasets; the day and its start book
 features  book_snapshots → features
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "obpipeline"
-BASE = {"errors", "instruments", "schemas", "lake", "procstat"}
+BASE = {"errors", "instruments", "schemas", "lake", "storage", "procstat", "verdict"}
 
 # What each layer may import (besides itself); a name is a top-level module or package of
 # obpipeline, or a dotted module for a narrower grant.

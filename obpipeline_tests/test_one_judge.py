@@ -143,16 +143,9 @@ def judge_report(tmp: Path, landing: Path) -> dict:
 
 # Where the three judges still disagree (measured on this day); strict, so each mark must go as
 # soon as the judges agree on that kind.
-_REST = (
-    "golden_mismatched: the report's Gate A1 also compares REST snapshots, which verify and "
-    "the golden_exact check leave out (rest=False)"
-)
 DISAGREE = {
     "duplicate": "verdict: Gate A0 fails a day with dropped duplicates (max_duplicates=0); "
     "verify only counts them",
-    "drop_level": _REST,
-    "scale_size": _REST,
-    "shift_price": _REST,
 }
 
 

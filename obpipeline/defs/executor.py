@@ -23,7 +23,7 @@ def run_executor(env: dict[str, str] | None = None) -> dg.ExecutorDefinition:
     name = env.get("OBPIPELINE_EXECUTOR") or "in_process"
     if name == "in_process":
         # One process per run: steps share the imports (GE ~8-16 s, numba), parallelism comes
-        # from concurrent runs (dagster.yaml), not from steps (research/dagster.md §5).
+        # from concurrent runs (dagster.yaml), not from steps (docs/DESIGN.md §8).
         return dg.in_process_executor
     if name != "celery":
         raise ValueError(f"OBPIPELINE_EXECUTOR={name!r}: use one of {', '.join(EXECUTORS)}")
