@@ -9,6 +9,7 @@ import pytest
 from obpipeline import book
 from obpipeline.defs import expectations as E
 from obpipeline.sources import synthetic
+from obpipeline.verdict import Verdict
 
 LIGHT = {"event_rate": 3.0, "msg_ms": 20_000, "d20_ms": 60_000, "warmup_events": 20_000}
 BATCH = {"raw_book_events": 1_000, "book_snapshots": 500}
@@ -22,25 +23,30 @@ def day() -> dict[str, pl.DataFrame]:
     return {"raw_book_events": raw.head(12_000), "book_snapshots": snapshots}
 
 
-def whole(dataset: str, frame: pl.DataFrame) -> E.GEResult:
+def whole(dataset: str, frame: pl.DataFrame) -> Verdict:
     """The suite in one run over the whole day (the reference)."""
     return E.validate(dataset, frame, batch_rows=max(1, frame.height))
 
 
-def batched(tmp_path, dataset: str, frame: pl.DataFrame) -> E.GEResult:
+def batched(tmp_path, dataset: str, frame: pl.DataFrame) -> Verdict:
     path = tmp_path / f"{dataset}.parquet"
     frame.write_parquet(path)
     from_file = E.validate_parquet(dataset, path, batch_rows=BATCH[dataset])
     in_memory = E.validate(dataset, frame, batch_rows=BATCH[dataset])
-    assert (from_file.passed, from_file.failed) == (in_memory.passed, in_memory.failed)
+    assert summary(from_file) == summary(in_memory)
+    assert from_file.metadata["failed_expectations"] == in_memory.metadata["failed_expectations"]
     return from_file
 
 
-def summary(r: E.GEResult) -> tuple:
+def failed(r: Verdict) -> list[dict]:
+    return r.metadata["failed_expectations"]
+
+
+def summary(r: Verdict) -> tuple:
     return (
         r.passed,
-        r.evaluated,
-        sorted((f["type"], f["column"], f["unexpected_count"]) for f in r.failed),
+        r.metadata["evaluated"],
+        sorted((f["type"], f["column"], f["unexpected_count"]) for f in failed(r)),
     )
 
 
@@ -49,7 +55,7 @@ def test_clean_day_passes_in_batches(tmp_path, day, dataset: str) -> None:
     frame = day[dataset]
     assert frame.height > 5 * BATCH[dataset]
     result = batched(tmp_path, dataset, frame)
-    assert result.passed and not result.failed
+    assert result.passed and not failed(result)
     assert summary(result) == summary(whole(dataset, frame))
 
 
@@ -75,10 +81,10 @@ def test_raw_faults_are_counted_as_on_the_whole_day(tmp_path, day) -> None:
     result = batched(tmp_path, "raw_book_events", bad)
     reference = whole("raw_book_events", bad)
     assert summary(result) == summary(reference)
-    counts = {f["column"]: f["unexpected_count"] for f in result.failed}
+    counts = {f["column"]: f["unexpected_count"] for f in failed(result)}
     assert counts == {"size": 4, "ts_local": 1, "msg_id": 1}
     assert not result.passed
-    assert {f["column"]: f["sample"] for f in result.failed}["size"] == ["-1.0"] * 4
+    assert {f["column"]: f["sample"] for f in failed(result)}["size"] == ["-1.0"] * 4
 
 
 def test_snapshot_faults_and_mostly_over_the_day(tmp_path, day) -> None:
@@ -93,21 +99,21 @@ def test_snapshot_faults_and_mostly_over_the_day(tmp_path, day) -> None:
     many = _set(snaps, valid[100::300], "bid_price_1", None)
     result = batched(tmp_path, "book_snapshots", many)
     assert summary(result) == summary(whole("book_snapshots", many))
-    assert [f["column"] for f in result.failed] == ["bid_price_1"]
+    assert [f["column"] for f in failed(result)] == ["bid_price_1"]
     # last_update_id goes back exactly across a batch edge
     at = BATCH["book_snapshots"]
     assert snaps["is_valid"][at - 1] and snaps["is_valid"][at]
     back = _set(snaps, [at], "last_update_id", int(snaps["last_update_id"][at - 1]) - 1)
     result = batched(tmp_path, "book_snapshots", back)
     assert summary(result) == summary(whole("book_snapshots", back))
-    assert [(f["column"], f["unexpected_count"]) for f in result.failed] == [("last_update_id", 1)]
+    assert [(f["column"], f["unexpected_count"]) for f in failed(result)] == [("last_update_id", 1)]
 
 
 def test_empty_day_fails_the_row_count(tmp_path, day) -> None:
     empty = day["raw_book_events"].head(0)
     result = batched(tmp_path, "raw_book_events", empty)
     assert not result.passed
-    assert [f["type"] for f in result.failed] == ["expect_table_row_count_to_be_between"]
+    assert [f["type"] for f in failed(result)] == ["expect_table_row_count_to_be_between"]
     assert summary(result) == summary(whole("raw_book_events", empty))
 
 

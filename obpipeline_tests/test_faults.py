@@ -151,8 +151,9 @@ def test_each_fault_is_visible_to_verify(
     assert s[flag] > 0, {
         k: s[k] for k in ("gaps", "duplicates", "golden_mismatched", "quarantined")
     }
-    if flag != "duplicates":  # a dropped duplicate is handled correctly; the rest must fail
-        assert s["verdict"] == "fail" or s["gaps"] > 0
+    # every fault fails the day, a dropped duplicate and a resynced gap too (Gate A0's counted
+    # checks: the capture is not what the exchange published)
+    assert s["exit_code"] == 1 and s["verdict"] == "fail", s["failures"]
 
 
 def test_shifted_exchange_times_are_caught_by_the_time_check(lines: list[bytes]) -> None:

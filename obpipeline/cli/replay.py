@@ -281,8 +281,12 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def verify_failures(summary: dict) -> list[str]:
+    """Why ``verify`` fails: the capture's counts judged by Gate A0's counted checks with the
+    venue's thresholds (``integrity.counted_failures``, the rule gate_a and the report apply),
+    plus what only a capture shows (damaged files, continuation, golden records, checksums)."""
     from obpipeline.cli import checksum_venue
-    from obpipeline.fidelity.integrity import unhandled_gaps
+    from obpipeline.fidelity.config import thresholds_for
+    from obpipeline.fidelity.integrity import counted_failures
 
     failures = list(summary["continuation_failures"]) + checksum_venue.failures(summary)
     if summary["damaged_files"]:
@@ -296,17 +300,7 @@ def verify_failures(summary: dict) -> list[str]:
             f"{summary['golden_time_mismatched']} golden records carry another exchange time "
             "than the depth message with the same update id"
         )
-    if summary["snapshot_mismatches"]:
-        failures.append(f"{summary['snapshot_mismatches']} REST snapshots differ from the book")
-    if summary["crossed"]:
-        failures.append(f"{summary['crossed']} crossed books while in sync")
-    if unhandled := unhandled_gaps(summary):
-        failures.append(
-            f"{unhandled} unhandled sequence gap(s): {summary['gaps']} gaps, "
-            f"{summary['resyncs']} resyncs, {summary['snapshot_mismatches']} snapshot "
-            f"mismatches, out of sync at end: {bool(summary['unsynced_at_end'])}"
-        )
-    return failures
+    return failures + counted_failures(summary, thresholds_for(summary["venue"]))
 
 
 def run_verify(args: argparse.Namespace) -> int:

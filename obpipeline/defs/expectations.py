@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +26,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from obpipeline import schemas
+from obpipeline.verdict import Severity, Verdict
 
-
-@dataclass
-class GEResult:
-    passed: bool
-    evaluated: int
-    failed: list[dict[str, Any]]
-    seconds: float
+# raw_book_events columns that are never null (a level-less message has a null side/price/size)
+RAW_NOT_NULL = [
+    "ts_event",
+    "ts_local",
+    "msg_id",
+    "first_update_id",
+    "last_update_id",
+    "is_snapshot",
+]
 
 
 def _raw_suite(gxe: Any) -> list[Any]:
     return [
-        *[
-            gxe.ExpectColumnValuesToNotBeNull(column=c)
-            for c in (
-                "ts_event",
-                "ts_local",
-                "msg_id",
-                "first_update_id",
-                "last_update_id",
-                "is_snapshot",
-            )
-        ],
+        *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in RAW_NOT_NULL],
         gxe.ExpectColumnValuesToBeInSet(column="side", value_set=[schemas.BID, schemas.ASK]),
         gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True),
         gxe.ExpectColumnValuesToBeBetween(column="size", min_value=0),
@@ -90,17 +82,7 @@ def _snapshots_suite(gxe: Any) -> list[Any]:
 
 SUITES = {"raw_book_events": _raw_suite, "book_snapshots": _snapshots_suite}
 COLUMNS = {
-    "raw_book_events": [
-        "ts_event",
-        "ts_local",
-        "msg_id",
-        "first_update_id",
-        "last_update_id",
-        "is_snapshot",
-        "side",
-        "price",
-        "size",
-    ],
+    "raw_book_events": [*RAW_NOT_NULL, "side", "price", "size"],
     "book_snapshots": [
         "ts_event",
         "msg_id",
@@ -239,8 +221,9 @@ class _Totals:
         return out
 
 
-def _run(dataset: str, frames: Iterator[pl.DataFrame], empty: pl.DataFrame) -> GEResult:
-    """The dataset's suite over every row of ``frames`` (batches of one day, in order)."""
+def _run(dataset: str, frames: Iterator[pl.DataFrame], empty: pl.DataFrame) -> Verdict:
+    """The dataset's suite over every row of ``frames`` (batches of one day, in order): the
+    ``ge_suite`` check's verdict, failed expectations (type, column, count, samples) by name."""
     started = time.perf_counter()
     vd = _validation(dataset)
     totals = _Totals()
@@ -254,15 +237,24 @@ def _run(dataset: str, frames: Iterator[pl.DataFrame], empty: pl.DataFrame) -> G
         batch = _frame(dataset, empty)
         totals.add(vd.run(batch_parameters={"dataframe": batch}, result_format="SUMMARY"), batch)
     failed = totals.failed()
-    return GEResult(
-        passed=not failed,
-        evaluated=len(totals.by_key),
-        failed=failed,
-        seconds=time.perf_counter() - started,
+    evaluated = len(totals.by_key)
+    return Verdict(
+        "ge_suite",
+        not failed,
+        Severity.ERROR,
+        f"{len(failed)} of {evaluated} expectations failed"
+        if failed
+        else f"{evaluated} expectations met",
+        {
+            "evaluated": evaluated,
+            "failed": len(failed),
+            "failed_expectations": failed,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
     )
 
 
-def validate(dataset: str, frame: pl.DataFrame, batch_rows: int = BATCH_ROWS) -> GEResult:
+def validate(dataset: str, frame: pl.DataFrame, batch_rows: int = BATCH_ROWS) -> Verdict:
     """Run the dataset's suite on one day held in memory; failures carry type, column, count
     and samples."""
     if batch_rows < 1:
@@ -271,7 +263,7 @@ def validate(dataset: str, frame: pl.DataFrame, batch_rows: int = BATCH_ROWS) ->
     return _run(dataset, frame.iter_slices(batch_rows), frame.head(0))
 
 
-def validate_parquet(dataset: str, path: Path | str, batch_rows: int = BATCH_ROWS) -> GEResult:
+def validate_parquet(dataset: str, path: Path | str, batch_rows: int = BATCH_ROWS) -> Verdict:
     """Run the dataset's suite on every row of a day's parquet file, ``batch_rows`` at a time
     and reading only the columns the suite looks at: memory is that of a batch."""
     if batch_rows < 1:

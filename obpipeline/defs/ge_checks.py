@@ -5,10 +5,12 @@ stamping each evaluation with its day. GE is imported lazily (inside ``expectati
 so loading the definitions stays fast and the 8–16 s import is paid once per run process.
 """
 
+import time
+
 import dagster as dg
 
 from obpipeline.defs import expectations
-from obpipeline.defs.assets import RAW, SNAPSHOTS, Chain, _metadata, target
+from obpipeline.defs.assets import RAW, SNAPSHOTS, Chain, evaluation
 
 
 def build_ge_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
@@ -37,29 +39,8 @@ def _ge_check(chain: Chain, dataset: str, spec: dg.AssetCheckSpec) -> dg.AssetCh
             path = chain.path(dataset, day)
             if not path.exists():  # the asset failed that day: its own check already says why
                 continue
-            result = expectations.validate_parquet(dataset, path)
-            yield dg.AssetCheckEvaluation(
-                asset_key=spec.asset_key,
-                check_name=spec.name,
-                passed=result.passed,
-                metadata=_metadata(
-                    {
-                        "evaluated": result.evaluated,
-                        "failed": len(result.failed),
-                        "failed_expectations": result.failed,
-                        "seconds": round(result.seconds, 3),
-                    }
-                ),
-                target_materialization_data=target(context.instance, spec.asset_key, day),
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=(
-                    f"{len(result.failed)} of {result.evaluated} expectations failed"
-                    if result.failed
-                    else f"{result.evaluated} expectations met"
-                ),
-                blocking=True,
-                partition=day,
-            )
+            verdict = expectations.validate_parquet(dataset, path)
+            yield evaluation(context.instance, spec.asset_key, day, verdict, time.time())
         yield dg.Output(
             None, output_name=op.assets_def.get_output_name_for_asset_check_key(spec.key)
         )

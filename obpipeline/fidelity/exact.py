@@ -23,7 +23,7 @@ Golden kinds and their scope (which FIDELITY.md threshold applies):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -416,20 +416,26 @@ def _book_side(snapshots: Table, names: list[str], ids: pl.Series) -> pl.DataFra
     )
 
 
+def _non_decreasing(ids: Iterable[pl.Series]) -> bool:
+    """Whether ids read batch by batch are never null and never decrease, across batches too."""
+    last = None
+    for batch in ids:
+        if batch.null_count():
+            return False
+        if batch.len() == 0:
+            continue
+        if (last is not None and batch[0] < last) or not batch.is_sorted():
+            return False
+        last = batch[-1]
+    return True
+
+
 def valid_ids_in_order(snapshots: Table) -> bool:
     """Whether the valid rows' ``last_update_id`` never decreases in file order (nulls aside):
     then the rows at the ids of one batch of records all come before any row beyond them."""
-    last = None
-    for b in snapshots.batches(["last_update_id", "is_valid"]):
-        ids = b.filter(pl.col("is_valid") & pl.col("last_update_id").is_not_null())[
-            "last_update_id"
-        ]
-        if ids.len() == 0:
-            continue
-        if (last is not None and ids[0] < last) or not ids.is_sorted():
-            return False
-        last = ids[-1]
-    return True
+    valid = pl.col("is_valid") & pl.col("last_update_id").is_not_null()
+    batches_ = snapshots.batches(["last_update_id", "is_valid"])
+    return _non_decreasing(b.filter(valid)["last_update_id"] for b in batches_)
 
 
 class BookCursor:
@@ -500,17 +506,7 @@ def _compare(
 
 def _sorted_by_id(golden: Frame, rows: int) -> bool:
     """Whether the records' update ids are non-decreasing and never null (stream order)."""
-    last = None
-    for b in batches(golden, ["update_id"], rows):
-        ids = b["update_id"]
-        if ids.null_count():
-            return False
-        if ids.len() == 0:
-            continue
-        if (last is not None and ids[0] < last) or not ids.is_sorted():
-            return False
-        last = ids[-1]
-    return True
+    return _non_decreasing(b["update_id"] for b in batches(golden, ["update_id"], rows))
 
 
 def _record_batches(

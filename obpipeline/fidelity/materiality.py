@@ -361,57 +361,27 @@ class Materiality:
             )
         )
 
-        # depth within bands: exact share (records covering >= 5 levels)
-        shares: dict[str, float] = {}
-        first_depth: tuple[int | None, int | None] = (None, None)
-        for side in ("bid", "ask"):
-            for x in t.depth_bands_bp:
-                col = f"{side}_depth_{F._num(x)}bp"
+        def exact_share(check: str, columns: list[str], limit: float, what: str) -> None:
+            """The lowest share of exactly equal pairs over ``columns`` (each pooled over kinds)."""
+            shares: dict[str, float] = {}
+            first_bad: tuple[int | None, int | None] = (None, None)
+            for col in columns:
                 parts = self._pooled(col)
                 if not parts:
                     continue
                 shares[f"{col}_exact_share"] = sum(p.exact for p in parts) / sum(p.n for p in parts)
-                if first_depth[0] is None:
-                    first_depth = first(parts)
-        if shares:
-            v = min(shares.values())
-            results.append(
-                _judge(
-                    "depth_exact",
-                    v,
-                    t.min_depth_exact_share,
-                    v < t.min_depth_exact_share,
-                    f"depth within bands exact in {v:.4%} of pairs",
-                    first_depth,
-                    shares,
-                )
-            )
+                if first_bad[0] is None:
+                    first_bad = first(parts)
+            if shares:
+                v = min(shares.values())
+                detail = f"{what} exact in {v:.4%} of pairs"
+                results.append(_judge(check, v, limit, v < limit, detail, first_bad, shares))
 
-        # imbalance exact share
-        imb: dict[str, float] = {}
-        first_imb: tuple[int | None, int | None] = (None, None)
-        for k in t.imbalance_levels:
-            parts = self._pooled(f"imbalance_{k}")
-            if not parts:
-                continue
-            imb[f"imbalance_{k}_exact_share"] = sum(p.exact for p in parts) / sum(
-                p.n for p in parts
-            )
-            if first_imb[0] is None:
-                first_imb = first(parts)
-        if imb:
-            v = min(imb.values())
-            results.append(
-                _judge(
-                    "imbalance_exact",
-                    v,
-                    t.min_imbalance_exact_share,
-                    v < t.min_imbalance_exact_share,
-                    f"imbalance exact in {v:.4%} of pairs",
-                    first_imb,
-                    imb,
-                )
-            )
+        # depth within bands (records covering >= 5 levels), imbalance: exact shares
+        bands = [f"{side}_depth_{F._num(x)}bp" for side in ("bid", "ask") for x in t.depth_bands_bp]
+        exact_share("depth_exact", bands, t.min_depth_exact_share, "depth within bands")
+        imbalances = [f"imbalance_{k}" for k in t.imbalance_levels]
+        exact_share("imbalance_exact", imbalances, t.min_imbalance_exact_share, "imbalance")
 
         # microprice
         parts = self._pooled("microprice")
