@@ -4,8 +4,8 @@ All computation is a library call (``obpipeline.sources``, ``book``, ``features`
 ``lake``); these modules only wire it. ``build_definitions(config)`` is the one constructor;
 ``obpipeline.definitions:defs`` calls it with ``obpipeline.yaml`` + environment overrides.
 
-Modules: ``config`` (settings), ``sources`` (one UTC day from the simulator or a landing folder),
-``resources`` (the day source seam), ``assets`` (the per-instrument factory), ``checks`` (Polars
+Modules: ``config`` (settings), ``resources`` (the day source seam: one UTC day comes from
+``obpipeline.sources.day``), ``executor`` (in process or Celery workers), ``assets`` (the per-instrument factory), ``checks`` (Polars
 invariants), ``expectations`` / ``ge_checks`` (Great Expectations suites), ``alerts`` (sensors),
 ``automation`` (jobs, schedule, landing sensor), ``local`` (in-process range runs: demo, tests).
 """
