@@ -598,7 +598,17 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         day = functools.partial(checkpoint_day, chain)
         yield from run_days(context, chain, CHECKPOINT, day, chained=True)
 
-    @step(
+    def daily(fn: Callable[[Chain, str], Day], specs: list[dg.AssetSpec], checks_of=None):
+        """A step whose day needs only the chain and the day: ``run_days`` over ``fn``."""
+
+        @step(specs, checks_of)
+        def run(context: dg.AssetExecutionContext):
+            yield from run_days(context, chain, specs[0].key.path[-1], lambda d, _: fn(chain, d))
+
+        return run
+
+    book_snapshots = daily(
+        snapshots_day,
         [
             spec(
                 SNAPSHOTS,
@@ -617,10 +627,9 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         ],
         checks.SNAPSHOT_CHECKS,
     )
-    def book_snapshots(context: dg.AssetExecutionContext):
-        yield from run_days(context, chain, SNAPSHOTS, lambda day, _: snapshots_day(chain, day))
 
-    @step(
+    book_features = daily(
+        features_day,
         [
             spec(
                 FEATURES,
@@ -637,14 +646,12 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
                 )  # fmt: skip
                 for g in grids
             ],
-        ]
+        ],
     )
-    def book_features(context: dg.AssetExecutionContext):
-        yield from run_days(context, chain, FEATURES, lambda day, _: features_day(chain, day))
 
     reads = [RAW, "golden_bbo", "golden_depth", "quarantine", SNAPSHOTS, COUNTERS, FEATURES]
-
-    @step(
+    fidelity_metrics = daily(
+        metrics_day,
         [
             spec(
                 METRICS,
@@ -657,8 +664,6 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         ],
         fidelity_assets.CHECKS,
     )
-    def fidelity_metrics(context: dg.AssetExecutionContext):
-        yield from run_days(context, chain, METRICS, lambda day, _: metrics_day(chain, day))
 
     @step(
         [
