@@ -12,8 +12,8 @@ import polars as pl
 
 from obpipeline import book
 from obpipeline.book import checksum as ck
-from obpipeline.book.venue_sequence import sequence
 from obpipeline.sources.checksum_venues.recording import read_recording
+from obpipeline.sources.checksum_venues.sequence import sequence
 from obpipeline.sources.day import DayRequest, SourceConfig, ingest_day, tardis_day_base
 from obpipeline_tests.test_checksum_venues import recording_path
 
