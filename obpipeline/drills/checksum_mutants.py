@@ -221,7 +221,7 @@ def table(runs: list[MutantRun]) -> str:
         lat = sorted({r.latency_messages for r in reached})
         out.append(
             f"| {venue} | {name} | {len(rs)} | {sum(r.injected for r in rs):,} | {len(reached)} "
-            f"| {len(caught)} | {', '.join(map(str, lat)) or '-'} | {_spread(msgs, '')} "
+            f"| {len(caught)} | {', '.join(map(str, lat)) or '-'} | {_spread(msgs, 'g')} "
             f"| {_spread(secs, '.3f')} |"
         )
     return "\n".join(out)
