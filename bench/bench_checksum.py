@@ -24,9 +24,10 @@ from _rss import peak_rss_mb
 
 from obpipeline import book, schemas
 from obpipeline.book import checksum as ck
-from obpipeline.book.venue_sequence import VenueDay, sequence
+from obpipeline.book.venue_day import VenueDay
 from obpipeline.instruments import resolve_instrument
 from obpipeline.sources.checksum_venues.recording import read_recording
+from obpipeline.sources.checksum_venues.sequence import sequence
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "checksum"
 FILES = {

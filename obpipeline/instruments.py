@@ -99,7 +99,7 @@ def _sequencing_for(venue: str, market: str) -> SequencingRule:
         # (book/sequencing.rule_code rejects it), so Tardis instruments name that rule.
         return "binance_spot"
     if venue in CHECKSUM_VENUES:
-        # Like Tardis: messages numbered 1, 2, 3, ... by book/venue_sequence.py (a snapshot takes
+        # Like Tardis: messages numbered 1, 2, 3, ... by sources/checksum_venues/sequence.py (a snapshot takes
         # the id of the book it describes); OKX days that carry seqId/prevSeqId switch to the
         # chained rule there.
         return "binance_spot"

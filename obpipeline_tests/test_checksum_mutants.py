@@ -1,23 +1,22 @@
 """Gate B on the checksum venues: each FIDELITY mutant (from ``mutation.MUTANTS``) injected into
-the real OKX, Bitget and Kraken recordings is caught by the checksum at the first message whose
-top-of-book is wrong; the clean recordings are never flagged (test_checksum_venues)."""
+the real OKX, Bitget and Kraken recordings is caught by the checksum at the first corrupted
+checksum message (the first whose top-of-book is wrong); the clean recordings are never flagged
+(test_checksum_venues)."""
 
 from __future__ import annotations
 
 import pytest
 
+from obpipeline.drills.checksum_mutants import MUTANTS, run_mutant
 from obpipeline.drills.mutation import mutant
-from obpipeline.fidelity.checksum_gate import run_mutant
 from obpipeline.sources.checksum_venues.recording import read_recording
 from obpipeline.sources.faults import FaultSpec
 from obpipeline_tests.test_checksum_venues import FILES, recording_path
 
-MUTANTS = ("drop_msg_1%", "drop_level_1%", "size_x1.001", "tick_1%")
-
 
 @pytest.mark.parametrize("venue", list(FILES))
 @pytest.mark.parametrize("name", MUTANTS)
-def test_mutant_caught_at_first_wrong_message(venue: str, name: str) -> None:
+def test_mutant_caught_at_first_corrupted_message(venue: str, name: str) -> None:
     rec = read_recording([recording_path(venue)])
     spec = FaultSpec.parse(mutant(name).spec)
     caught = 0
@@ -30,5 +29,6 @@ def test_mutant_caught_at_first_wrong_message(venue: str, name: str) -> None:
         assert run.detected_msg == run.first_wrong_msg, run
         assert run.latency_messages == 0
         assert run.first_fault_msg is not None and run.detected_msg >= run.first_fault_msg
+        assert run.fault_to_detection_messages == run.detected_msg - run.first_fault_msg
         caught += 1
     assert caught >= 1, f"{name} never reached the top levels on {venue}"

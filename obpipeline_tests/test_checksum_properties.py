@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from obpipeline.book import checksum as ck
-from obpipeline.book.venue_sequence import sequence
 from obpipeline.sources.checksum_venues.message import ASK, BID, BookMessage
 from obpipeline.sources.checksum_venues.recording import Located, Recording
+from obpipeline.sources.checksum_venues.sequence import sequence
 
 
 def text(units: int, decimals: int, strip: bool) -> str:

@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 
 from obpipeline.book import checksum as ck
-from obpipeline.book.venue_sequence import sequence
 from obpipeline.errors import CaptureError
 from obpipeline.fidelity.checksum_gate import checksum_results
 from obpipeline.sources.checksum_venues.recording import detect_venue, read_recording
+from obpipeline.sources.checksum_venues.sequence import sequence
 
 CHECKSUM_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "checksum"
 FILES = {

@@ -26,8 +26,10 @@ ALLOWED: dict[str, set[str]] = {
     # schemas takes DEFAULT_DEPTH from the book package's constants (book/__init__ is import-light)
     "base": {"book"},
     "book": set(),
-    # the state a day starts from, not the replay: a reader never rebuilds a book
-    "sources": {"book.stream", "book.checkpoint"},
+    # the state a day starts from, not the replay: a reader never rebuilds a book. venue_day is
+    # a type too: the checksum venues' reader fills it (raw_book_events + each message's CRC)
+    # for book/checksum.py to validate, so the book never imports the reader
+    "sources": {"book.stream", "book.checkpoint", "book.venue_day"},
     "features": set(),
     "fidelity": {"book", "features"},
     "export": {"book", "sources"},

@@ -31,7 +31,7 @@ from numba import njit
 
 from obpipeline import schemas
 from obpipeline.book.stream import Book, ReplayResult
-from obpipeline.book.venue_sequence import NO_CHECKSUM, VenueDay
+from obpipeline.book.venue_day import NO_CHECKSUM, VenueDay
 from obpipeline.schemas import unscaled
 
 MAX_LOCATED = 100  # mismatches reported with their location (all are counted)

@@ -36,10 +36,10 @@ def replay_venue_files(args: argparse.Namespace, compare: bool = True) -> dict:
     from obpipeline import lake, schemas
     from obpipeline.book import checkpoint as ckpt
     from obpipeline.book import checksum as ck
-    from obpipeline.book.venue_sequence import sequence
     from obpipeline.fidelity.checksum_gate import checksum_results
     from obpipeline.procstat import peak_rss_mb
     from obpipeline.sources.checksum_venues.recording import read_recording
+    from obpipeline.sources.checksum_venues.sequence import sequence
 
     started = time.perf_counter()
     if args.golden:

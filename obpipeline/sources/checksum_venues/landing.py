@@ -13,11 +13,12 @@ from pathlib import Path
 import polars as pl
 
 from obpipeline import schemas
-from obpipeline.book.venue_sequence import VenueDay, sequence
+from obpipeline.book.venue_day import VenueDay
 from obpipeline.errors import CaptureError
 from obpipeline.instruments import safe_symbol
 from obpipeline.sources.capture import Capture
 from obpipeline.sources.checksum_venues.recording import Recording, read_recording
+from obpipeline.sources.checksum_venues.sequence import sequence
 
 
 def venue_day(

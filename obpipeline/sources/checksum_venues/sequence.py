@@ -1,8 +1,10 @@
-"""Checksum venues' book semantics → raw_book_events that every replayer already understands.
+"""Checksum venues' book messages → raw_book_events that every replayer already understands.
 
-One instrument of a ``Recording`` becomes one raw_book_events frame plus, per message, the
-venue's checksum. The venue rules live here, once, so the compiled engine and the reference
-replayer (and any later stage) see the same canonical stream:
+The reader's last step, as ``tardis.py`` numbers Tardis rows: one instrument of a ``Recording``
+becomes one raw_book_events frame plus, per message, the venue's checksum (a ``VenueDay``, the
+type ``book/checksum.py`` validates). The venues' rules are mapped here, once, onto the
+sequencing rules the replayers already apply (``book/sequencing.py``), so the compiled engine,
+the reference replayer and the lake's day (``landing.py``) see the same canonical stream:
 
 * **Snapshot replace** (all three venues): every message is numbered 1, 2, 3, ... and a snapshot
   takes the number of the book it describes, under the contiguous-id rule (``binance_spot``), as
@@ -14,7 +16,8 @@ replayer (and any later stage) see the same canonical stream:
 * **Bitget actions**: ``snapshot`` / ``update`` map to snapshot / diff.
 * **Kraken truncate-to-depth**: after each message the client keeps only the subscribed depth
   (``book-<depth>``) per side; the levels cut are written as explicit deletes (size 0) in that
-  message, so the replayers need no venue rule for it.
+  message, so the replayers need no venue rule for it. Only the price set of each side is
+  kept for this (sizes and sequencing stay with the replayers: nothing here rebuilds a book).
 
 Strings are converted exactly at the instrument's scales (registered, or inferred from the widest
 strings of the day); a string finer than a registered scale is quarantined with its file/line.
@@ -24,7 +27,6 @@ The widest printed decimals are kept too: Bitget and Kraken checksum fixed-decim
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -32,33 +34,10 @@ from sortedcontainers import SortedList
 
 from obpipeline import schemas
 from obpipeline.book.stream import Book
+from obpipeline.book.venue_day import NO_CHECKSUM, VenueDay
 from obpipeline.instruments import Instrument, resolve_instrument, safe_symbol
 from obpipeline.sources.checksum_venues.lines import record
 from obpipeline.sources.checksum_venues.recording import Located, Recording
-
-NO_CHECKSUM = -1
-
-
-@dataclass
-class VenueDay:
-    """One instrument of a recording, ready to replay and validate."""
-
-    venue: str
-    symbol: str  # the venue's spelling (``XBT/CHF``); instrument.symbol is its safe form
-    instrument: Instrument
-    events: pl.DataFrame  # raw_book_events; msg_id = index into the per-message arrays below
-    checksum: np.ndarray  # int64 per message: the venue's CRC32 mod 2**32, NO_CHECKSUM if none
-    is_snapshot: np.ndarray  # bool per message
-    file: np.ndarray  # int32 per message: index into files
-    line: np.ndarray  # int64 per message
-    files: list[str]
-    price_decimals: int  # widest printed decimals (the fixed-decimal venues' checksum strings)
-    size_decimals: int
-    truncated: int = 0  # levels removed by the Kraken depth rule
-
-    @property
-    def messages(self) -> int:
-        return len(self.checksum)
 
 
 def _decimals(s: str) -> int:
