@@ -159,8 +159,9 @@ def test_cli_dagster_and_report_agree(tmp_path, clean_lines, kind):
     shown = json.dumps(judges, indent=1, default=str)
     verdicts = {name: j["verdict"] for name, j in judges.items()}
     assert len(set(verdicts.values())) == 1, f"{kind}: verdicts differ\n{shown}"
-    if kind == "clean":
-        assert verdicts["cli"] == "pass", shown
+    # clean passes; every fault fails (Gate B: each mutant must fail Gate A, a dropped duplicate
+    # too: integrity.COUNTED)
+    assert verdicts["cli"] == ("pass" if kind == "clean" else "fail"), shown
     for count in COUNTS:
         seen = {name: j[count] for name, j in judges.items() if count in j}
         assert len(set(seen.values())) == 1, f"{kind}: {count} differs\n{shown}"
