@@ -98,8 +98,10 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"{m['golden_mismatched']:>10}  {'pass' if m['integrity_ok'] else 'FAIL'}"
             )
         report = run.metadata.get(("fidelity_report", last.isoformat()))
-        if report and report.get("html"):
-            print(f"  HTML fidelity report: {report['html']}")
+        if report and report.get("html_file"):
+            print(f"  HTML fidelity report: {report['html_file']}")
+            if str(report["html"]).startswith("http"):
+                print(f"    in the UI (served by `make ui`): {report['html']}")
         if report:
             print(
                 f"  rolling report up to {last}: {report['days']} day(s), "
