@@ -57,13 +57,17 @@ ui: setup
 	@mkdir -p "$(DAGSTER_HOME)"
 	@cp -u dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 	@echo "Dagster UI on http://127.0.0.1:$${DAGSTER_PORT:-3000} (webserver + daemon, DAGSTER_HOME=$(DAGSTER_HOME)); Ctrl-C or SIGTERM stops both"
-	@# make does not pass SIGTERM on to its recipe: the shell stops the server when make is gone
+	@# make does not pass SIGTERM on to its recipe: the shell stops the server when make is gone.
+	@# Beside it, the HTML fidelity reports at reports.url (the UI's report links: defs/reports.py).
 	@$(UI_CMD) & pid=$$!; \
-	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid; exit 143' TERM INT HUP; \
+	$(RUN) python -m obpipeline.defs.reports & rpid=$$!; \
+	stop() { kill -TERM $$pid $$rpid 2>/dev/null; wait $$pid; }; \
+	trap 'stop; exit 143' TERM INT HUP; \
 	while kill -0 $$pid 2>/dev/null; do \
-		kill -0 $$PPID 2>/dev/null || { kill -TERM $$pid; wait $$pid; exit 143; }; \
+		kill -0 $$PPID 2>/dev/null || { stop; exit 143; }; \
 		sleep 1 & wait $$!; \
 	done; \
+	kill -TERM $$rpid 2>/dev/null; \
 	wait $$pid
 
 # The cluster on this machine (docs/CLUSTER.md): PostgreSQL and Redis from Debian's packages,

@@ -168,3 +168,56 @@ def test_slack_delivery_through_dagster_slack(tmp_path, monkeypatch):
     monkeypatch.setenv("OBPIPELINE_SLACK_API_URL", "http://127.0.0.1:9/api/")
     failed = deliver(alert, tmp_path / "a.jsonl", None, ("xoxb-secret-token", "#alerts"))
     assert "slack_error" in failed and "secret" not in json.dumps(read_alerts(tmp_path / "a.jsonl"))
+
+
+def test_a_missed_day_alerts_through_the_freshness_sensor(tmp_path):
+    """The report holds every day of an ended window but its last: the freshness sensor asks
+    for its check, the check fails (the missed day is overdue), check_failure_alerts alerts on
+    it; once the day has landed the same check passes. The daily job never runs it (it judges
+    the clock, not the days a run materialises)."""
+    cfg = PlatformConfig(
+        instruments=(InstrumentConfig(source=SourceConfig(options=SMALL)),),
+        lake=tmp_path / "lake",
+        alert_log=tmp_path / "alerts.jsonl",
+        window_start=date(2025, 3, 1),
+        window_end=date(2025, 3, 10),
+        great_expectations=False,
+    )
+    defs = build_definitions(cfg)
+    report = dg.AssetKey(["binance_usdm", "btcusdt", "fidelity_report"])
+    fresh = dg.AssetCheckKey(report, "freshness_check")
+    daily = defs.resolve_job_def("binance_usdm__btcusdt__daily")
+    assert fresh not in daily.asset_layer.asset_graph.asset_check_keys
+
+    def tick(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+        sensor = defs.resolve_sensor_def("freshness_checks_sensor")
+        with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+            request = sensor(context)
+        assert isinstance(request, dg.RunRequest), request
+        assert list(request.asset_check_keys) == [fresh]
+        job = defs.resolve_implicit_global_asset_job_def()
+        only = job.get_subset(asset_selection=set(), asset_check_selection={fresh})
+        return only.execute_in_process(instance=instance)
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        for day in range(1, 9):  # 2025-03-09 is missed
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(report, partition=f"2025-03-0{day}")
+            )
+        missed = tick(instance)
+        (evaluation,) = missed.get_asset_check_evaluations()
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        assert "2025-03-09" in evaluation.description  # the overdue day, named
+        alerts_sensor = defs.resolve_sensor_def("check_failure_alerts")
+        with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+            alerts_sensor(context)
+        (alert,) = read_alerts(cfg.alert_log)
+        assert (alert["kind"], alert["check"], alert["severity"]) == (
+            "asset_check", "freshness_check", "ERROR"
+        )  # fmt: skip
+        assert alert["asset"] == "binance_usdm/btcusdt/fidelity_report"
+        assert "overdue" in alert["description"] and alert["partition"] is None
+
+        instance.report_runless_asset_event(dg.AssetMaterialization(report, partition="2025-03-09"))
+        (evaluation,) = tick(instance).get_asset_check_evaluations()
+        assert evaluation.passed, evaluation.description

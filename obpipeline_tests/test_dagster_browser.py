@@ -1,10 +1,12 @@
 """The Dagster UI in a real browser after a fault drill (slow; ``make test-ui``).
 
-Three simulated days in one range run, the middle one with dropped depth messages; then a
-``dagster-webserver`` on 127.0.0.1 over the same instance, and Playwright driving Debian's
-``chromium`` (Playwright downloads no browser here) through the asset graph and the
-``raw_id_chain`` check's *Partitions* tab, where the drilled day must show as failed and the others
-as passed. Screenshots are saved under ``data/screenshots/``.
+Three simulated days in one range run, the middle one with dropped depth messages, then the clean
+days again alone (as after a backfill's retry); then a ``dagster-webserver`` on 127.0.0.1 over the
+same instance and the reports server, and Playwright driving Debian's ``chromium`` (Playwright
+downloads no browser here) through the asset graph, the ``raw_id_chain`` check's *Partitions* tab,
+where the drilled day must show as failed and the others as passed, the D-1 dependency of
+``book_checkpoint`` and the fidelity report's link. Screenshots are saved under
+``data/screenshots/``.
 """
 
 import os
@@ -12,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import warnings
@@ -23,6 +26,7 @@ from dagster._core.instance.ref import InstanceRef
 from obpipeline.defs import build_definitions
 from obpipeline.defs.config import REPO_ROOT, load_config
 from obpipeline.defs.local import materialize_range
+from obpipeline.defs.reports import server as reports_server
 from obpipeline_tests.test_dagster_ui import BAD, DAYS, write_config
 
 warnings.filterwarnings("ignore")
@@ -47,14 +51,17 @@ def webserver(tmp_path_factory):
     home = tmp / "dagster"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    defs_file = write_config(tmp)
+    defs_file = write_config(tmp, reports_url=f"http://127.0.0.1:{_free_port()}")
     cfg = load_config(tmp / "obpipeline.yaml")
+    defs = build_definitions(cfg)
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
-    run = materialize_range(
-        build_definitions(cfg), instance, cfg.instruments[0], DAYS[0], DAYS[-1],
-        log_file=tmp / "run.log",
-    )  # fmt: skip
+    inst, log = cfg.instruments[0], tmp / "run.log"
+    run = materialize_range(defs, instance, inst, DAYS[0], DAYS[-1], log_file=log)
     assert not run.success and {c["partition"] for c in run.failed_checks} == {BAD}
+    for day in (DAYS[0], DAYS[-1]):
+        assert materialize_range(defs, instance, inst, day, log_file=log).success
+    reports = reports_server(cfg)
+    threading.Thread(target=reports.serve_forever, daemon=True).start()
     port = _free_port()
     server = subprocess.Popen(
         [
@@ -87,6 +94,8 @@ def webserver(tmp_path_factory):
     finally:
         server.terminate()
         server.wait(timeout=60)
+        reports.shutdown()
+        reports.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +143,31 @@ def test_check_partitions_tab_shows_the_failed_day(webserver, page):
     page.get_by_text(BAD, exact=True).first.click()
     page.get_by_text("sequence gap(s) with no snapshot after them").first.wait_for()
     page.screenshot(path=str(SHOTS / "check_failed_day_detail.png"))
+
+
+def test_checkpoint_shows_its_d_minus_1_dependency(webserver, page):
+    """The chained asset says so on its page (the graph draws no self-loop)."""
+    page.goto(f"{webserver}/assets/{CHAIN}/book_checkpoint")
+    said = page.get_by_text("This asset depends on earlier partitions of itself.").first
+    said.wait_for()
+    said.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(SHOTS / "book_checkpoint_d_minus_1.png"))
+
+
+def test_report_link_opens_the_html_report(webserver, page):
+    """fidelity_report's ``html`` link opens the HTML report in the browser (served over HTTP)."""
+    page.goto(f"{webserver}/assets/{CHAIN}/fidelity_report?view=events")
+    link = page.get_by_role("link", name=f"fidelity_report_{DAYS[0]}_{DAYS[-1]}.html").first
+    link.wait_for()
+    link.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(SHOTS / "fidelity_report_links.png"))
+    with page.context.expect_page() as opened:
+        link.click()
+    report = opened.value
+    report.wait_for_load_state()
+    assert report.url.startswith("http://127.0.0.1:"), report.url
+    report.get_by_text("Gate A").first.wait_for()
+    report.screenshot(path=str(SHOTS / "fidelity_report_html.png"))
+    report.close()

@@ -1,6 +1,7 @@
 """The definitions load, from the CLI as Dagster does, and have the shape the platform relies on."""
 
 import os
+import socket
 import subprocess
 import sys
 import warnings
@@ -177,3 +178,35 @@ def test_landing_sensor_requests_complete_days_as_ordered_ranges(tmp_path):
             again = sensor(context)
         assert [r.partition_key for r in again.run_requests] == ["2025-01-04"]
     assert complete_days(Chain(cfg, inst, partitions(cfg)), {date(2025, 3, 9): []}) == []
+
+
+def test_report_links_open_from_the_ui(tmp_path):
+    """With reports.url the report links are http addresses the reports server answers (a
+    browser follows no file:// link from the UI); without it they are file:// URLs."""
+    import threading
+    import urllib.request
+
+    from obpipeline.defs.reports import report_url, reports_dir, server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = PlatformConfig(lake=tmp_path / "lake", reports_url=f"http://127.0.0.1:{port}/")
+    html = (
+        reports_dir(cfg) / "binance-usdm" / "BTCUSDT" / "fidelity_report_2025-03-01_2025-03-03.html"
+    )
+    html.parent.mkdir(parents=True)
+    html.write_text("<h1>fidelity</h1>")
+    url = report_url(cfg, html)
+    assert url == f"http://127.0.0.1:{port}/binance-usdm/BTCUSDT/{html.name}"
+    httpd = server(cfg)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.read() == b"<h1>fidelity</h1>"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert report_url(cfg.with_(reports_url=None), html) == html.resolve().as_uri()
+    env = {"OBPIPELINE_REPORTS_URL": "file"}
+    assert apply_env(cfg, env).reports_url is None

@@ -26,10 +26,11 @@ BAD = DAYS[1]
 SMALL = {"event_rate": 2.0, "msg_ms": 10_000, "warmup_events": 20_000, "snapshot_every": None}
 
 
-def write_config(tmp: Path) -> Path:
+def write_config(tmp: Path, reports_url: str | None = None) -> Path:
     """A definitions file and its YAML config, as a deployment would have them."""
     config = {
         "lake": str(tmp / "lake"),
+        "reports": {"url": reports_url},
         "window": {"start": "2025-03-01", "end": "2025-03-10"},
         "alerts": {"log": str(tmp / "alerts.jsonl")},
         "checks": {"great_expectations": False},

@@ -48,20 +48,20 @@ def build_definitions(cfg: PlatformConfig, day_source=None) -> dg.Definitions:
     assets, asset_checks, jobs, schedules = [], [], [], []
     sensors = build_alert_sensors(cfg)
     chains = [Chain(cfg, inst, daily) for inst in cfg.instruments]
+    freshness, freshness_sensor = build_freshness_checks(chains)
+    asset_checks += freshness
+    if freshness_sensor is not None:
+        sensors.append(freshness_sensor)
     for chain in chains:
         inst = chain.inst
         assets += build_assets(chain)
         if cfg.great_expectations:
             asset_checks += build_ge_checks(chain)
-        job = build_job(chain)
+        job = build_job(chain, not_in_runs=freshness)
         jobs.append(job)
         schedules.append(build_schedule(chain, job))
         if inst.source.kind == "landing":
             sensors.append(build_landing_sensor(chain, job))
-    freshness, freshness_sensor = build_freshness_checks(chains)
-    asset_checks += freshness
-    if freshness_sensor is not None:
-        sensors.append(freshness_sensor)
     return dg.Definitions(
         assets=assets,
         asset_checks=asset_checks,

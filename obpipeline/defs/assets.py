@@ -43,6 +43,7 @@ from obpipeline.book.parquet_stream import replay_parquet
 from obpipeline.book.stream import Book, ReplayCounters
 from obpipeline.defs import checks
 from obpipeline.defs.config import InstrumentConfig, PlatformConfig
+from obpipeline.defs.reports import report_url
 from obpipeline.defs.resources import DaySource
 from obpipeline.errors import PipelineError
 from obpipeline.fidelity import assets as fidelity_assets
@@ -448,8 +449,12 @@ def report_day(chain: Chain, day: str, last: str) -> Day:
         (table, summary, markdown), html = _rolling_report(chain, day), None
     path = chain.write(table, REPORT, day)
     meta = _written(path, **summary, report=dg.MetadataValue.md(markdown))
-    if html is not None:
-        meta["html"] = dg.MetadataValue.url(Path(html).resolve().as_uri())
+    if html is not None:  # links the UI opens (``defs.reports``), and the file itself
+        meta["html"] = dg.MetadataValue.url(report_url(chain.cfg, html))
+        latest = Path(html).with_name("latest.html")
+        if latest.exists():
+            meta["latest"] = dg.MetadataValue.url(report_url(chain.cfg, latest))
+        meta["html_file"] = dg.MetadataValue.path(str(Path(html).resolve()))
     return Day({REPORT: meta})
 
 

@@ -10,6 +10,7 @@
 """
 
 import json
+import warnings
 from datetime import date, timedelta
 from typing import Any
 
@@ -23,10 +24,15 @@ TRIGGER_TAG = "obpipeline/trigger"
 INSTRUMENT_TAG = "obpipeline/instrument"
 
 
-def build_job(chain: Chain) -> Any:
+def build_job(chain: Chain, not_in_runs: list | tuple = ()) -> Any:
+    """The chain's job; ``not_in_runs``: checks evaluated by their own sensor (freshness: a
+    verdict on *now*, not on the days a run materialises, e.g. a backfill of last year)."""
+    selection = dg.AssetSelection.groups(chain.group)
+    if not_in_runs:
+        selection = selection - dg.AssetSelection.checks(*not_in_runs)
     return dg.define_asset_job(
         f"{chain.group}__daily",
-        selection=dg.AssetSelection.groups(chain.group),
+        selection=selection,
         partitions_def=chain.partitions,
         description=f"Every asset and check of {chain.inst.venue_id} {chain.inst.symbol}.",
         tags={INSTRUMENT_TAG: chain.group},
@@ -133,11 +139,22 @@ FRESHNESS_HOURS = 6  # the daily chain should have reported yesterday this long 
 def build_freshness_checks(chains: list[Chain]) -> tuple[list, dg.SensorDefinition | None]:
     """A missed day is visible: each chain's fidelity_report must hold yesterday's partition
     ``FRESHNESS_HOURS`` after the schedule fires; the check fails otherwise, and the
-    check_failure_alerts sensor alerts on it like on any other failed check."""
+    check_failure_alerts sensor alerts on it like on any other failed check.
+
+    Only ``freshness_checks_sensor`` evaluates them (the daily jobs leave them out): whether a
+    day is overdue is a question about the clock, answered again on every tick, and not a
+    verdict on the partitions a run materialises.
+
+    Dagster 1.13 marks these factories superseded by ``FreshnessPolicy``. A policy is judged by
+    an opt-in daemon against the asset's latest materialization of *any* partition (a backfill of
+    last year would look fresh) and yields a freshness state, not a check evaluation the
+    check_failure_alerts sensor sees; these checks judge yesterday's partition itself.
+    """
     from obpipeline.defs.assets import REPORT
 
     if not chains:
         return [], None
+    warnings.filterwarnings("ignore", category=dg.SupersessionWarning)
     hour, minute = chains[0].cfg.schedule_hour_minute
     checks = dg.build_time_partition_freshness_checks(
         assets=[c.key(REPORT) for c in chains],

@@ -12,6 +12,7 @@ Environment overrides (all optional):
 ``OBPIPELINE_LAKE``        lake root (default ``data/lake``), or ``s3://bucket/prefix``
 ``OBPIPELINE_ALERT_LOG``   JSONL alert log (default ``data/alerts/alerts.jsonl``)
 ``OBPIPELINE_ALERT_WEBHOOK`` URL that receives each alert as a JSON POST
+``OBPIPELINE_REPORTS_URL`` where ``<lake>/_reports`` is served (``make ui``), or ``file`` for none
 ``OBPIPELINE_SLACK_TOKEN``  Slack bot token: alerts also go to ``alerts.slack_channel`` (dagster-slack)
 ``OBPIPELINE_WINDOW_START`` first partition ``YYYY-MM-DD``
 ``OBPIPELINE_WINDOW_END``  exclusive end ``YYYY-MM-DD``, or ``open`` for no end
@@ -66,6 +67,7 @@ class PlatformConfig:
     alert_log: Path = REPO_ROOT / "data" / "alerts" / "alerts.jsonl"
     alert_webhook: str | None = None
     slack_channel: str | None = None  # e.g. "#market-data-alerts"; needs OBPIPELINE_SLACK_TOKEN
+    reports_url: str | None = None  # where <lake>/_reports is served; None: file:// links
     window_start: date | None = None  # None: 12 months up to yesterday (UTC)
     window_end: date | None = None  # exclusive; None: open-ended
     schedule_enabled: bool = True
@@ -171,6 +173,7 @@ def parse_config(raw: dict[str, Any], base: Path = REPO_ROOT) -> PlatformConfig:
         alert_log=_path(alerts.get("log", defaults.alert_log), base),
         alert_webhook=alerts.get("webhook_url") or None,
         slack_channel=alerts.get("slack_channel") or None,
+        reports_url=(raw.get("reports") or {}).get("url") or None,
         window_start=_date(window.get("start")),
         window_end=_date(window.get("end")),
         schedule_enabled=bool(schedule.get("enabled", True)),
@@ -200,6 +203,9 @@ def apply_env(config: PlatformConfig, env: dict[str, str] | None = None) -> Plat
         changes["alert_log"] = Path(env["OBPIPELINE_ALERT_LOG"]).resolve()
     if env.get("OBPIPELINE_ALERT_WEBHOOK"):
         changes["alert_webhook"] = env["OBPIPELINE_ALERT_WEBHOOK"]
+    if env.get("OBPIPELINE_REPORTS_URL"):
+        url = env["OBPIPELINE_REPORTS_URL"]
+        changes["reports_url"] = None if url == "file" else url
     if env.get("OBPIPELINE_WINDOW_START"):
         changes["window_start"] = _date(env["OBPIPELINE_WINDOW_START"])
     if env.get("OBPIPELINE_WINDOW_END"):

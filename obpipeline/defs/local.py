@@ -8,12 +8,15 @@ loop the days in order inside the run.
 import contextlib
 import os
 import shutil
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.utils import make_new_run_id
 
 from obpipeline.defs.config import REPO_ROOT, InstrumentConfig
 
@@ -80,6 +83,41 @@ def summarize(result: dg.ExecuteInProcessResult) -> RunSummary:
     return out
 
 
+PROGRESS_EVENTS = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.STEP_FAILURE}
+
+
+@contextlib.contextmanager
+def watching(
+    instance: dg.DagsterInstance, run_id: str, on_event: Callable[[Any], None] | None
+) -> Iterator[None]:
+    """Call ``on_event`` with each materialization and step failure of ``run_id`` as it is
+    stored (a thread reading the instance's event log once a second), and the rest at the end."""
+    if on_event is None:
+        yield
+        return
+    done = threading.Event()
+    cursor: list[str | None] = [None]
+
+    def drain() -> None:
+        page = instance.get_records_for_run(run_id, cursor=cursor[0], of_type=PROGRESS_EVENTS)
+        for record in page.records:
+            on_event(record.event_log_entry.dagster_event)
+        cursor[0] = page.cursor
+
+    def loop() -> None:
+        while not done.wait(1.0):
+            drain()
+
+    thread = threading.Thread(target=loop, name="progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        drain()
+
+
 def materialize_range(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -87,10 +125,13 @@ def materialize_range(
     first: date | str,
     last: date | str | None = None,
     log_file: Path | None = None,
+    on_event: Callable[[Any], None] | None = None,
 ) -> RunSummary:
     """Run every asset and check of one instrument over ``first..last`` in one in-process run.
 
     ``log_file``: Dagster's event log lines (DEBUG) are appended there instead of the terminal.
+    ``on_event``: called with each materialization and step failure while the run goes
+    (``watching``), e.g. to print progress.
     """
     job = defs.resolve_job_def(f"{inst.slug}__daily")
     last = last or first
@@ -99,12 +140,14 @@ def materialize_range(
         if str(first) == str(last)
         else {"tags": range_tags(first, last)}
     )
-    if log_file is None:
-        result = job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
-    else:  # Dagster's console logger writes to whatever sys.stderr is when it emits
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        with open(log_file, "a", encoding="utf-8") as log, contextlib.redirect_stderr(log):
-            result = job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+    kwargs |= {"instance": instance, "raise_on_error": False, "run_id": make_new_run_id()}
+    with watching(instance, kwargs["run_id"], on_event):
+        if log_file is None:
+            result = job.execute_in_process(**kwargs)
+        else:  # Dagster's console logger writes to whatever sys.stderr is when it emits
+            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            with open(log_file, "a", encoding="utf-8") as log, contextlib.redirect_stderr(log):
+                result = job.execute_in_process(**kwargs)
     return summarize(result)
 
 
