@@ -407,6 +407,26 @@ DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELE
 RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
+ASSETS = "{ assetNodes { assetKey { path } groupName opName isPartitioned } }"
+
+
+def instrument_assets(groups: set[str], steps: set[str] | None = None) -> list[list[str]]:
+    """The partitioned assets of the instruments' groups (of their ``steps`` only, if given).
+
+    One step writes several assets (a multi-asset) and runs only as a whole, so a backfill
+    selects steps, never single keys of a step: the keys come from the webserver's listing.
+    """
+    ops = None if steps is None else {f"{g}__{s}" for g in groups for s in steps}
+    keys = [
+        n["assetKey"]["path"]
+        for n in graphql(ASSETS)["assetNodes"]
+        if n["isPartitioned"] and n["groupName"] in groups and (ops is None or n["opName"] in ops)
+    ]
+    if not keys:
+        raise ClusterError(f"the webserver lists no assets of {sorted(groups)} {steps or ''}")
+    return keys
+
+
 def launch_backfill(asset_keys: list[list[str]], days: list[str]) -> str:
     params = {
         "partitionNames": days,
@@ -487,9 +507,7 @@ def demo(days: int, timeout: float) -> int:
         from obpipeline.defs import load_config
 
         cfg = load_config()
-        names = ("raw_book_events", "book_checkpoint", "book_snapshots", "book_features",
-                 "fidelity_metrics", "fidelity_report")  # fmt: skip
-        keys = [[*_prefix(i.slug), n] for i in cfg.instruments for n in names]
+        keys = instrument_assets({i.slug for i in cfg.instruments})
         print(f"cluster up in {time.perf_counter() - began:.0f} s; backfilling "
               f"{len(cfg.instruments)} instruments x {days} days", file=sys.stderr)  # fmt: skip
         started = time.perf_counter()
@@ -538,11 +556,6 @@ def demo(days: int, timeout: float) -> int:
         summary["error"] = failed_reason[-2000:]
     print(json.dumps(summary))
     return 1 if failed_reason else 0
-
-
-def _prefix(slug: str) -> list[str]:
-    venue, symbol = slug.split("__")
-    return [venue, symbol]
 
 
 def main(argv: list[str] | None = None) -> int:
