@@ -435,10 +435,12 @@ def launch_backfill(asset_keys: list[list[str]], days: list[str]) -> str:
     """An asset backfill of ``days`` (consecutive) for every key, each key given its range.
 
     Per-asset ranges, not ``partitionNames`` + ``assetSelection``: from the latter Dagster 1.13
-    derives each asset's days through the dependency graph, and its launch check then refused
-    the step with a D-1 dependency in some processes but not others ("Targeted subset must match
-    between every key in a non-subsettable multi-asset": book_snapshots / replay_counters, the
-    same three days). Given ranges, every key of a step gets the same subset.
+    derives each asset's days through the dependency graph, and its launch check refuses a
+    multi-asset whose keys got the same days by different paths ("Targeted subset must match
+    between every key in a non-subsettable multi-asset": book_snapshots / replay_counters). It
+    compares the subsets with ``!=``, and ``TimeWindowPartitionsSubset`` defines only ``__eq__``,
+    so its cached partition count (set on one, not the other, by the process's hash order)
+    decides. Given ranges, every key of a step gets the same subset.
     """
     span = {"range": {"start": days[0], "end": days[-1]}}
     params = {
