@@ -77,11 +77,9 @@ def cluster():
 def test_parallel_instruments_keep_each_checkpoint_chain_in_order(cluster):
     module, env = cluster
     slugs = [f"binance_usdm__{s.lower()}" for s in SYMBOLS]
-    keys = [
-        ["binance_usdm", s.split("__")[1], asset]
-        for s in slugs
-        for asset in ("raw_book_events", "book_checkpoint")
-    ]
+    # the raw step (raw_book_events and what it writes alongside) and the checkpoint chain
+    keys = module.instrument_assets(set(slugs), {"raw_book_events", "book_checkpoint"})
+    assert len(keys) == len(slugs) * 6, keys
     backfill = module.launch_backfill(keys, DAYS)
     status, runs = module.wait_backfill(backfill, timeout=1500)
     assert status in ("COMPLETED", "COMPLETED_SUCCESS"), status

@@ -359,8 +359,12 @@ def graphql(query: str, variables: dict[str, Any] | None = None) -> dict[str, An
         f"http://127.0.0.1:{port('webserver')}/graphql", data=body,
         headers={"Content-Type": "application/json"},
     )  # fmt: skip
-    with urllib.request.urlopen(req, timeout=120) as r:
-        answer = json.loads(r.read())
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            answer = json.loads(r.read())
+    except urllib.error.HTTPError as exc:  # the server's own message, not only its status
+        body = exc.read().decode(errors="replace")
+        raise ClusterError(f"GraphQL: HTTP {exc.code}: {body}") from exc
     if answer.get("errors"):
         raise ClusterError(f"GraphQL: {answer['errors']}")
     return answer["data"]
@@ -407,10 +411,40 @@ DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELE
 RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
+ASSETS = "{ assetNodes { assetKey { path } groupName opName isPartitioned } }"
+
+
+def instrument_assets(groups: set[str], steps: set[str] | None = None) -> list[list[str]]:
+    """The partitioned assets of the instruments' groups (of their ``steps`` only, if given).
+
+    One step writes several assets (a multi-asset) and runs only as a whole, so a backfill
+    selects steps, never single keys of a step: the keys come from the webserver's listing.
+    """
+    ops = None if steps is None else {f"{g}__{s}" for g in groups for s in steps}
+    keys = [
+        n["assetKey"]["path"]
+        for n in graphql(ASSETS)["assetNodes"]
+        if n["isPartitioned"] and n["groupName"] in groups and (ops is None or n["opName"] in ops)
+    ]
+    if not keys:
+        raise ClusterError(f"the webserver lists no assets of {sorted(groups)} {steps or ''}")
+    return keys
+
+
 def launch_backfill(asset_keys: list[list[str]], days: list[str]) -> str:
+    """An asset backfill of ``days`` (consecutive) for every key, each key given its range.
+
+    Per-asset ranges, not ``partitionNames`` + ``assetSelection``: from the latter Dagster 1.13
+    derives each asset's days through the dependency graph, and its launch check refuses a
+    multi-asset whose keys got the same days by different paths ("Targeted subset must match
+    between every key in a non-subsettable multi-asset": book_snapshots / replay_counters). It
+    compares the subsets with ``!=``, and ``TimeWindowPartitionsSubset`` defines only ``__eq__``,
+    so its cached partition count (set on one, not the other, by the process's hash order)
+    decides. Given ranges, every key of a step gets the same subset.
+    """
+    span = {"range": {"start": days[0], "end": days[-1]}}
     params = {
-        "partitionNames": days,
-        "assetSelection": [{"path": k} for k in asset_keys],
+        "partitionsByAssets": [{"assetKey": {"path": k}, "partitions": span} for k in asset_keys],
         "fromFailure": False,
     }
     result = graphql(LAUNCH, {"params": params})["launchPartitionBackfill"]
@@ -487,9 +521,7 @@ def demo(days: int, timeout: float) -> int:
         from obpipeline.defs import load_config
 
         cfg = load_config()
-        names = ("raw_book_events", "book_checkpoint", "book_snapshots", "book_features",
-                 "fidelity_metrics", "fidelity_report")  # fmt: skip
-        keys = [[*_prefix(i.slug), n] for i in cfg.instruments for n in names]
+        keys = instrument_assets({i.slug for i in cfg.instruments})
         print(f"cluster up in {time.perf_counter() - began:.0f} s; backfilling "
               f"{len(cfg.instruments)} instruments x {days} days", file=sys.stderr)  # fmt: skip
         started = time.perf_counter()
@@ -538,11 +570,6 @@ def demo(days: int, timeout: float) -> int:
         summary["error"] = failed_reason[-2000:]
     print(json.dumps(summary))
     return 1 if failed_reason else 0
-
-
-def _prefix(slug: str) -> list[str]:
-    venue, symbol = slug.split("__")
-    return [venue, symbol]
 
 
 def main(argv: list[str] | None = None) -> int:
