@@ -100,7 +100,6 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
     from obpipeline import lake
     from obpipeline.book import checkpoint as ckpt
     from obpipeline.book.stream import ReplayCounters
-    from obpipeline.fidelity import exact
     from obpipeline.procstat import peak_rss_mb
 
     carried = ckpt.read(args.checkpoint_in) if args.checkpoint_in else None
@@ -173,7 +172,7 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
         **{k: staged.stats.get(k, 0) for k in ACCOUNTING},
         "damaged_files": staged.stats.get("damaged_files", 0),
         "continuation_failures": continuation,
-        **(exact.summary(comparisons) if compare else {"golden_records": golden_records}),
+        **(_judged(comparisons) if compare else {"golden_records": golden_records}),
         "parse_seconds": round(parsed - started, 3),
         "replay_seconds": round(replay_seconds, 3),
         "level_updates_per_s": round(total.level_updates / max(replay_seconds, 1e-9)),
@@ -181,6 +180,13 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
         "outputs": outputs,
     }
     return summary
+
+
+def _judged(comparisons: list) -> dict:
+    """The golden comparisons' summary (``fidelity.exact`` loads SciPy: ``verify`` only)."""
+    from obpipeline.fidelity import exact
+
+    return exact.summary(comparisons)
 
 
 def release_memory() -> None:
