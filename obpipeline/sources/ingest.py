@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -625,6 +626,11 @@ class Ingest:
             if part.height:
                 yield self.only_day, part
             return
+        days = frame.select(pl.col("ts_event").min().alias("lo"), pl.col("ts_event").max())
+        lo, hi = (days.item(0, c).date() for c in (0, 1))
+        if lo == hi:  # the common case: a batch within one day is not split
+            yield lo, frame
+            return
         tagged = frame.with_columns(pl.col("ts_event").dt.date().alias("_day"))
         for (d,), g in tagged.group_by("_day", maintain_order=True):
             yield d, g.drop("_day")
@@ -775,10 +781,17 @@ def _in_window(lines: pl.DataFrame, lo: int | None, hi: int | None) -> pl.DataFr
 
 def _renumber(events: pl.DataFrame, out: DayOut) -> pl.DataFrame:
     """msg_id from the day's running count, in arrival order; audit and message table kept."""
-    events = events.with_columns(
-        (pl.col("msg_id").rank("dense") - 1 + out.next_msg_id).cast(pl.Int64).alias("msg_id")
-    )
-    heads = events.unique("msg_id", keep="first", maintain_order=True).select(MESSAGE_COLUMNS)
+    ids = events["msg_id"]
+    if not ids.null_count() and ids.is_sorted():  # as parsed: a message starts where ids change
+        starts = np.r_[True, ids.to_numpy()[1:] != ids.to_numpy()[:-1]]
+        dense = np.cumsum(starts) - 1 + out.next_msg_id
+        events = events.with_columns(pl.Series("msg_id", dense, pl.Int64))
+        heads = events.filter(pl.Series(starts)).select(MESSAGE_COLUMNS)
+    else:
+        events = events.with_columns(
+            (pl.col("msg_id").rank("dense") - 1 + out.next_msg_id).cast(pl.Int64).alias("msg_id")
+        )
+        heads = events.unique("msg_id", keep="first", maintain_order=True).select(MESSAGE_COLUMNS)
     out.messages.append(heads)
     out.next_msg_id += heads.height
     out.level_updates += int(events["side"].is_not_null().sum())
