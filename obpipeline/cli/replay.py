@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import tempfile
 import time
@@ -101,7 +102,10 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
     from obpipeline.book import checkpoint as ckpt
     from obpipeline.book.stream import ReplayCounters
     from obpipeline.procstat import peak_rss_mb
+    from obpipeline.sources import ingest  # noqa: F401 - loaded before the freeze below
 
+    # what is loaded now lives as long as the process: the collections of release_memory skip it
+    gc.freeze()
     carried = ckpt.read(args.checkpoint_in) if args.checkpoint_in else None
     started = time.perf_counter()
     # the per-day raw files live in a scratch folder ($TMPDIR): nothing is written under --out
@@ -199,7 +203,6 @@ def release_memory() -> None:
     import contextlib
     import ctypes
     import ctypes.util
-    import gc
 
     import pyarrow as pa
 
