@@ -45,8 +45,8 @@ READ_BYTES = 1 << 20  # bytes read per piece of a plain file (gzip: the text of 
 PREFETCH_PIECES = 16  # pieces read ahead of the parser, on the inflate thread
 INFLATE_STEP = 256 << 10  # compressed bytes per inflate call
 # capture text per parsed batch (~50 k lines): below glibc's 32 MB mmap ceiling a batch's freed
-# buffers are reused by the next, not unmapped and faulted in again (a real day: half the system
-# time and ~330 MB less peak than 64 MB batches, for the same user time)
+# buffers are reused by the next, not unmapped and faulted in again (a 1.5 M-line real-volume
+# slice: 0.47 s of system time and 590 MB peak, against 1.20 s and 920 MB with 64 MB batches)
 BATCH_BYTES = 16 << 20
 PARSE_THREADS = 2
 MAX_LINE_BYTES = 64 << 20  # a longer line is quarantined without being held
@@ -178,7 +178,10 @@ class LineBatcher:
             size += len(piece)
             if open_len > self.max_line_bytes:  # count the over-long line, never hold it
                 yield from flush()
-                skipping, preview = size, b"".join(p[:RECORD_PREVIEW] for p in pending)[:RECORD_PREVIEW]
+                skipping, preview = (
+                    size,
+                    b"".join(p[:RECORD_PREVIEW] for p in pending)[:RECORD_PREVIEW],
+                )
                 pending, size, open_len = [], 0, 0
             elif size >= self.batch_bytes:
                 yield from flush()
