@@ -10,6 +10,10 @@ seconds are noisy on a shared machine. The JIT is warmed on a small slice first 
   summed over the slices; ``--threads 2`` parses two slices at once.
 
     uv run python bench/bench_parse.py --file /work/rv_1m.txt [--repeat 3] [--batch 500000]
+
+In ``make bench`` (``run``): the peer capture (``bench_capture``), parsed alone in the ingest's
+batches on two threads, and streamed whole through ``ingest.ingest`` (inflate, batches, parse,
+parquet): level updates per wall and per CPU second.
 """
 
 from __future__ import annotations
@@ -30,6 +34,37 @@ def _timed(fn, *args) -> tuple[object, float, float]:
     w0, c0 = time.perf_counter(), time.process_time()
     out = fn(*args)
     return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def run() -> list[dict]:
+    """``make bench``: parse rate on the peer capture, parse alone and the whole ingest."""
+    import tempfile
+
+    from bench_capture import ensure_peer_capture
+
+    from obpipeline.sources import ingest
+
+    path = ensure_peer_capture()
+    lines = binance.read_lines(path)
+    binance.parse_lines(lines.head(20_000))  # JIT warm-up (numba cache load), not timed
+    batch = 50_000  # ~ the ingest's 16 MB batches
+    slices = [lines.slice(o, batch) for o in range(0, lines.height, batch)]
+    with ThreadPoolExecutor(2) as pool:
+        caps, wall, cpu = _timed(lambda: list(pool.map(binance.parse_lines, slices)))
+    updates = sum(c.stats["level_updates"] for c in caps)
+    rows = [{"case": "peer 3M parse_lines (2 threads)", "updates": updates, "seconds": wall,
+             "cpu_s": cpu}]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        staged, wall, cpu = _timed(
+            ingest.ingest, [ingest.Part.file(path)], lambda ds, d: Path(tmp) / ds / f"{d}.parquet"
+        )
+        staged.discard()
+    rows.append({"case": "peer 3M ingest (file → staged parquet)",
+                 "updates": staged.stats["level_updates"], "seconds": wall, "cpu_s": cpu})  # fmt: skip
+    for r in rows:
+        r.update(section="parse", upd_per_s=r["updates"] / r["seconds"],
+                 upd_per_cpu_s=r["updates"] / r["cpu_s"])  # fmt: skip
+    return rows
 
 
 def main() -> None:

@@ -15,9 +15,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import polars as pl
+if TYPE_CHECKING:  # loaded where a schema is read: ``obpipeline --help`` starts without it
+    import polars as pl
 
 from obpipeline.errors import CaptureError
 
@@ -214,6 +215,8 @@ def instrument_from_schema(
     Days already in the lake carry their scales in their schema, so an unregistered symbol reads
     back as the instrument it was written with; CaptureError when there is nothing to read.
     """
+    import polars as pl
+
     known = KNOWN.get((venue, market, symbol.upper()))
     if known is not None:
         return known

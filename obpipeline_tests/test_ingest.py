@@ -135,6 +135,41 @@ def test_over_long_line_is_counted_not_held(tmp_path):
     assert staged.stats["lines"] == 52
 
 
+def test_over_long_line_is_never_materialised_whole(tmp_path):
+    """A 200 MB line arriving in 1 MB pieces, over a 4 MB limit: quarantined, while the
+    allocations of the whole ingest stay a few pieces big (the line is counted, not joined)."""
+    import tracemalloc
+
+    lines = _capture_bytes(20).splitlines(keepends=True)  # a snapshot and 20 diffs
+    piece = b"y" * (1 << 20)
+
+    def pieces():
+        yield b"".join(lines[:10]) + b"1720000000000000123 "
+        for _ in range(200):
+            yield piece
+        yield b"\n" + b"".join(lines[10:])
+
+    tracemalloc.start()
+    try:
+        staged = I.ingest(
+            [I.Part("long", pieces)],
+            lambda ds, d: tmp_path / ds / f"{d}.parquet",
+            max_line_bytes=4 << 20,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    q = pl.read_parquet(staged.quarantine.publish())
+    assert q["line"].to_list() == [11]
+    assert (
+        f"line of {200 * (1 << 20) + 20} bytes is longer than the 4194304-byte limit"
+        in (q["reason"][0])
+    )
+    assert staged.stats["messages"] == 21 and staged.stats["lines"] == 22
+    assert peak < 24 << 20, peak  # the limit and a few pieces, never the 200 MB line
+    staged.discard()
+
+
 def test_only_day_keeps_the_exchange_day_and_renumbers(tmp_path):
     require_binance_data()
     files = [BINANCE / f for f in CONTINUATIONS[1]]
