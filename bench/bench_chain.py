@@ -8,12 +8,16 @@ its days in one in-process Dagster run (``obpipeline.defs.local.materialize_rang
 RSS (``_proc.measure``) is the chain's. Two runs: 2026-01-01 alone, then 2026-01-01..02 —
 memory that does not grow with the size of the input peaks at the same RSS in both
 (``rss_vs_1day``); an untimed 1-day run on the simulator goes first, so that neither pays
-for compiling numba's caches. Per asset, ``day1_s`` / ``day2_s`` are the seconds of each day's
-materialisation (its ``seconds`` metadata) in the 2-day run.
+for compiling numba's caches. Per step (its first asset), ``day1_s`` / ``day2_s`` are the
+wall seconds of each day's materialisation in the 2-day run, ``day1_cpu_s`` / ``day2_cpu_s``
+its CPU seconds (all threads: on a shared box, the figure that does not depend on the load) and
+``run_peak_rss_mb`` the run process's peak RSS when the step ended (``VmHWM``: the step whose
+figure first reaches the run's peak is the one that sets it). The run rows give wall, CPU and
+peak RSS of the whole process, per day.
 
-Off by default (minutes at real volume). Environment:
+On by default under ``make bench`` (minutes at real volume). Environment:
 
-* ``OBPIPELINE_BENCH_CHAIN=1`` runs it under ``make bench``.
+* ``OBPIPELINE_BENCH_CHAIN=0`` skips it.
 * ``OBPIPELINE_BENCH_CHAIN_SOURCE``: ``landing`` (default) reads real-volume capture files
   (``btcusdt_20260101.gz``, ``btcusdt_20260102.gz``; generated once into ``data/bench/real2``
   with ``obpipeline simulate --profile real --days 2``); ``simulator`` runs the embedded
@@ -51,6 +55,9 @@ OVERRIDES = (  # environment keys that would override the temporary configuratio
     "OBPIPELINE_ALERT_WEBHOOK",
 )
 OBPIPELINE = str(Path(sys.executable).with_name("obpipeline"))
+# the first asset of each step (the others written by a step share its figures)
+STEPS = ("raw_book_events", "book_checkpoint", "book_snapshots", "book_features",
+         "fidelity_metrics", "fidelity_report")  # fmt: skip
 
 
 def ensure_landing() -> Path:
@@ -122,7 +129,11 @@ def child(first: str, last: str) -> dict:
     if not run.success:
         errors = "\n".join(f"{k}: {v.strip()[:500]}" for k, v in run.step_errors.items())
         raise SystemExit(f"chain run {first}..{last} failed:\n{errors}")
-    seconds = {f"{asset}/{day}": meta.get("seconds") for (asset, day), meta in run.metadata.items()}
+    figures = ("seconds", "cpu_seconds", "peak_rss_mb")
+    steps = {
+        f"{asset}/{day}": {k: meta.get(k) for k in figures}
+        for (asset, day), meta in run.metadata.items()
+    }
     messages = {
         day: meta.get("messages")
         for (asset, day), meta in run.metadata.items()
@@ -130,7 +141,7 @@ def child(first: str, last: str) -> dict:
     }
     return {
         "run_s": run_s,
-        "seconds": seconds,
+        "steps": steps,
         "messages": messages,
         "failed_checks": [
             f"{c['asset']}.{c['check']} {c['partition']}: {c['description']}"
@@ -143,6 +154,7 @@ def child(first: str, last: str) -> dict:
 
 
 def _run(days: tuple[str, ...], source: str, landing: Path | None) -> dict:
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="chain-", dir=BENCH_DIR) as tmp:
         work = Path(tmp)
         env = {
@@ -156,7 +168,7 @@ def _run(days: tuple[str, ...], source: str, landing: Path | None) -> dict:
 
 
 def run(force: bool = False) -> list[dict]:
-    if not (force or os.environ.get("OBPIPELINE_BENCH_CHAIN", "0") == "1"):
+    if not (force or os.environ.get("OBPIPELINE_BENCH_CHAIN", "1") == "1"):
         return []
     source = os.environ.get("OBPIPELINE_BENCH_CHAIN_SOURCE", "landing")
     if source not in ("landing", "simulator"):
@@ -177,6 +189,7 @@ def run(force: bool = False) -> list[dict]:
             "rss_mb": r["rss_mb"],
             "run_s": c["run_s"],
             "run_s_per_day": c["run_s"] / len(days),
+            "cpu_s_per_day": r["cpu_s"] / len(days),
             "messages": sum(v or 0 for v in c["messages"].values()),
             "failed_checks": len(c["failed_checks"]),
         }
@@ -185,18 +198,21 @@ def run(force: bool = False) -> list[dict]:
         if r is two:
             row["rss_vs_1day"] = two["rss_mb"] / one["rss_mb"]
         rows.append(row)
-    seconds = two["child"]["seconds"]  # in materialisation order
-    for asset in dict.fromkeys(key.split("/")[0] for key in seconds):
-        per_day = {f"day{k + 1}_s": seconds.get(f"{asset}/{d}") for k, d in enumerate(DAYS)}
-        if all(v is None for v in per_day.values()):
-            continue
-        rows.append(
-            {
-                "section": "chain",
-                "case": f"asset {asset} ({label})",
-                **{k: float(v) for k, v in per_day.items() if v is not None},
-            }
-        )
+    steps = two["child"]["steps"]  # in materialisation order
+    for asset in dict.fromkeys(key.split("/")[0] for key in steps):
+        if asset not in STEPS:
+            continue  # written by the step of another asset: the same figures
+        per_day = [steps.get(f"{asset}/{d}") or {} for d in DAYS]
+        row: dict = {"section": "chain", "case": f"asset {asset} ({label})"}
+        for k, m in enumerate(per_day, 1):
+            if m.get("seconds") is not None:
+                row[f"day{k}_s"] = float(m["seconds"])
+            if m.get("cpu_seconds") is not None:
+                row[f"day{k}_cpu_s"] = float(m["cpu_seconds"])
+        peaks = [float(m["peak_rss_mb"]) for m in per_day if m.get("peak_rss_mb") is not None]
+        if peaks:
+            row["run_peak_rss_mb"] = max(peaks)  # the run process's VmHWM when the step ended
+        rows.append(row)
     return rows
 
 
