@@ -401,8 +401,22 @@ def validate(
 
     ``result`` must hold at least the venue's checksum depth (replay at ``checksum_depth``).
     """
-    rule = rule_for(day.venue)
+    out_valid, report = check_rows(result.snapshots, day, engine)
     snaps = result.snapshots
+    if report.invalidated_rows:
+        snaps = snaps.with_columns(pl.Series("is_valid", out_valid))
+    checkpoint = result.checkpoint
+    if len(out_valid) and not out_valid[-1] and checkpoint.is_valid:
+        checkpoint = Book(**{**checkpoint.__dict__, "is_valid": False})
+    return ReplayResult(snaps, checkpoint, result.counters), report
+
+
+def check_rows(
+    snaps: pl.DataFrame, day: VenueDay, engine: str = "engine"
+) -> tuple[np.ndarray, ChecksumReport]:
+    """Compare book_snapshots rows (``msg_id``, ``is_valid``, times, at least the venue's
+    checksum depth) with their messages' checksums: (each row's validity after them, report)."""
+    rule = rule_for(day.venue)
     if schemas.depth_of(snaps) < rule.depth:
         raise ValueError(f"{day.venue} checksums need {rule.depth} levels per side in the rows")
     msg = snaps["msg_id"].to_numpy().astype(np.int64)
@@ -441,12 +455,7 @@ def validate(
                 "computed": int(computed[r]),
             }
         )
-    if report.invalidated_rows:
-        snaps = snaps.with_columns(pl.Series("is_valid", out_valid))
-    checkpoint = result.checkpoint
-    if len(out_valid) and not out_valid[-1] and checkpoint.is_valid:
-        checkpoint = Book(**{**checkpoint.__dict__, "is_valid": False})
-    return ReplayResult(snaps, checkpoint, result.counters), report
+    return out_valid, report
 
 
 def checksum_depth(venue: str, depth: int) -> int:
