@@ -52,22 +52,27 @@ def checksum_result(report: ck.ChecksumReport, t: Thresholds) -> GateResult:
     first = report.mismatches[0] if report.mismatches else None
     status = FAIL if bad else (PASS if upper < t.max_mismatch_rate_top else INSUFFICIENT)
     return GateResult(
-            "A1",
-            "checksum",
-            status,
-            value=bad / n if n else None,
-            threshold=t.max_mismatch_rate_top,
-            detail=f"{n - bad}/{n} {report.venue} checksums matched ({report.symbol})",
-            first_failure_ns=first["ts_event"] if first else None,
-            first_failure_msg_id=first["msg_id"] if first else None,
-            metrics={
-                "compared": float(n),
-                "matched": float(n - bad),
-                "mismatched": float(bad),
-                "cp_upper": upper,
-                "messages_with_checksum": float(report.messages_with_checksum),
-            },
-        )
+        "A1",
+        "checksum",
+        status,
+        value=bad / n if n else None,
+        threshold=t.max_mismatch_rate_top,
+        detail=f"{n - bad}/{n} {report.venue} checksums matched ({report.symbol})"
+        + (
+            f"; first mismatch: message {first['msg_id']}, {first['file']} line {first['line']}"
+            if first
+            else ""
+        ),
+        first_failure_ns=first["ts_event"] if first else None,
+        first_failure_msg_id=first["msg_id"] if first else None,
+        metrics={
+            "compared": float(n),
+            "matched": float(n - bad),
+            "mismatched": float(bad),
+            "cp_upper": upper,
+            "messages_with_checksum": float(report.messages_with_checksum),
+        },
+    )
 
 
 def _count(gate: str, check: str, value: int, limit: int) -> GateResult:
