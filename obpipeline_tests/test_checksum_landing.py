@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -33,17 +33,23 @@ DAY = date(2021, 4, 17)
 DEPTH = 20
 
 
-def _platform(tmp_path: Path, landing: Path, symbols: list[str]) -> PlatformConfig:
-    source = SourceConfig(kind="landing", path=landing, format="kraken")
+def _platform(
+    tmp_path: Path,
+    landing: Path,
+    symbols: list[str],
+    venue: str = "kraken",
+    market: str = "spot",
+    day: date = DAY,
+) -> PlatformConfig:
+    source = SourceConfig(kind="landing", path=landing, format=venue)
     return PlatformConfig(
         instruments=tuple(
-            InstrumentConfig(venue="kraken", market="spot", symbol=s, source=source)
-            for s in symbols
+            InstrumentConfig(venue=venue, market=market, symbol=s, source=source) for s in symbols
         ),
         lake=tmp_path / "lake",
         alert_log=tmp_path / "alerts.jsonl",
-        window_start=DAY,
-        window_end=date(2021, 4, 18),
+        window_start=day,
+        window_end=day + timedelta(days=1),
         depth=DEPTH,
         great_expectations=False,
     )
@@ -150,3 +156,18 @@ def test_corrupted_landed_day_fails_gate_a_on_its_checksum(tmp_path: Path) -> No
     assert meta["A1_checksum_compared"] < 317  # rows after the mismatch are not compared
     # located at the corrupted message: its file and line in the check's description
     assert f"{landing / 'kraken_20210417.txt'} line {line}" in gate.description
+
+
+def test_landed_okx_day_shallower_than_its_checksum_is_replayed_for_it(tmp_path: Path) -> None:
+    """OKX checksums cover 25 levels; at depth 20 the gate replays the day's events deeper."""
+    day = date(2022, 5, 13)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    shutil.copy(recording_path("okx"), landing / "okx_20220513.txt")
+    cfg = _platform(tmp_path, landing, ["BTC-USDT"], "okx", "spot", day)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        run = materialize_range(build_definitions(cfg), instance, cfg.instruments[0], day)
+    assert run.success, (run.step_errors, run.failed_checks)
+    metrics = run.metadata[("fidelity_metrics", day.isoformat())]
+    assert metrics["checksum_compared"] == metrics["checksum_matched"] == 98
+    assert metrics["checksum_mismatched"] == 0 and metrics["gate_a_passed"]
