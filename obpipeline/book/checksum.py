@@ -30,7 +30,7 @@ import polars as pl
 from numba import njit
 
 from obpipeline import schemas
-from obpipeline.book.stream import Book, ReplayResult
+from obpipeline.book.stream import Book, ReplayResult, SnapshotArrays
 from obpipeline.book.venue_day import NO_CHECKSUM, VenueDay
 from obpipeline.schemas import unscaled
 
@@ -401,7 +401,13 @@ def validate(
 
     ``result`` must hold at least the venue's checksum depth (replay at ``checksum_depth``).
     """
-    out_valid, report = check_rows(result.snapshots, day, engine)
+    return _judged(result, day, *check_rows(result.snapshots, day, engine))
+
+
+def _judged(
+    result: ReplayResult, day: VenueDay, out_valid: np.ndarray, report: ChecksumReport
+) -> tuple[ReplayResult, ChecksumReport]:
+    """``result`` with the rows a mismatch made invalid (and its end book, if the last is)."""
     snaps = result.snapshots
     if report.invalidated_rows:
         snaps = snaps.with_columns(pl.Series("is_valid", out_valid))
@@ -420,15 +426,27 @@ def check_rows(
     if schemas.depth_of(snaps) < rule.depth:
         raise ValueError(f"{day.venue} checksums need {rule.depth} levels per side in the rows")
     msg = snaps["msg_id"].to_numpy().astype(np.int64)
+    rows = np.flatnonzero(_compared_rows(day, msg, snaps["is_valid"].to_numpy()))
+    computed = np.full(len(msg), -1, np.int64)
+    computed[rows] = row_crcs(day, levels_of(snaps, rule.depth), rows, engine)
+    return compare(snaps, day, computed)
+
+
+def _compared_rows(day: VenueDay, msg: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Rows whose CRC is recomputed: valid, of a message that carries a checksum."""
+    return (day.checksum[msg] != NO_CHECKSUM) & valid.astype(np.bool_)
+
+
+def compare(
+    snaps: pl.DataFrame, day: VenueDay, computed: np.ndarray
+) -> tuple[np.ndarray, ChecksumReport]:
+    """The validator's verdict on rows whose CRCs were recomputed (``computed``, -1 where not):
+    each row's validity after the checksums (``judge``) and the located report."""
+    msg = snaps["msg_id"].to_numpy().astype(np.int64)
     expected = day.checksum[msg]
     has = expected != NO_CHECKSUM
     valid = snaps["is_valid"].to_numpy().astype(np.bool_)
-    levels = levels_of(snaps, rule.depth)
-    rows = np.flatnonzero(has & valid)
-    match = np.ones(len(msg), np.bool_)
-    computed = np.full(len(msg), -1, np.int64)
-    computed[rows] = row_crcs(day, levels, rows, engine)
-    match[rows] = computed[rows] == expected[rows]
+    match = ~_compared_rows(day, msg, valid) | (computed == expected)
     out_valid, compared, mismatched = judge(valid, has, day.is_snapshot[msg], match)
     report = ChecksumReport(day.venue, day.symbol)
     report.messages_with_checksum = int((day.checksum != NO_CHECKSUM).sum())
@@ -469,14 +487,37 @@ def replay_checked(
     engine: str = "engine",
     checkpoint: Book | None = None,
 ) -> tuple[ReplayResult, ChecksumReport]:
-    """Replay one venue day with ``engine`` and validate every checksum; rows of ``depth`` levels."""
+    """Replay one venue day with ``engine`` and validate every checksum; rows of ``depth`` levels.
+
+    The compiled engine's rows are checked chunk by chunk as it writes them (its int levels, at
+    the checksum depth), before they become decimals at ``depth``; the reference replayer's rows
+    at the checksum depth are checked once written, then cut to ``depth``.
+    """
     from obpipeline import book
 
-    result = book.replay(
-        day.events, day.instrument, checksum_depth(day.venue, depth), checkpoint, engine
+    deep = checksum_depth(day.venue, depth)
+    if engine != "engine":
+        result = book.replay(day.events, day.instrument, deep, checkpoint, engine)
+        result, report = validate(result, day, engine)
+        if deep != depth:
+            names = schemas.book_snapshots(day.instrument, depth).names()
+            snaps = result.snapshots.select(names)
+            result = ReplayResult(snaps, result.checkpoint, result.counters)
+        return result, report
+    from obpipeline.book.engine import replay
+
+    computed: list[np.ndarray] = []
+
+    def each_chunk(out: SnapshotArrays, rows: int) -> None:
+        crc = np.full(rows, -1, np.int64)
+        at = np.flatnonzero(_compared_rows(day, out.msg_id[:rows], out.is_valid[:rows]))
+        levels = ChecksumLevels(
+            out.bid_price, out.bid_size, out.ask_price, out.ask_size, out.n_bid, out.n_ask
+        )
+        crc[at] = row_crcs(day, levels, at)
+        computed.append(crc)
+
+    result = replay(
+        day.events, day.instrument, deep, checkpoint, each_chunk=each_chunk, frame_depth=depth
     )
-    result, report = validate(result, day, engine)
-    if schemas.depth_of(result.snapshots) != depth:
-        names = schemas.book_snapshots(day.instrument, depth).names()
-        result = ReplayResult(result.snapshots.select(names), result.checkpoint, result.counters)
-    return result, report
+    return _judged(result, day, *compare(result.snapshots, day, np.concatenate(computed)))
