@@ -132,8 +132,8 @@ DIGIT_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), np
 
 
 @njit(cache=True, inline="always")
-def _crc32(buf, n, t):
-    c = np.int64(0xFFFFFFFF)
+def _crc_update(c, buf, n, t):
+    """The CRC32 register ``c`` (pre-inverted) advanced over ``buf[:n]``: resumable."""
     i = 0
     while i + 8 <= n:
         one = c ^ (
@@ -156,7 +156,7 @@ def _crc32(buf, n, t):
     while i < n:
         c = t[0, (c ^ buf[i]) & 0xFF] ^ (c >> 8)
         i += 1
-    return c ^ 0xFFFFFFFF
+    return c
 
 
 @njit(cache=True, inline="always")
@@ -222,46 +222,128 @@ def _same_top(q, r, bp, bs, ap, az, nb, na, depth):
     return True
 
 
+@njit(cache=True, inline="always")
+def _entry(e, nbr, nar, interleaved):
+    """(side, level) of the ``e``-th price/size pair of the checksum string (0 bids, 1 asks)."""
+    if interleaved:  # bid0 ask0 bid1 ask1 ...; a side that ran out is skipped
+        both = 2 * min(nbr, nar)
+        if e < both:
+            return e % 2, e // 2
+        return (0, e - both // 2) if nbr > nar else (1, e - both // 2)
+    return (1, e) if e < nar else (0, e - nar)  # asks then bids
+
+
+@njit(cache=True)
+def _fill_advance(advance, n, t):
+    """``advance[n, k, b]``: the register ``b << 8k`` carried through ``n`` zero bytes."""
+    for k in range(4):
+        for b in range(256):
+            c = np.int64(b) << (8 * k)
+            for _ in range(n):
+                c = t[0, c & 0xFF] ^ (c >> 8)
+            advance[n, k, b] = c
+
+
 @njit(cache=True, nogil=True)
 def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, places, tables):
-    """CRC32 of the checksum string of each row in ``rows`` (uint32 as int64)."""
+    """CRC32 of the checksum string of each row in ``rows`` (uint32 as int64).
+
+    Incremental, since a message changes a few levels. The CRC is linear: the register after a
+    pair's text ``x`` of ``n`` bytes is ``A_n(register before) ^ crc_from_zero(x)``, ``A_n``
+    (four table lookups) carrying the register through ``n`` zero bytes. So each level keeps
+    ``crc_from_zero`` of its text (with and without its leading ``:``) and its length: a level
+    that is still there unchanged (found by a merge walk: the levels are sorted, so inserts and
+    deletes only shift them) is never formatted again; and the CRC resumes after the longest
+    prefix of pairs the previous row's string shares (its register after each pair is kept).
+    """
     out = np.empty(len(rows), np.int64)
-    buf = np.empty(depth * 2 * 2 * (SLOT_BYTES + 1), np.uint8)
+    width = 2 * SLOT_BYTES + 2
+    advance = np.zeros((width + 1, 4, 256), np.int64)
+    have = np.zeros(width + 1, np.bool_)
+    price_of = np.zeros((2, 2, depth), np.int64)  # [generation, side (0 bids), level]
+    size_of = np.zeros((2, 2, depth), np.int64)
+    nbytes = np.zeros((2, 2, depth), np.int64)  # the pair's text after the string's first pair
+    crc_of = np.zeros((2, 2, depth), np.int64)  # its crc_from_zero
+    first_crc = np.zeros((2, 2, depth), np.int64)  # as the string's first pair (no ':' before)
+    levels = np.zeros((2, 2), np.int64)
+    after = np.empty(2 * depth, np.int64)  # register after each pair of the last string
+    text = np.empty(width, np.uint8)
     scratch = np.empty(SLOT_BYTES, np.uint8)
     ps, ss, pp, sp = shifts[0], shifts[1], places[0], places[1]
     bare = not interleaved
+    lead = 1 if interleaved else 0  # the ':' before every pair but the first
+    cur, old = 0, 1
     for j in range(len(rows)):
         r = rows[j]
-        nbr = min(nb[r], depth)
-        nar = min(na[r], depth)
         if j > 0 and _same_top(rows[j - 1], r, bp, bs, ap, az, nb, na, depth):
             out[j] = out[j - 1]  # a message that left the checksummed levels as they were
             continue
-        pos = 0
-        if interleaved:
-            for i in range(max(nbr, nar)):
-                if i < nbr:
-                    pos = _put_value(buf, pos, scratch, bp[r, i], ps, pp, strip, bare)
-                    buf[pos] = 58
-                    pos = _put_value(buf, pos + 1, scratch, bs[r, i], ss, sp, strip, bare)
-                    buf[pos] = 58
-                    pos += 1
-                if i < nar:
-                    pos = _put_value(buf, pos, scratch, ap[r, i], ps, pp, strip, bare)
-                    buf[pos] = 58
-                    pos = _put_value(buf, pos + 1, scratch, az[r, i], ss, sp, strip, bare)
-                    buf[pos] = 58
-                    pos += 1
-            if pos > 0:
-                pos -= 1  # no ':' after the last value
-        else:
-            for i in range(nar):
-                pos = _put_value(buf, pos, scratch, ap[r, i], ps, pp, strip, bare)
-                pos = _put_value(buf, pos, scratch, az[r, i], ss, sp, strip, bare)
-            for i in range(nbr):
-                pos = _put_value(buf, pos, scratch, bp[r, i], ps, pp, strip, bare)
-                pos = _put_value(buf, pos, scratch, bs[r, i], ss, sp, strip, bare)
-        out[j] = _crc32(buf, pos, tables)
+        cur, old = old, cur
+        for side in range(2):
+            n = min(nb[r], depth) if side == 0 else min(na[r], depth)
+            levels[cur, side] = n
+            k = 0  # merge walk over the previous row's levels of this side
+            for i in range(n):
+                p = bp[r, i] if side == 0 else ap[r, i]
+                q = bs[r, i] if side == 0 else az[r, i]
+                while k < levels[old, side] and (
+                    price_of[old, side, k] > p if side == 0 else price_of[old, side, k] < p
+                ):
+                    k += 1
+                if (
+                    k < levels[old, side]
+                    and price_of[old, side, k] == p
+                    and size_of[old, side, k] == q
+                ):
+                    nbytes[cur, side, i] = nbytes[old, side, k]
+                    crc_of[cur, side, i] = crc_of[old, side, k]
+                    first_crc[cur, side, i] = first_crc[old, side, k]
+                else:
+                    text[0] = 58
+                    m = _put_value(text, lead, scratch, p, ps, pp, strip, bare)
+                    if interleaved:
+                        text[m] = 58
+                        m += 1
+                    m = _put_value(text, m, scratch, q, ss, sp, strip, bare)
+                    nbytes[cur, side, i] = m
+                    crc_of[cur, side, i] = _crc_update(np.int64(0), text, m, tables)
+                    first_crc[cur, side, i] = _crc_update(
+                        np.int64(0), text[lead:], m - lead, tables
+                    )
+                price_of[cur, side, i] = p
+                size_of[cur, side, i] = q
+        nbr, nar = levels[cur, 0], levels[cur, 1]
+        pairs = nbr + nar
+        first = 0  # the first pair that differs from the previous row's string
+        if j > 0:
+            obr, oar = levels[old, 0], levels[old, 1]
+            while first < min(pairs, obr + oar):
+                side, i = _entry(first, nbr, nar, interleaved)
+                o_side, o_i = _entry(first, obr, oar, interleaved)
+                if (
+                    side != o_side
+                    or i != o_i
+                    or price_of[old, side, i] != price_of[cur, side, i]
+                    or size_of[old, side, i] != size_of[cur, side, i]
+                ):
+                    break
+                first += 1
+        c = after[first - 1] if first > 0 else np.int64(0xFFFFFFFF)
+        for e in range(first, pairs):
+            side, i = _entry(e, nbr, nar, interleaved)
+            n = nbytes[cur, side, i] - (lead if e == 0 else 0)
+            if not have[n]:
+                _fill_advance(advance, n, tables)
+                have[n] = True
+            c = (
+                advance[n, 0, c & 0xFF]
+                ^ advance[n, 1, (c >> 8) & 0xFF]
+                ^ advance[n, 2, (c >> 16) & 0xFF]
+                ^ advance[n, 3, (c >> 24) & 0xFF]
+                ^ (first_crc[cur, side, i] if e == 0 else crc_of[cur, side, i])
+            )
+            after[e] = c
+        out[j] = c ^ 0xFFFFFFFF
     return out
 
 
