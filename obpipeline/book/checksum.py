@@ -244,6 +244,34 @@ def _fill_advance(advance, n, t):
             advance[n, k, b] = c
 
 
+@njit(cache=True, inline="always")
+def _side_levels(prices, sizes, n, bids, old, n_old, new, text, scratch, fmt, tables):
+    """One side's ``n`` levels into ``new`` (see ``_crc_rows``), reusing ``old``'s unchanged
+    ones; returns ``n``."""
+    ps, ss, pp, sp, strip, interleaved = fmt
+    bare = not interleaved
+    lead = 1 if interleaved else 0
+    k = 0  # merge walk over the previous row's levels
+    for i in range(n):
+        p, q = prices[i], sizes[i]
+        while k < n_old and (old[k, 0] > p if bids else old[k, 0] < p):
+            k += 1
+        if k < n_old and old[k, 0] == p and old[k, 1] == q:
+            for x in range(5):
+                new[i, x] = old[k, x]
+            continue
+        text[0] = 58
+        m = _put_value(text, lead, scratch, p, ps, pp, strip, bare)
+        if interleaved:
+            text[m] = 58
+            m += 1
+        m = _put_value(text, m, scratch, q, ss, sp, strip, bare)
+        new[i, 0], new[i, 1], new[i, 2] = p, q, m
+        new[i, 3] = _crc_update(np.int64(0), text, m, tables)
+        new[i, 4] = _crc_update(np.int64(0), text[lead:], m - lead, tables)
+    return n
+
+
 @njit(cache=True, nogil=True)
 def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, places, tables):
     """CRC32 of the checksum string of each row in ``rows`` (uint32 as int64).
@@ -260,17 +288,14 @@ def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, p
     width = 2 * SLOT_BYTES + 2
     advance = np.zeros((width + 1, 4, 256), np.int64)
     have = np.zeros(width + 1, np.bool_)
-    price_of = np.zeros((2, 2, depth), np.int64)  # [generation, side (0 bids), level]
-    size_of = np.zeros((2, 2, depth), np.int64)
-    nbytes = np.zeros((2, 2, depth), np.int64)  # the pair's text after the string's first pair
-    crc_of = np.zeros((2, 2, depth), np.int64)  # its crc_from_zero
-    first_crc = np.zeros((2, 2, depth), np.int64)  # as the string's first pair (no ':' before)
+    # [generation, side (0 bids), level]: price, size, text bytes after the string's first
+    # pair, crc_from_zero of that text, and of the text as the first pair (no ':' before it)
+    level = np.zeros((2, 2, depth, 5), np.int64)
     levels = np.zeros((2, 2), np.int64)
     after = np.empty(2 * depth, np.int64)  # register after each pair of the last string
     text = np.empty(width, np.uint8)
     scratch = np.empty(SLOT_BYTES, np.uint8)
-    ps, ss, pp, sp = shifts[0], shifts[1], places[0], places[1]
-    bare = not interleaved
+    fmt = (shifts[0], shifts[1], places[0], places[1], strip, interleaved)
     lead = 1 if interleaved else 0  # the ':' before every pair but the first
     cur, old = 0, 1
     for j in range(len(rows)):
@@ -279,39 +304,14 @@ def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, p
             out[j] = out[j - 1]  # a message that left the checksummed levels as they were
             continue
         cur, old = old, cur
-        for side in range(2):
-            n = min(nb[r], depth) if side == 0 else min(na[r], depth)
-            levels[cur, side] = n
-            k = 0  # merge walk over the previous row's levels of this side
-            for i in range(n):
-                p = bp[r, i] if side == 0 else ap[r, i]
-                q = bs[r, i] if side == 0 else az[r, i]
-                while k < levels[old, side] and (
-                    price_of[old, side, k] > p if side == 0 else price_of[old, side, k] < p
-                ):
-                    k += 1
-                if (
-                    k < levels[old, side]
-                    and price_of[old, side, k] == p
-                    and size_of[old, side, k] == q
-                ):
-                    nbytes[cur, side, i] = nbytes[old, side, k]
-                    crc_of[cur, side, i] = crc_of[old, side, k]
-                    first_crc[cur, side, i] = first_crc[old, side, k]
-                else:
-                    text[0] = 58
-                    m = _put_value(text, lead, scratch, p, ps, pp, strip, bare)
-                    if interleaved:
-                        text[m] = 58
-                        m += 1
-                    m = _put_value(text, m, scratch, q, ss, sp, strip, bare)
-                    nbytes[cur, side, i] = m
-                    crc_of[cur, side, i] = _crc_update(np.int64(0), text, m, tables)
-                    first_crc[cur, side, i] = _crc_update(
-                        np.int64(0), text[lead:], m - lead, tables
-                    )
-                price_of[cur, side, i] = p
-                size_of[cur, side, i] = q
+        levels[cur, 0] = _side_levels(
+            bp[r], bs[r], min(nb[r], depth), True, level[old, 0], levels[old, 0],
+            level[cur, 0], text, scratch, fmt, tables,
+        )  # fmt: skip
+        levels[cur, 1] = _side_levels(
+            ap[r], az[r], min(na[r], depth), False, level[old, 1], levels[old, 1],
+            level[cur, 1], text, scratch, fmt, tables,
+        )  # fmt: skip
         nbr, nar = levels[cur, 0], levels[cur, 1]
         pairs = nbr + nar
         first = 0  # the first pair that differs from the previous row's string
@@ -323,15 +323,15 @@ def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, p
                 if (
                     side != o_side
                     or i != o_i
-                    or price_of[old, side, i] != price_of[cur, side, i]
-                    or size_of[old, side, i] != size_of[cur, side, i]
+                    or level[old, side, i, 0] != level[cur, side, i, 0]
+                    or level[old, side, i, 1] != level[cur, side, i, 1]
                 ):
                     break
                 first += 1
         c = after[first - 1] if first > 0 else np.int64(0xFFFFFFFF)
         for e in range(first, pairs):
             side, i = _entry(e, nbr, nar, interleaved)
-            n = nbytes[cur, side, i] - (lead if e == 0 else 0)
+            n = level[cur, side, i, 2] - (lead if e == 0 else 0)
             if not have[n]:
                 _fill_advance(advance, n, tables)
                 have[n] = True
@@ -340,7 +340,7 @@ def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, p
                 ^ advance[n, 1, (c >> 8) & 0xFF]
                 ^ advance[n, 2, (c >> 16) & 0xFF]
                 ^ advance[n, 3, (c >> 24) & 0xFF]
-                ^ (first_crc[cur, side, i] if e == 0 else crc_of[cur, side, i])
+                ^ level[cur, side, i, 4 if e == 0 else 3]
             )
             after[e] = c
         out[j] = c ^ 0xFFFFFFFF
