@@ -286,7 +286,7 @@ def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, p
     """
     out = np.empty(len(rows), np.int64)
     width = 2 * SLOT_BYTES + 2
-    advance = np.zeros((width + 1, 4, 256), np.int64)
+    advance = np.zeros((width + 1, 4, 256), np.uint32)  # 4 kB a length: stays in cache
     have = np.zeros(width + 1, np.bool_)
     # [generation, side (0 bids), level]: price, size, text bytes after the string's first
     # pair, crc_from_zero of that text, and of the text as the first pair (no ':' before it)
