@@ -96,6 +96,25 @@ def trades(instrument: Instrument) -> pl.Schema:
     )
 
 
+def golden_checksum() -> pl.Schema:
+    """The venue's CRC32 of its top levels after a message (OKX, Bitget, Kraken), one row per
+    message that carried one: ``msg_id`` is the day's raw_book_events message. The checksum
+    string prints the venue's own decimals: the day's widest printed ones are kept per row (one
+    value a day, nothing once encoded), ``file``/``line`` locate a mismatch in the recording."""
+    return pl.Schema(
+        {
+            "msg_id": pl.Int64,
+            "ts_event": TS,
+            "ts_local": TS,
+            "checksum": pl.Int64,  # unsigned 32-bit value (OKX/Bitget's signed int32 mod 2**32)
+            "price_decimals": pl.Int8,
+            "size_decimals": pl.Int8,
+            "file": pl.String,
+            "line": pl.Int64,
+        }
+    )
+
+
 def book_checkpoint(instrument: Instrument) -> pl.Schema:
     """Full book at the end of a replay; one row per level (one null-side row if empty).
 

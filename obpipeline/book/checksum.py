@@ -30,7 +30,7 @@ import polars as pl
 from numba import njit
 
 from obpipeline import schemas
-from obpipeline.book.stream import Book, ReplayResult
+from obpipeline.book.stream import Book, ReplayResult, SnapshotArrays
 from obpipeline.book.venue_day import NO_CHECKSUM, VenueDay
 from obpipeline.schemas import unscaled
 
@@ -132,8 +132,8 @@ DIGIT_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), np
 
 
 @njit(cache=True, inline="always")
-def _crc32(buf, n, t):
-    c = np.int64(0xFFFFFFFF)
+def _crc_update(c, buf, n, t):
+    """The CRC32 register ``c`` (pre-inverted) advanced over ``buf[:n]``: resumable."""
     i = 0
     while i + 8 <= n:
         one = c ^ (
@@ -156,7 +156,7 @@ def _crc32(buf, n, t):
     while i < n:
         c = t[0, (c ^ buf[i]) & 0xFF] ^ (c >> 8)
         i += 1
-    return c ^ 0xFFFFFFFF
+    return c
 
 
 @njit(cache=True, inline="always")
@@ -222,46 +222,128 @@ def _same_top(q, r, bp, bs, ap, az, nb, na, depth):
     return True
 
 
+@njit(cache=True, inline="always")
+def _entry(e, nbr, nar, interleaved):
+    """(side, level) of the ``e``-th price/size pair of the checksum string (0 bids, 1 asks)."""
+    if interleaved:  # bid0 ask0 bid1 ask1 ...; a side that ran out is skipped
+        both = 2 * min(nbr, nar)
+        if e < both:
+            return e % 2, e // 2
+        return (0, e - both // 2) if nbr > nar else (1, e - both // 2)
+    return (1, e) if e < nar else (0, e - nar)  # asks then bids
+
+
+@njit(cache=True)
+def _fill_advance(advance, n, t):
+    """``advance[n, k, b]``: the register ``b << 8k`` carried through ``n`` zero bytes."""
+    for k in range(4):
+        for b in range(256):
+            c = np.int64(b) << (8 * k)
+            for _ in range(n):
+                c = t[0, c & 0xFF] ^ (c >> 8)
+            advance[n, k, b] = c
+
+
+@njit(cache=True, inline="always")
+def _side_levels(prices, sizes, n, bids, old, n_old, new, text, scratch, fmt, tables):
+    """One side's ``n`` levels into ``new`` (see ``_crc_rows``), reusing ``old``'s unchanged
+    ones; returns ``n``."""
+    ps, ss, pp, sp, strip, interleaved = fmt
+    bare = not interleaved
+    lead = 1 if interleaved else 0
+    k = 0  # merge walk over the previous row's levels
+    for i in range(n):
+        p, q = prices[i], sizes[i]
+        while k < n_old and (old[k, 0] > p if bids else old[k, 0] < p):
+            k += 1
+        if k < n_old and old[k, 0] == p and old[k, 1] == q:
+            for x in range(5):
+                new[i, x] = old[k, x]
+            continue
+        text[0] = 58
+        m = _put_value(text, lead, scratch, p, ps, pp, strip, bare)
+        if interleaved:
+            text[m] = 58
+            m += 1
+        m = _put_value(text, m, scratch, q, ss, sp, strip, bare)
+        new[i, 0], new[i, 1], new[i, 2] = p, q, m
+        new[i, 3] = _crc_update(np.int64(0), text, m, tables)
+        new[i, 4] = _crc_update(np.int64(0), text[lead:], m - lead, tables)
+    return n
+
+
 @njit(cache=True, nogil=True)
 def _crc_rows(rows, bp, bs, ap, az, nb, na, depth, interleaved, strip, shifts, places, tables):
-    """CRC32 of the checksum string of each row in ``rows`` (uint32 as int64)."""
+    """CRC32 of the checksum string of each row in ``rows`` (uint32 as int64).
+
+    Incremental, since a message changes a few levels. The CRC is linear: the register after a
+    pair's text ``x`` of ``n`` bytes is ``A_n(register before) ^ crc_from_zero(x)``, ``A_n``
+    (four table lookups) carrying the register through ``n`` zero bytes. So each level keeps
+    ``crc_from_zero`` of its text (with and without its leading ``:``) and its length: a level
+    that is still there unchanged (found by a merge walk: the levels are sorted, so inserts and
+    deletes only shift them) is never formatted again; and the CRC resumes after the longest
+    prefix of pairs the previous row's string shares (its register after each pair is kept).
+    """
     out = np.empty(len(rows), np.int64)
-    buf = np.empty(depth * 2 * 2 * (SLOT_BYTES + 1), np.uint8)
+    width = 2 * SLOT_BYTES + 2
+    advance = np.zeros((width + 1, 4, 256), np.uint32)  # 4 kB a length: stays in cache
+    have = np.zeros(width + 1, np.bool_)
+    # [generation, side (0 bids), level]: price, size, text bytes after the string's first
+    # pair, crc_from_zero of that text, and of the text as the first pair (no ':' before it)
+    level = np.zeros((2, 2, depth, 5), np.int64)
+    levels = np.zeros((2, 2), np.int64)
+    after = np.empty(2 * depth, np.int64)  # register after each pair of the last string
+    text = np.empty(width, np.uint8)
     scratch = np.empty(SLOT_BYTES, np.uint8)
-    ps, ss, pp, sp = shifts[0], shifts[1], places[0], places[1]
-    bare = not interleaved
+    fmt = (shifts[0], shifts[1], places[0], places[1], strip, interleaved)
+    lead = 1 if interleaved else 0  # the ':' before every pair but the first
+    cur, old = 0, 1
     for j in range(len(rows)):
         r = rows[j]
-        nbr = min(nb[r], depth)
-        nar = min(na[r], depth)
         if j > 0 and _same_top(rows[j - 1], r, bp, bs, ap, az, nb, na, depth):
             out[j] = out[j - 1]  # a message that left the checksummed levels as they were
             continue
-        pos = 0
-        if interleaved:
-            for i in range(max(nbr, nar)):
-                if i < nbr:
-                    pos = _put_value(buf, pos, scratch, bp[r, i], ps, pp, strip, bare)
-                    buf[pos] = 58
-                    pos = _put_value(buf, pos + 1, scratch, bs[r, i], ss, sp, strip, bare)
-                    buf[pos] = 58
-                    pos += 1
-                if i < nar:
-                    pos = _put_value(buf, pos, scratch, ap[r, i], ps, pp, strip, bare)
-                    buf[pos] = 58
-                    pos = _put_value(buf, pos + 1, scratch, az[r, i], ss, sp, strip, bare)
-                    buf[pos] = 58
-                    pos += 1
-            if pos > 0:
-                pos -= 1  # no ':' after the last value
-        else:
-            for i in range(nar):
-                pos = _put_value(buf, pos, scratch, ap[r, i], ps, pp, strip, bare)
-                pos = _put_value(buf, pos, scratch, az[r, i], ss, sp, strip, bare)
-            for i in range(nbr):
-                pos = _put_value(buf, pos, scratch, bp[r, i], ps, pp, strip, bare)
-                pos = _put_value(buf, pos, scratch, bs[r, i], ss, sp, strip, bare)
-        out[j] = _crc32(buf, pos, tables)
+        cur, old = old, cur
+        levels[cur, 0] = _side_levels(
+            bp[r], bs[r], min(nb[r], depth), True, level[old, 0], levels[old, 0],
+            level[cur, 0], text, scratch, fmt, tables,
+        )  # fmt: skip
+        levels[cur, 1] = _side_levels(
+            ap[r], az[r], min(na[r], depth), False, level[old, 1], levels[old, 1],
+            level[cur, 1], text, scratch, fmt, tables,
+        )  # fmt: skip
+        nbr, nar = levels[cur, 0], levels[cur, 1]
+        pairs = nbr + nar
+        first = 0  # the first pair that differs from the previous row's string
+        if j > 0:
+            obr, oar = levels[old, 0], levels[old, 1]
+            while first < min(pairs, obr + oar):
+                side, i = _entry(first, nbr, nar, interleaved)
+                o_side, o_i = _entry(first, obr, oar, interleaved)
+                if (
+                    side != o_side
+                    or i != o_i
+                    or level[old, side, i, 0] != level[cur, side, i, 0]
+                    or level[old, side, i, 1] != level[cur, side, i, 1]
+                ):
+                    break
+                first += 1
+        c = after[first - 1] if first > 0 else np.int64(0xFFFFFFFF)
+        for e in range(first, pairs):
+            side, i = _entry(e, nbr, nar, interleaved)
+            n = level[cur, side, i, 2] - (lead if e == 0 else 0)
+            if not have[n]:
+                _fill_advance(advance, n, tables)
+                have[n] = True
+            c = (
+                advance[n, 0, c & 0xFF]
+                ^ advance[n, 1, (c >> 8) & 0xFF]
+                ^ advance[n, 2, (c >> 16) & 0xFF]
+                ^ advance[n, 3, (c >> 24) & 0xFF]
+                ^ level[cur, side, i, 4 if e == 0 else 3]
+            )
+            after[e] = c
+        out[j] = c ^ 0xFFFFFFFF
     return out
 
 
@@ -401,20 +483,52 @@ def validate(
 
     ``result`` must hold at least the venue's checksum depth (replay at ``checksum_depth``).
     """
-    rule = rule_for(day.venue)
+    return _judged(result, day, *check_rows(result.snapshots, day, engine))
+
+
+def _judged(
+    result: ReplayResult, day: VenueDay, out_valid: np.ndarray, report: ChecksumReport
+) -> tuple[ReplayResult, ChecksumReport]:
+    """``result`` with the rows a mismatch made invalid (and its end book, if the last is)."""
     snaps = result.snapshots
+    if report.invalidated_rows:
+        snaps = snaps.with_columns(pl.Series("is_valid", out_valid))
+    checkpoint = result.checkpoint
+    if len(out_valid) and not out_valid[-1] and checkpoint.is_valid:
+        checkpoint = Book(**{**checkpoint.__dict__, "is_valid": False})
+    return ReplayResult(snaps, checkpoint, result.counters), report
+
+
+def check_rows(
+    snaps: pl.DataFrame, day: VenueDay, engine: str = "engine"
+) -> tuple[np.ndarray, ChecksumReport]:
+    """Compare book_snapshots rows (``msg_id``, ``is_valid``, times, at least the venue's
+    checksum depth) with their messages' checksums: (each row's validity after them, report)."""
+    rule = rule_for(day.venue)
     if schemas.depth_of(snaps) < rule.depth:
         raise ValueError(f"{day.venue} checksums need {rule.depth} levels per side in the rows")
+    msg = snaps["msg_id"].to_numpy().astype(np.int64)
+    rows = np.flatnonzero(_compared_rows(day, msg, snaps["is_valid"].to_numpy()))
+    computed = np.full(len(msg), -1, np.int64)
+    computed[rows] = row_crcs(day, levels_of(snaps, rule.depth), rows, engine)
+    return compare(snaps, day, computed)
+
+
+def _compared_rows(day: VenueDay, msg: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Rows whose CRC is recomputed: valid, of a message that carries a checksum."""
+    return (day.checksum[msg] != NO_CHECKSUM) & valid.astype(np.bool_)
+
+
+def compare(
+    snaps: pl.DataFrame, day: VenueDay, computed: np.ndarray
+) -> tuple[np.ndarray, ChecksumReport]:
+    """The validator's verdict on rows whose CRCs were recomputed (``computed``, -1 where not):
+    each row's validity after the checksums (``judge``) and the located report."""
     msg = snaps["msg_id"].to_numpy().astype(np.int64)
     expected = day.checksum[msg]
     has = expected != NO_CHECKSUM
     valid = snaps["is_valid"].to_numpy().astype(np.bool_)
-    levels = levels_of(snaps, rule.depth)
-    rows = np.flatnonzero(has & valid)
-    match = np.ones(len(msg), np.bool_)
-    computed = np.full(len(msg), -1, np.int64)
-    computed[rows] = row_crcs(day, levels, rows, engine)
-    match[rows] = computed[rows] == expected[rows]
+    match = ~_compared_rows(day, msg, valid) | (computed == expected)
     out_valid, compared, mismatched = judge(valid, has, day.is_snapshot[msg], match)
     report = ChecksumReport(day.venue, day.symbol)
     report.messages_with_checksum = int((day.checksum != NO_CHECKSUM).sum())
@@ -441,12 +555,7 @@ def validate(
                 "computed": int(computed[r]),
             }
         )
-    if report.invalidated_rows:
-        snaps = snaps.with_columns(pl.Series("is_valid", out_valid))
-    checkpoint = result.checkpoint
-    if len(out_valid) and not out_valid[-1] and checkpoint.is_valid:
-        checkpoint = Book(**{**checkpoint.__dict__, "is_valid": False})
-    return ReplayResult(snaps, checkpoint, result.counters), report
+    return out_valid, report
 
 
 def checksum_depth(venue: str, depth: int) -> int:
@@ -460,14 +569,37 @@ def replay_checked(
     engine: str = "engine",
     checkpoint: Book | None = None,
 ) -> tuple[ReplayResult, ChecksumReport]:
-    """Replay one venue day with ``engine`` and validate every checksum; rows of ``depth`` levels."""
+    """Replay one venue day with ``engine`` and validate every checksum; rows of ``depth`` levels.
+
+    The compiled engine's rows are checked chunk by chunk as it writes them (its int levels, at
+    the checksum depth), before they become decimals at ``depth``; the reference replayer's rows
+    at the checksum depth are checked once written, then cut to ``depth``.
+    """
     from obpipeline import book
 
-    result = book.replay(
-        day.events, day.instrument, checksum_depth(day.venue, depth), checkpoint, engine
+    deep = checksum_depth(day.venue, depth)
+    if engine != "engine":
+        result = book.replay(day.events, day.instrument, deep, checkpoint, engine)
+        result, report = validate(result, day, engine)
+        if deep != depth:
+            names = schemas.book_snapshots(day.instrument, depth).names()
+            snaps = result.snapshots.select(names)
+            result = ReplayResult(snaps, result.checkpoint, result.counters)
+        return result, report
+    from obpipeline.book.engine import replay
+
+    computed: list[np.ndarray] = []
+
+    def each_chunk(out: SnapshotArrays, rows: int) -> None:
+        crc = np.full(rows, -1, np.int64)
+        at = np.flatnonzero(_compared_rows(day, out.msg_id[:rows], out.is_valid[:rows]))
+        levels = ChecksumLevels(
+            out.bid_price, out.bid_size, out.ask_price, out.ask_size, out.n_bid, out.n_ask
+        )
+        crc[at] = row_crcs(day, levels, at)
+        computed.append(crc)
+
+    result = replay(
+        day.events, day.instrument, deep, checkpoint, each_chunk=each_chunk, frame_depth=depth
     )
-    result, report = validate(result, day, engine)
-    if schemas.depth_of(result.snapshots) != depth:
-        names = schemas.book_snapshots(day.instrument, depth).names()
-        result = ReplayResult(result.snapshots.select(names), result.checkpoint, result.counters)
-    return result, report
+    return _judged(result, day, *compare(result.snapshots, day, np.concatenate(computed)))

@@ -37,6 +37,8 @@ row carries (``Engine.zero_size``) and reported as 0.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -804,11 +806,17 @@ def replay(
     depth: int = schemas.DEFAULT_DEPTH,
     checkpoint: Book | None = None,
     max_dense: int = MAX_DENSE,
+    *,
+    each_chunk: Callable[[SnapshotArrays, int], None] | None = None,
+    frame_depth: int | None = None,
 ) -> ReplayResult:
     """Replay raw_book_events with the compiled engine (same contract as the reference).
 
     Rows are produced in chunks, each converted to Polars at once: the day's frame is built
     without ever holding all of its rows twice (engine arrays and Polars' 128-bit decimals).
+    ``each_chunk(out, rows)`` sees each chunk's int rows of ``depth`` levels before they become
+    the frame's ``frame_depth`` levels: the ChecksumValidator's pass (``book/checksum.py``)
+    reads the venue's 25 levels there, where no decimal is built for the 5 the frame drops.
     """
     ev = event_arrays(events)
     eng = Engine(ev, seq.rule_code(instrument.sequencing), depth, checkpoint, max_dense)
@@ -823,7 +831,9 @@ def replay(
         if rows or not frames:
             if eng.zero_size_used:
                 eng.fix_zero_sizes(out, 0, rows)
-            frames.append(snapshots_frame(out, rows, instrument))
+            if each_chunk is not None:
+                each_chunk(out, rows)
+            frames.append(snapshots_frame(_narrowed(out, frame_depth), rows, instrument))
             rows_total += rows
             # the frame shares some of out's arrays (ids, stamps): the next chunk gets new ones
             out = SnapshotArrays(depth, out.capacity)
@@ -833,3 +843,15 @@ def replay(
     counters.rows = rows_total
     snapshots = frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
     return ReplayResult(snapshots, eng.book(), counters)
+
+
+def _narrowed(out: SnapshotArrays, depth: int | None) -> SnapshotArrays:
+    """``out`` seen with its first ``depth`` levels (views, no copy)."""
+    if depth is None or depth == out.depth:
+        return out
+    view = copy.copy(out)
+    view.depth = depth
+    for name in ("bid_price", "bid_size", "ask_price", "ask_size"):
+        setattr(view, name, getattr(out, name)[:, :depth])
+    view.n_bid, view.n_ask = np.minimum(out.n_bid, depth), np.minimum(out.n_ask, depth)
+    return view

@@ -350,7 +350,7 @@ def raw_day(chain: Chain, source: DaySource, day: str) -> Day:
             quarantined=staged.quarantine.rows,
             lines_read=staged.stats.get("lines", 0),
         ),  # fmt: skip
-        **{name: _written(paths[name]) for name in ALONGSIDE_RAW},
+        **{name: _written(path) for name, path in paths.items() if name != RAW},
     }
     return Day(written, verdicts)
 
@@ -490,6 +490,7 @@ def dataset_schemas(chain: Chain) -> dict[str, pl.Schema]:
         "quarantine": schemas.quarantine(),
         COUNTERS: counters_schema(),
         METRICS: METRICS_SCHEMA,
+        "golden_checksum": schemas.golden_checksum(),
         FEATURES: F.features_schema(),
         **{f"{FEATURES}_{g}": F.features_schema(grid=True) for g in chain.cfg.feature_grids},
     }
@@ -516,6 +517,8 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
     grids = [f"{FEATURES}_{g}" for g in cfg.feature_grids]
     k = chain.key
     prev_checkpoint = dg.AssetDep(k(CHECKPOINT), partition_mapping=PREV_DAY)
+    # OKX / Bitget / Kraken landings also write the venue's checksums (sources/checksum_venues)
+    checksum_datasets = ["golden_checksum"] if inst.source.is_checksum_venue else []
 
     def spec(name: str, description: str, deps: list, fn: Callable, kinds=("polars", "parquet")):
         return dg.AssetSpec(
@@ -574,6 +577,15 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
                 raw_day,
             ),  # fmt: skip
             spec("trades", "Trades of the day (features' trade columns).", [], raw_day),
+            *[
+                spec(
+                    name,
+                    "The venue's CRC32 of its top levels per message (Gate A1 checksum).",
+                    [],
+                    raw_day,
+                )  # fmt: skip
+                for name in checksum_datasets
+            ],
             spec(
                 "quarantine",
                 "Capture lines that could not be read, with file, line and reason.",
@@ -655,7 +667,8 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         ],
     )
 
-    reads = [RAW, "golden_bbo", "golden_depth", "quarantine", SNAPSHOTS, COUNTERS, FEATURES]
+    reads = [RAW, "golden_bbo", "golden_depth", *checksum_datasets, "quarantine", SNAPSHOTS]
+    reads += [COUNTERS, FEATURES]
     fidelity_metrics = daily(
         metrics_day,
         [

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from obpipeline import features as F
 from obpipeline import lake
-from obpipeline.fidelity import lakeio, realism
+from obpipeline.fidelity import checksum_gate, gates, lakeio, realism
 from obpipeline.fidelity.config import Thresholds, thresholds_for
 from obpipeline.fidelity.gates import FAIL, NOT_GOLDEN, WARN, GateResult, golden_counts
 from obpipeline.fidelity.stats import clopper_pearson_upper
@@ -177,7 +177,9 @@ def fidelity_day(
     root, d = Path(root), date.fromisoformat(str(day))
     t = thresholds or thresholds_for(venue)
     fid = lakeio.evaluate_lake_day(root, venue, symbol, d, t)
-    results = list(fid.results)
+    checksums = checksum_gate.lake_checksum_results(root, venue, symbol, d, t)
+    gate_a = [*fid.results, *checksums]  # Gates A0, A1, A2 (Gate C never blocks)
+    results = list(gate_a)
     rep = realism_window(root, venue, symbol, d, t, realism_days)
     if rep is not None:
         results += rep.results
@@ -189,10 +191,11 @@ def fidelity_day(
     golden = golden_counts(fid.comparisons)
     compared, mismatched = golden["golden_compared"], golden["golden_mismatched"]
     records = golden["golden_records"]
+    passed = gates.gate_passed(gate_a)
     meta: dict[str, Any] = {
-        "gate_a_passed": fid.passed,
-        "integrity_ok": fid.passed,  # name kept for the demo CLI and earlier readers
-        "failed_checks": [f"{r.gate}:{r.check}" for r in fid.failures],
+        "gate_a_passed": passed,
+        "integrity_ok": passed,  # name kept for the demo CLI and earlier readers
+        "failed_checks": [f"{r.gate}:{r.check}" for r in gates.failures(gate_a)],
         **golden,
         "golden_aligned_fraction": compared / records if records else 0.0,
         "mismatch_rate_upper95": clopper_pearson_upper(mismatched, compared),
@@ -203,6 +206,9 @@ def fidelity_day(
         "crossed": int(f["crossed"]),
         "duplicates": int(f["duplicates"]),
     }
+    for r in checksums:  # the venue's per-message checksums (A1 checksum)
+        meta |= {f"checksum_{m}": int(r.metrics[m]) for m in ("compared", "matched", "mismatched")}
+        meta["checksum_cp_upper"] = r.metrics["cp_upper"]
     for c in fid.comparisons:
         meta[f"{c.kind}_aligned"] = c.aligned
         meta[f"{c.kind}_incidents"] = c.incidents

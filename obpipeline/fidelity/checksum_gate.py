@@ -6,15 +6,29 @@ bound, the rate of messages whose top-of-book was wrong (every compared message 
 the venue's CRC covers the top 25 / 10 levels after that message). The bound is graded like
 the other partial-book references (``max_mismatch_rate_top``); ``insufficient`` when too few
 messages were compared to certify it.
+
+In the daily chain (``lake_checksum_results``, called by the ``fidelity_metrics`` asset) the
+landed day's ``golden_checksum`` is compared with the lake's book_snapshots themselves; when
+they hold fewer levels than the venue's checksum covers (OKX / Bitget at depth 20), the day's
+raw_book_events are replayed at the checksum depth from the day's own snapshot instead.
 """
 
 from __future__ import annotations
 
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from obpipeline import book, lake, schemas
 from obpipeline.book import checksum as ck
 from obpipeline.book.stream import ReplayResult
+from obpipeline.book.venue_day import NO_CHECKSUM, VenueDay
 from obpipeline.fidelity import stats
 from obpipeline.fidelity.config import Thresholds
 from obpipeline.fidelity.gates import FAIL, INSUFFICIENT, PASS, GateResult
+from obpipeline.fidelity.lakeio import instrument_for
 
 
 def checksum_results(
@@ -28,31 +42,90 @@ def checksum_results(
         _count("A0", "unhandled_gaps", c.unsynced_at_end, t.max_unhandled_gaps),
         _count("A0", "crossed", c.crossed, t.max_crossed),
     ]
+    return [*out, checksum_result(report, t)]
+
+
+def checksum_result(report: ck.ChecksumReport, t: Thresholds) -> GateResult:
+    """A1 ``checksum``: fails on any mismatch, else the Clopper–Pearson bound is graded."""
     n, bad = report.compared, report.mismatched
     upper = stats.clopper_pearson_upper(bad, n, t.confidence)
     first = report.mismatches[0] if report.mismatches else None
     status = FAIL if bad else (PASS if upper < t.max_mismatch_rate_top else INSUFFICIENT)
-    out.append(
-        GateResult(
-            "A1",
-            "checksum",
-            status,
-            value=bad / n if n else None,
-            threshold=t.max_mismatch_rate_top,
-            detail=f"{n - bad}/{n} {report.venue} checksums matched ({report.symbol})",
-            first_failure_ns=first["ts_event"] if first else None,
-            first_failure_msg_id=first["msg_id"] if first else None,
-            metrics={
-                "compared": float(n),
-                "matched": float(n - bad),
-                "mismatched": float(bad),
-                "cp_upper": upper,
-                "messages_with_checksum": float(report.messages_with_checksum),
-            },
-        )
+    return GateResult(
+        "A1",
+        "checksum",
+        status,
+        value=bad / n if n else None,
+        threshold=t.max_mismatch_rate_top,
+        detail=f"{n - bad}/{n} {report.venue} checksums matched ({report.symbol})"
+        + (
+            f"; first mismatch: message {first['msg_id']}, {first['file']} line {first['line']}"
+            if first
+            else ""
+        ),
+        first_failure_ns=first["ts_event"] if first else None,
+        first_failure_msg_id=first["msg_id"] if first else None,
+        metrics={
+            "compared": float(n),
+            "matched": float(n - bad),
+            "mismatched": float(bad),
+            "cp_upper": upper,
+            "messages_with_checksum": float(report.messages_with_checksum),
+        },
     )
-    return out
 
 
 def _count(gate: str, check: str, value: int, limit: int) -> GateResult:
     return GateResult(gate, check, FAIL if value > limit else PASS, float(value), float(limit))
+
+
+def lake_checksum_results(
+    root: Path, venue: str, symbol: str, day: date, t: Thresholds
+) -> list[GateResult]:
+    """A1 ``checksum`` of a materialised day with a ``golden_checksum`` partition (else none)."""
+    golden_path = lake.partition_path("golden_checksum", venue, symbol, day, root)
+    if not golden_path.exists():
+        return []
+    vday = lake_venue_day(root, venue, symbol, day, pl.read_parquet(golden_path))
+    rule = ck.rule_for(vday.venue)
+    snaps_path = lake.partition_path("book_snapshots", venue, symbol, day, root)
+    if schemas.depth_of(pl.scan_parquet(snaps_path)) >= rule.depth:
+        names = ["ts_event", "ts_local", "msg_id", "is_valid"]
+        levels = [n for side in schemas.level_names(rule.depth) for n in side]
+        _, report = ck.check_rows(pl.read_parquet(snaps_path, columns=names + levels), vday)
+    else:
+        replayed = book.replay(vday.events, vday.instrument, rule.depth)
+        _, report = ck.validate(replayed, vday)
+    return [checksum_result(report, t)]
+
+
+def lake_venue_day(
+    root: Path, venue: str, symbol: str, day: date, golden: pl.DataFrame
+) -> VenueDay:
+    """The lake's raw_book_events and ``golden_checksum`` of a day as the validator reads them."""
+    events = pl.read_parquet(lake.partition_path("raw_book_events", venue, symbol, day, root))
+    inst = instrument_for(venue, symbol, events)
+    heads = events.unique("msg_id", keep="first", maintain_order=True).sort("msg_id")
+    n = int(heads["msg_id"].max()) + 1 if heads.height else 0
+    checksum = np.full(n, NO_CHECKSUM, np.int64)
+    is_snapshot = np.zeros(n, np.bool_)
+    line = np.zeros(n, np.int64)
+    file = np.zeros(n, np.int32)
+    is_snapshot[heads["msg_id"].to_numpy()] = heads["is_snapshot"].to_numpy()
+    ids = golden["msg_id"].to_numpy()
+    checksum[ids] = golden["checksum"].to_numpy()
+    line[ids] = golden["line"].to_numpy()
+    file[ids] = (golden["file"].rank("dense") - 1).to_numpy()  # into the sorted names
+    return VenueDay(
+        venue=inst.venue,
+        symbol=symbol,
+        instrument=inst,
+        events=events,
+        checksum=checksum,
+        is_snapshot=is_snapshot,
+        file=file,
+        line=line,
+        files=golden["file"].unique().sort().to_list(),
+        price_decimals=int(golden["price_decimals"].max() or 0),
+        size_decimals=int(golden["size_decimals"].max() or 0),
+    )

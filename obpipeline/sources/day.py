@@ -253,18 +253,19 @@ def _tardis_day(req: DayRequest) -> Ingest:
 
 
 def _checksum_venue_day(req: DayRequest) -> Ingest:
-    """The day's OKX / Bitget / Kraken recordings, ids from the day's base as for Tardis."""
-    from obpipeline.sources.checksum_venues.landing import day_capture
+    """The day's OKX / Bitget / Kraken recordings, ids from the day's base as for Tardis, and
+    their checksums (``golden_checksum``)."""
+    from obpipeline.sources.checksum_venues.landing import stage_day
 
     files = landing_files(req.source)
     if not files.get(req.day):
         raise SourceUnavailable(
             f"no {req.source.format} recording for {req.day} in {req.source.path}"
         )
-    capture = day_capture(
-        files[req.day], req.source.format, req.symbol, req.depth, tardis_day_base(req.day)
-    )
-    return stage_capture(capture, lambda dataset, d: req.path(dataset, d), req.depth, req.day)
+    return stage_day(
+        files[req.day], req.source.format, req.symbol, req.depth, req.day,
+        tardis_day_base(req.day), lambda dataset, d: req.path(dataset, d),
+    )  # fmt: skip
 
 
 def opens_with_snapshot(messages: pl.DataFrame, within_seconds: int) -> bool:
