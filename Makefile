@@ -59,7 +59,9 @@ ui: setup
 	@echo "Dagster UI on http://127.0.0.1:$${DAGSTER_PORT:-3000} (webserver + daemon, DAGSTER_HOME=$(DAGSTER_HOME)); Ctrl-C or SIGTERM stops both"
 	@# make does not pass SIGTERM on to its recipe: the shell stops the server when make is gone.
 	@# Beside it, the HTML fidelity reports at reports.url (the UI's report links: defs/reports.py).
-	@$(UI_CMD) & pid=$$!; \
+	@# `set -m`: a background command of a shell without job control starts with SIGINT ignored,
+	@# and `dagster dev` maps SIGTERM to its SIGINT handler: it would ignore both, never stop.
+	@set -m; $(UI_CMD) & pid=$$!; \
 	$(RUN) python -m obpipeline.defs.reports & rpid=$$!; \
 	stop() { kill -TERM $$pid $$rpid 2>/dev/null; wait $$pid; }; \
 	trap 'stop; exit 143' TERM INT HUP; \

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import urllib.parse
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,6 +43,13 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A browser that closes the tab mid-download is no error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def server(cfg: PlatformConfig) -> ThreadingHTTPServer:
     """An HTTP server of the reports folder on ``reports.url``'s host and port (not started)."""
     if not cfg.reports_url:
@@ -50,7 +58,7 @@ def server(cfg: PlatformConfig) -> ThreadingHTTPServer:
     folder = reports_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     handler = functools.partial(_Quiet, directory=str(folder))
-    return ThreadingHTTPServer((url.hostname or "127.0.0.1", url.port or 80), handler)
+    return _Server((url.hostname or "127.0.0.1", url.port or 80), handler)
 
 
 if __name__ == "__main__":
