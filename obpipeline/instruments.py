@@ -118,24 +118,28 @@ TARDIS_EXCHANGES: dict[str, str] = {
 }
 
 
-KNOWN: dict[tuple[str, str, str], Instrument] = {
-    (i.venue, i.market, i.symbol): i
-    for i in (
-        # Spot book sizes aggregate many orders and carry the base asset's 8 decimals, finer than the
-        # order step (0.00001): the size grid of the *book* is what matters here.
-        Instrument(
-            "binance", "spot", "BTCUSDT", Decimal("0.01"), Decimal("0.00000001"), "binance_spot"
-        ),
-        Instrument(
-            "binance", "usdm", "BTCUSDT", Decimal("0.1"), Decimal("0.001"), "binance_futures"
-        ),
-        Instrument("binance", "cm", "BTCUSD_PERP", Decimal("0.1"), Decimal("1"), "binance_futures"),
-    )
-}
+KNOWN: dict[tuple[str, str, str], Instrument] = {}
+
+
+def _register(*instruments: Instrument) -> None:
+    """Add instruments to ``KNOWN`` under (venue, market, symbol)."""
+    KNOWN.update({(i.venue, i.market, i.symbol): i for i in instruments})
+
+
+_register(
+    # Spot book sizes aggregate many orders and carry the base asset's 8 decimals, finer than the
+    # order step (0.00001): the size grid of the *book* is what matters here.
+    Instrument(
+        "binance", "spot", "BTCUSDT", Decimal("0.01"), Decimal("0.00000001"), "binance_spot"
+    ),
+    Instrument("binance", "usdm", "BTCUSDT", Decimal("0.1"), Decimal("0.001"), "binance_futures"),
+    Instrument("binance", "cm", "BTCUSD_PERP", Decimal("0.1"), Decimal("1"), "binance_futures"),
+)
+
 # The same contracts as Tardis publishes them: same tick and lot, synthetic-id sequencing.
-KNOWN.update(
-    {
-        (TARDIS, TARDIS_EXCHANGES[i.market], i.symbol): Instrument(
+_register(
+    *(
+        Instrument(
             TARDIS,
             TARDIS_EXCHANGES[i.market],
             i.symbol,
@@ -144,24 +148,15 @@ KNOWN.update(
             _sequencing_for(TARDIS, TARDIS_EXCHANGES[i.market]),
         )
         for i in list(KNOWN.values())
-    }
+    )
 )
 
 # Venues whose book messages carry a CRC32 of the top of the book (sources/checksum_venues);
 # any market name and symbol is accepted, unknown symbols get inferred scales.
 CHECKSUM_VENUES: tuple[str, ...] = ("okx", "bitget", "kraken")
-KNOWN.update(
-    {
-        (i.venue, i.market, i.symbol): i
-        for i in (
-            Instrument(
-                "okx", "spot", "BTC-USDT", Decimal("0.1"), Decimal("0.00000001"), "binance_spot"
-            ),
-            Instrument(
-                "okx", "swap", "UNI-USD-SWAP", Decimal("0.001"), Decimal("1"), "binance_spot"
-            ),
-        )
-    }
+_register(
+    Instrument("okx", "spot", "BTC-USDT", Decimal("0.1"), Decimal("0.00000001"), "binance_spot"),
+    Instrument("okx", "swap", "UNI-USD-SWAP", Decimal("0.001"), Decimal("1"), "binance_spot"),
 )
 
 VENUES: tuple[str, ...] = ("binance", TARDIS, *CHECKSUM_VENUES)

@@ -28,7 +28,9 @@ from obpipeline.defs import build_definitions
 from obpipeline.defs.assets import COUNTERS, counters_schema
 from obpipeline.defs.config import InstrumentConfig, PlatformConfig, SourceConfig
 from obpipeline.defs.local import materialize_range
+from obpipeline.fidelity import config
 from obpipeline.fidelity.assets import fidelity_day
+from obpipeline.fidelity.gates import FAIL
 from obpipeline.fidelity.integrity import unhandled_gaps
 from obpipeline.sources import faults as F
 from obpipeline.sources import synthetic as S
@@ -85,6 +87,7 @@ def judge_cli(capture: Path) -> dict:
         "verdict": "pass" if code == 0 else "fail",
         **{k: s[k] for k in ("gaps", "resyncs", "crossed", "duplicates", "golden_mismatched")},
         "unhandled_gaps": unhandled_gaps(s),
+        "failed": s["failures"],
     }
 
 
@@ -121,7 +124,7 @@ def judge_dagster(tmp: Path, landing: Path) -> dict:
         gap = meta["no_unhandled_gap"]
         out |= {k: gap[k] for k in ("gaps", "resyncs", "unhandled_gaps")}
         out["golden_mismatched"] = meta["golden_exact"]["golden_mismatched"]
-        out["crossed"] = meta["no_crossed_book"]["uncross_repairs"]
+        out["crossed"] = meta["no_crossed_book"]["crossed"]
     return out
 
 
@@ -144,6 +147,7 @@ def judge_report(tmp: Path, landing: Path) -> dict:
         "verdict": "pass" if m["gate_a_passed"] else "fail",
         **{k: m[k] for k in ("gaps", "resyncs", "crossed", "duplicates", "golden_mismatched")},
         "unhandled_gaps": int(figures["unhandled_gaps"].value),
+        "failed": [r.check for r in day.results if r.gate == "A0" and r.status == FAIL],
     }
 
 
@@ -165,3 +169,51 @@ def test_cli_dagster_and_report_agree(tmp_path, clean_lines, kind):
     for count in COUNTS:
         seen = {name: j[count] for name, j in judges.items() if count in j}
         assert len(set(seen.values())) == 1, f"{kind}: {count} differs\n{shown}"
+
+
+# A venue's thresholds (fidelity/config.VENUE_OVERRIDES) change every judge alike: the counted
+# rule (integrity.COUNTED) is the one ``verify``, Gate A0 and the Dagster checks apply.
+OVERRIDES = {
+    # dropped duplicates are then accepted: every judge passes the day
+    "duplicate": ({"max_duplicates": 10**6}, "pass", ("duplicates",), "duplicates"),
+    # crossed books (before repair) are then accepted: the golden records still fail the day,
+    # but no judge names the crossed book
+    "stale_snapshot": (
+        {"max_crossed": 10**6, "max_uncross_repairs": 10**6},
+        "fail",
+        ("crossed", "no_crossed_book", "checkpoint_consistent"),
+        "crossed",
+    ),
+}
+
+
+def _failed_names(judge: dict) -> set[str]:
+    """Check names a judge failed (``verify`` says ``A0 <name>: ...``)."""
+    return {f.split(":")[0].removeprefix("A0 ") for f in judge["failed"]}
+
+
+@pytest.mark.parametrize("kind", list(OVERRIDES))
+def test_a_venue_override_changes_every_judge_alike(tmp_path, clean_lines, kind, monkeypatch):
+    overrides, verdict, no_longer_failed, figure = OVERRIDES[kind]
+    landing = _landing(tmp_path, clean_lines, SPECS[kind])
+    capture = next(landing.iterdir())
+    # under the default thresholds every judge fails the day, and names the rule
+    default = judge_cli(capture)
+    assert default["verdict"] == "fail"
+    assert _failed_names(default) & set(no_longer_failed), default
+    monkeypatch.setitem(config.VENUE_OVERRIDES, "binance-usdm", overrides)
+    judges = {
+        "cli": judge_cli(capture),
+        "dagster": judge_dagster(tmp_path, landing),
+        "report": judge_report(tmp_path, landing),
+    }
+    shown = json.dumps(judges, indent=1, default=str)
+    assert {j["verdict"] for j in judges.values()} == {verdict}, shown
+    for name, j in judges.items():
+        assert not _failed_names(j) & set(no_longer_failed), f"{name}\n{shown}"
+    for count in COUNTS:
+        seen = {name: j[count] for name, j in judges.items() if count in j}
+        assert len(set(seen.values())) == 1, f"{kind}: {count} differs\n{shown}"
+    # the day really has what the override accepts, and the Dagster day reached book_snapshots
+    assert judges["cli"][figure] > 0 and "no_unhandled_gap" not in judges["dagster"]["failed"]
+    assert "gaps" in judges["dagster"], shown

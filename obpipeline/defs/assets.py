@@ -48,6 +48,7 @@ from obpipeline.defs.resources import DaySource
 from obpipeline.errors import PipelineError
 from obpipeline.fidelity import assets as fidelity_assets
 from obpipeline.fidelity import exact
+from obpipeline.fidelity.config import thresholds_for
 from obpipeline.fidelity.gates import METRICS_SCHEMA
 from obpipeline.instruments import Instrument, get_instrument, instrument_from_schema
 from obpipeline.procstat import peak_rss_mb
@@ -363,7 +364,7 @@ def checkpoint_day(chain: Chain, day: str, previous: Day | None) -> Day:
     """
     start = _start_book(chain, day, previous.carry if previous else None)
     instrument, end_book, c = _replay(chain, day, start, None)
-    verdicts = checks.checkpoint_checks(end_book, c, start)
+    verdicts = checks.checkpoint_checks(end_book, c, thresholds_for(instrument.venue_id), start)
     if problems := blocked(verdicts):  # later days would start from a book known to be wrong
         return Day(verdicts=verdicts, problems=problems)
     path = ckpt.write(end_book, instrument, chain.path(CHECKPOINT, day), day=day)
@@ -387,7 +388,12 @@ def snapshots_day(chain: Chain, day: str) -> Day:
         instrument, _, c = _replay(chain, day, _start_book(chain, day, None), staged)
         comparisons = _golden_comparisons(chain, day, staged)
         verdicts = checks.snapshot_checks(
-            pl.scan_parquet(staged), c, instrument, chain.cfg.depth, comparisons
+            pl.scan_parquet(staged),
+            c,
+            instrument,
+            chain.cfg.depth,
+            comparisons,
+            thresholds_for(instrument.venue_id),
         )
     except BaseException:
         staged.unlink(missing_ok=True)

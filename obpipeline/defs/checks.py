@@ -16,9 +16,10 @@ import polars as pl
 from obpipeline import schemas
 from obpipeline.book.checkpoint import continuation_failures
 from obpipeline.book.stream import Book, ReplayCounters
+from obpipeline.fidelity.config import Thresholds
 from obpipeline.fidelity.exact import ExactComparison
 from obpipeline.fidelity.gates import golden_counts
-from obpipeline.fidelity.integrity import unhandled_gaps
+from obpipeline.fidelity.integrity import counted_checks
 from obpipeline.instruments import Instrument
 from obpipeline.sources.ingest import DayOut, Ingest
 from obpipeline.verdict import Severity, Verdict
@@ -179,8 +180,10 @@ def raw_quarantine(staged: Ingest) -> Verdict:
 
 
 def checkpoint_checks(
-    book: Book, counters: ReplayCounters, started_from: Book | None = None
+    book: Book, counters: ReplayCounters, t: Thresholds, started_from: Book | None = None
 ) -> list[Verdict]:
+    """The end-of-day book's checks; crossed books and snapshot mismatches are judged by Gate
+    A0's counted rule with the venue's thresholds ``t`` (``integrity.counted_checks``)."""
     import numpy as np
 
     # a day that applied nothing, or only messages older than its D-1 book, is not that day
@@ -199,10 +202,8 @@ def checkpoint_checks(
     )
     if crossed_end:
         problems.append("book crossed at the end of the day")
-    if counters.crossed:
-        problems.append(f"{counters.crossed} crossed book(s) while in sync")
-    if counters.snapshot_mismatches:
-        problems.append(f"{counters.snapshot_mismatches} REST snapshot(s) differ from the book")
+    counted = counted_checks(counters, t, ("crossed", "snapshot_mismatches"))
+    problems += [x.line() for x in counted.values() if x.failed]
     meta = {
         "bid_levels": len(book.bid_price),
         "ask_levels": len(book.ask_price),
@@ -240,8 +241,15 @@ def snapshot_checks(
     instrument: Instrument,
     depth: int,
     comparisons: list[ExactComparison],
+    t: Thresholds,
 ) -> list[Verdict]:
-    """Checks of a staged book_snapshots file, read lazily (a few columns, never the day)."""
+    """Checks of a staged book_snapshots file, read lazily (a few columns, never the day).
+
+    Crossed books, unhandled gaps and snapshot mismatches are judged by Gate A0's counted rule
+    with the venue's thresholds ``t`` (``integrity.counted_checks``), as ``verify`` and
+    ``gate_a`` judge them; a crossed row left in the output fails always (A0
+    ``crossed_in_output``).
+    """
     out = []
     want = schemas.book_snapshots(instrument, depth)
     got = snapshots.collect_schema()
@@ -286,35 +294,40 @@ def snapshot_checks(
         if crossed
         else None
     )
+    counted = counted_checks(counters, t, ("crossed", "unhandled_gaps", "snapshot_mismatches"))
     out.append(
         Verdict(
             "no_crossed_book",
-            crossed == 0 and counters.crossed == 0,
+            crossed == 0 and not counted["crossed"].failed,
             ERROR,
-            f"{crossed} crossed valid row(s), {counters.crossed} uncross repair(s)"
+            f"{crossed} crossed valid row(s) in the output, {counters.crossed} valid book(s) "
+            f"crossed before repair (at most {counted['crossed'].limit:g})"
             if crossed or counters.crossed
             else "never crossed while in sync",
             {
                 "crossed_valid_rows": crossed,
-                "uncross_repairs": counters.crossed,
+                "crossed": counters.crossed,
+                "max_crossed": counted["crossed"].limit,
                 **({"first_crossed": _sample(first_crossed)} if first_crossed is not None else {}),
             },
         )
     )
 
-    unhandled = unhandled_gaps(counters)
+    unhandled = counted["unhandled_gaps"]
     out.append(
         Verdict(
             "no_unhandled_gap",
-            not unhandled,
+            not unhandled.failed,
             ERROR,
             (
-                f"{unhandled} unhandled gap(s): {counters.gaps} gap(s), {counters.resyncs} "
-                f"resync(s), {counters.snapshot_mismatches} snapshot mismatch(es), "
+                f"{int(unhandled.value)} unhandled gap(s) (at most {unhandled.limit:g}): "
+                f"{counters.gaps} gap(s), {counters.resyncs} resync(s), "
+                f"{counters.snapshot_mismatches} snapshot mismatch(es), "
                 f"out of sync at end: {bool(counters.unsynced_at_end)}"
             ),
             {
-                "unhandled_gaps": unhandled,
+                "unhandled_gaps": int(unhandled.value),
+                "max_unhandled_gaps": unhandled.limit,
                 "gaps": counters.gaps,
                 "resyncs": counters.resyncs,
                 "unsynced_at_end": counters.unsynced_at_end,
@@ -323,16 +336,18 @@ def snapshot_checks(
         )
     )
 
+    mismatches = counted["snapshot_mismatches"]
     out.append(
         Verdict(
             "opening_book_agrees",
-            counters.snapshot_mismatches == 0,
+            not mismatches.failed,
             ERROR,
             f"{counters.snapshot_mismatches} of {counters.snapshot_checks} aligned REST "
-            "snapshots differ from the carried book",
+            f"snapshots differ from the carried book (at most {mismatches.limit:g})",
             {
                 "snapshot_checks": counters.snapshot_checks,
                 "snapshot_mismatches": counters.snapshot_mismatches,
+                "max_snapshot_mismatches": mismatches.limit,
             },
         )
     )

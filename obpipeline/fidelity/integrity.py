@@ -24,7 +24,7 @@ figures are derived from book_snapshots' ``is_valid`` / ``crossed_repaired`` / `
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,7 +56,8 @@ class CarriedBookCheck:
 #: The A0 checks decided by counting alone (the replay's counters, the ingest's quarantine): the
 #: figure, its threshold field and what a failure says. Gate A0 judges them (``results``) for
 #: ``gate_a`` and the report, and ``obpipeline verify``, which has no lake to read the other
-#: figures from, judges a capture's summary with them (``counted_failures``): one rule, one
+#: figures from, judges a capture's summary with them (``counted_failures``), and so do the
+#: Dagster checks of book_snapshots and book_checkpoint (``counted_checks``): one rule, one
 #: verdict. A repair that fired (a resynced gap, a dropped duplicate diff) still fails the day:
 #: the book may be right, but the capture is not what the exchange published (FIDELITY.md, Gate
 #: A0; Gate B's duplicate and drop mutants must fail Gate A). Raise the threshold where a
@@ -77,11 +78,43 @@ COUNTED: dict[str, tuple[str, str]] = {
 }
 
 
-def _counted(figures: Mapping[str, float], name: str, t: Thresholds) -> tuple[float, float, str]:
-    """(value, limit, what a failure says) of one ``COUNTED`` check."""
+@dataclass(frozen=True)
+class Counted:
+    """One ``COUNTED`` check judged: the figure, its limit and what a failure says."""
+
+    name: str
+    value: float
+    limit: float
+    what: str
+
+    @property
+    def failed(self) -> bool:
+        return self.value > self.limit
+
+    def line(self) -> str:
+        return f"A0 {self.name}: {self.what} (at most {self.limit:g})"
+
+
+def _counted(figures: Mapping[str, float], name: str, t: Thresholds) -> Counted:
     limit_field, what = COUNTED[name]
     value = figures[name]
-    return value, getattr(t, limit_field), f"{int(value)} {what}"
+    return Counted(name, value, getattr(t, limit_field), f"{int(value)} {what}")
+
+
+def counted_checks(
+    counts: ReplayCounters | Mapping[str, float],
+    t: Thresholds,
+    names: Iterable[str] = tuple(COUNTED),
+) -> dict[str, Counted]:
+    """The ``COUNTED`` checks ``names`` judged on a day's (or a capture's summed) counts.
+
+    Every judge of a day decides these the same way with the venue's thresholds: Gate A0,
+    ``verify`` (``counted_failures``) and the Dagster checks of book_snapshots and
+    book_checkpoint, so that an override changes every verdict alike.
+    """
+    c = counts.to_dict() if isinstance(counts, ReplayCounters) else counts
+    figures = {**c, "unhandled_gaps": unhandled_gaps(c)}
+    return {name: _counted(figures, name, t) for name in names}
 
 
 def counted_failures(counts: ReplayCounters | Mapping[str, float], t: Thresholds) -> list[str]:
@@ -89,14 +122,7 @@ def counted_failures(counts: ReplayCounters | Mapping[str, float], t: Thresholds
 
     ``counts``: replay counters plus ``quarantined`` (a ``verify`` summary carries both).
     """
-    c = counts.to_dict() if isinstance(counts, ReplayCounters) else counts
-    figures = {**c, "unhandled_gaps": unhandled_gaps(c)}
-    out = []
-    for name in COUNTED:
-        value, limit, what = _counted(figures, name, t)
-        if value > limit:
-            out.append(f"A0 {name}: {what} (at most {limit:g})")
-    return out
+    return [x.line() for x in counted_checks(counts, t).values() if x.failed]
 
 
 @dataclass
@@ -126,7 +152,8 @@ class IntegrityReport:
             )
 
         def counted(name: str) -> GateResult:
-            return check(name, *_counted(f, name, t))
+            x = _counted(f, name, t)
+            return check(name, x.value, x.limit, x.what)
 
         out = [
             counted("gaps"),
