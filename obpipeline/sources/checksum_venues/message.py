@@ -8,6 +8,7 @@ the venue's checksum is computed on exactly these strings.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from obpipeline.sources.checksum_venues.lines import BadRecord
@@ -62,3 +63,45 @@ def ms_to_ns(obj: dict, key: str, what: str) -> int:
     ms = int_field(obj, key, what)
     assert ms is not None
     return ms * 1_000_000
+
+
+def action_books(
+    value: object,
+    venue: str,
+    channels: Collection[str],
+    seq: str,
+    prev_seq: str | None,
+    market: Callable[[str, dict], str],
+) -> list[BookMessage] | None:
+    """OKX's and Bitget's shared ``books`` push: ``{"action": "snapshot"|"update", "arg":
+    {"channel", "instId", ..}, "data": [{"asks", "bids", "ts", "checksum", <seq>..}]}`` →
+    one BookMessage per data entry; None for other channels and events (acks, tickers)."""
+    if not isinstance(value, dict) or "action" not in value:
+        return None
+    arg = value.get("arg")
+    if not isinstance(arg, dict) or arg.get("channel") not in channels:
+        return None
+    what = f"{venue} books"
+    symbol = arg.get("instId")
+    if not isinstance(symbol, str):
+        raise BadRecord(f"{what}: no instId")
+    action = value["action"]
+    if action not in ("snapshot", "update"):
+        raise BadRecord(f"{what}: unknown action {str(action)[:20]!r}")
+    data = value.get("data")
+    if not isinstance(data, list) or not data:
+        raise BadRecord(f"{what}: no data")
+    out = []
+    for d in data:
+        if not isinstance(d, dict):
+            raise BadRecord(f"{what}: a data entry is not an object")
+        m = BookMessage(symbol, ms_to_ns(d, "ts", what), action == "snapshot")
+        levels_of(ASK, d.get("asks", []), f"{venue} asks", m.levels)
+        levels_of(BID, d.get("bids", []), f"{venue} bids", m.levels)
+        m.checksum = int_field(d, "checksum", what, required=False)
+        m.seq = int_field(d, seq, what, required=False)
+        if prev_seq is not None:
+            m.prev_seq = int_field(d, prev_seq, what, required=False)
+        m.market = market(symbol, arg)
+        out.append(m)
+    return out

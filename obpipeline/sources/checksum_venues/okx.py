@@ -7,15 +7,7 @@ Other channels and events (subscribe acks, tickers, trades) are not book message
 
 from __future__ import annotations
 
-from obpipeline.sources.checksum_venues.lines import BadRecord
-from obpipeline.sources.checksum_venues.message import (
-    ASK,
-    BID,
-    BookMessage,
-    int_field,
-    levels_of,
-    ms_to_ns,
-)
+from obpipeline.sources.checksum_venues.message import BookMessage, action_books
 
 VENUE = "okx"
 CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt"})
@@ -25,33 +17,7 @@ SNIFF = (b'"arg":{"channel":"books', b'"action":')
 
 
 def parse(value: object) -> list[BookMessage] | None:
-    if not isinstance(value, dict) or "action" not in value:
-        return None
-    arg = value.get("arg")
-    if not isinstance(arg, dict) or arg.get("channel") not in CHANNELS:
-        return None
-    symbol = arg.get("instId")
-    if not isinstance(symbol, str):
-        raise BadRecord("okx books: no instId")
-    action = value["action"]
-    if action not in ("snapshot", "update"):
-        raise BadRecord(f"okx books: unknown action {str(action)[:20]!r}")
-    data = value.get("data")
-    if not isinstance(data, list) or not data:
-        raise BadRecord("okx books: no data")
-    out = []
-    for d in data:
-        if not isinstance(d, dict):
-            raise BadRecord("okx books: a data entry is not an object")
-        m = BookMessage(symbol, ms_to_ns(d, "ts", "okx books"), action == "snapshot")
-        levels_of(ASK, d.get("asks", []), "okx asks", m.levels)
-        levels_of(BID, d.get("bids", []), "okx bids", m.levels)
-        m.checksum = int_field(d, "checksum", "okx books", required=False)
-        m.seq = int_field(d, "seqId", "okx books", required=False)
-        m.prev_seq = int_field(d, "prevSeqId", "okx books", required=False)
-        m.market = market_of(symbol)
-        out.append(m)
-    return out
+    return action_books(value, VENUE, CHANNELS, "seqId", "prevSeqId", lambda s, _: market_of(s))
 
 
 def market_of(symbol: str) -> str:
