@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 
@@ -156,6 +157,22 @@ def test_corrupted_landed_day_fails_gate_a_on_its_checksum(tmp_path: Path) -> No
     assert meta["A1_checksum_compared"] < 317  # rows after the mismatch are not compared
     # located at the corrupted message: its file and line in the check's description
     assert f"{landing / 'kraken_20210417.txt'} line {line}" in gate.description
+    # the lake's book_snapshots are invalid exactly from that message to the venue's recovery
+    # (its next snapshot, or the day's end), the mismatch counted by the book_snapshots step
+    day = sequence(read_recording([landing / "kraken_20210417.txt"]), "ETH/CHF")
+    (bad,) = np.flatnonzero(day.line == line).tolist()
+    after = np.flatnonzero(day.is_snapshot[bad + 1 :])
+    recovered = bad + 1 + int(after[0]) if len(after) else day.messages
+    lake_day = tmp_path / "lake" / "book_snapshots" / "venue=kraken-spot" / "symbol=ETH-CHF"
+    (path,) = lake_day.rglob("*.parquet")
+    landed = pl.read_parquet(path, columns=["msg_id", "is_valid"])
+    msg = landed["msg_id"].to_numpy()
+    assert landed.height == day.messages and (msg == np.arange(day.messages)).all()
+    assert (landed["is_valid"].to_numpy() == ((msg < bad) | (msg >= recovered))).all()
+    assert (~landed["is_valid"]).sum() == recovered - bad > 0
+    assert run.metadata[("book_snapshots", DAY.isoformat())]["checksum_mismatched"] == 1
+    counters = pl.read_parquet(next((tmp_path / "lake" / "replay_counters").rglob("*.parquet")))
+    assert counters["checksum_mismatched"].to_list() == [1]
 
 
 def test_landed_okx_day_shallower_than_its_checksum_is_replayed_for_it(tmp_path: Path) -> None:
