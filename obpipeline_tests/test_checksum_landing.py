@@ -3,7 +3,8 @@ daily chain (raw_book_events + golden_checksum → book_checkpoint → book_snap
 fidelity_metrics), its book_snapshots are the very books whose every checksum matched, and
 fidelity_metrics' Gate A1 ``checksum`` compares the lake's books with the venue's CRC32 of every
 message: 2,234 of 2,234 on the clean recording; a corrupted size fails the day's gate_a check at
-that message, with the counts in the check's metadata."""
+that message, with the counts in the check's metadata, and the lake's book_snapshots rows are
+invalid from that message to the venue's recovery (a resubscribe's snapshot)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 
+from obpipeline import book
 from obpipeline.book import checksum as ck
 from obpipeline.defs import build_definitions
 from obpipeline.defs.config import InstrumentConfig, PlatformConfig
@@ -30,6 +33,7 @@ from obpipeline_tests.test_checksum_venues import EXPECTED, recording_path
 warnings.filterwarnings("ignore")
 
 DAY = date(2021, 4, 17)
+RESUBSCRIBE_AFTER = 150  # ETH/CHF message followed by a resubscribe in the corrupted test
 DEPTH = 20
 
 
@@ -100,6 +104,7 @@ def test_landed_kraken_days_run_the_daily_chain_with_every_checksum(
             assert run.metadata[("book_checkpoint", day)]["started_from"] == "own snapshot"
             features = run.metadata[("book_features", day)]
             assert features["dagster/row_count"] == 318 and features["invalid_rows"] == 0
+            assert run.metadata[("book_snapshots", day)]["checksum_mismatched"] == 0
             assert metrics["gaps"] == metrics["crossed"] == metrics["invalid_rows"] == 0
             # the lake's rows are the books the ChecksumValidator proved, message for message
             lake_day = tmp_path / "lake" / "book_snapshots" / "venue=kraken-spot"
@@ -135,11 +140,39 @@ def _corrupt_first_top_update(text: str, symbol: str) -> tuple[int, str]:
     raise AssertionError(f"no update of {symbol} changed the top")
 
 
+def _resubscribed(src: Path, symbol: str, after: int) -> str:
+    """The recording with a resubscribe of ``symbol`` after its message ``after``: a snapshot
+    of the whole book at that point (every later checksum proves it), as Kraken sends one."""
+    clean = sequence(read_recording([src]), symbol)
+    end = book.replay(clean.events.filter(pl.col("msg_id") <= after), clean.instrument, 1)
+    inst, at = clean.instrument, int(clean.line[after])
+    assert (inst.price_scale, inst.size_scale) == (clean.price_decimals, clean.size_decimals)
+    lines = src.read_text().splitlines(keepends=True)
+    ts, _, body = lines[at - 1].partition(": ")
+
+    def text(value: int, scale: int) -> str:
+        digits = str(value).rjust(scale + 1, "0")
+        return f"{digits[:-scale]}.{digits[-scale:]}"
+
+    def levels(prices: np.ndarray, sizes: np.ndarray) -> list[list[str]]:
+        return [
+            [text(p, inst.price_scale), text(q, inst.size_scale), ts]
+            for p, q in zip(prices.tolist(), sizes.tolist(), strict=True)
+        ]
+
+    b = end.checkpoint
+    now = {"as": levels(b.ask_price, b.ask_size), "bs": levels(b.bid_price, b.bid_size)}
+    snapshot = json.dumps([json.loads(body)[0], now, "book-1000", symbol], separators=(",", ":"))
+    return "".join([*lines[:at], f"{ts}: {snapshot}\n", *lines[at:]])
+
+
 def test_corrupted_landed_day_fails_gate_a_on_its_checksum(tmp_path: Path) -> None:
     src = recording_path("kraken")
     landing = tmp_path / "landing"
     landing.mkdir()
-    line, text = _corrupt_first_top_update(src.read_text(), "ETH/CHF")
+    resubscribed = tmp_path / "resubscribed.txt"
+    resubscribed.write_text(_resubscribed(src, "ETH/CHF", RESUBSCRIBE_AFTER))
+    line, text = _corrupt_first_top_update(resubscribed.read_text(), "ETH/CHF")
     (landing / "kraken_20210417.txt").write_text(text)
     cfg = _platform(tmp_path, landing, ["ETH-CHF"])
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
@@ -149,13 +182,29 @@ def test_corrupted_landed_day_fails_gate_a_on_its_checksum(tmp_path: Path) -> No
     assert not gate.passed and "A1:checksum" in gate.description
     meta = {k: v.value for k, v in gate.metadata.items()}
     assert meta["statuses"]["A1:checksum"] == "fail"
-    assert meta["A1_checksum_mismatched"] >= 1
+    assert meta["A1_checksum_mismatched"] == 1  # the resubscribed book matches every checksum
     assert (
         meta["A1_checksum_compared"] == meta["A1_checksum_matched"] + meta["A1_checksum_mismatched"]
     )
     assert meta["A1_checksum_compared"] < 317  # rows after the mismatch are not compared
     # located at the corrupted message: its file and line in the check's description
     assert f"{landing / 'kraken_20210417.txt'} line {line}" in gate.description
+    # the lake's book_snapshots are invalid exactly from that message to the venue's recovery
+    # (the resubscribe's snapshot), the mismatch counted by the book_snapshots step
+    day = sequence(read_recording([landing / "kraken_20210417.txt"]), "ETH/CHF")
+    (bad,) = np.flatnonzero(day.line == line).tolist()
+    (recovered,) = np.flatnonzero(day.is_snapshot[bad + 1 :]) + bad + 1
+    assert recovered == RESUBSCRIBE_AFTER + 1 < day.messages - 100
+    lake_day = tmp_path / "lake" / "book_snapshots" / "venue=kraken-spot" / "symbol=ETH-CHF"
+    (path,) = lake_day.rglob("*.parquet")
+    landed = pl.read_parquet(path, columns=["msg_id", "is_valid"])
+    msg = landed["msg_id"].to_numpy()
+    assert landed.height == day.messages and (msg == np.arange(day.messages)).all()
+    assert (landed["is_valid"].to_numpy() == ((msg < bad) | (msg >= recovered))).all()
+    assert (~landed["is_valid"]).sum() == recovered - bad > 0
+    assert run.metadata[("book_snapshots", DAY.isoformat())]["checksum_mismatched"] == 1
+    counters = pl.read_parquet(next((tmp_path / "lake" / "replay_counters").rglob("*.parquet")))
+    assert counters["checksum_mismatched"].to_list() == [1]
 
 
 def test_landed_okx_day_shallower_than_its_checksum_is_replayed_for_it(tmp_path: Path) -> None:

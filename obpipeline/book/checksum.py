@@ -23,7 +23,7 @@ book already invalid are not compared.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
@@ -489,14 +489,16 @@ def validate(
 def _judged(
     result: ReplayResult, day: VenueDay, out_valid: np.ndarray, report: ChecksumReport
 ) -> tuple[ReplayResult, ChecksumReport]:
-    """``result`` with the rows a mismatch made invalid (and its end book, if the last is)."""
+    """``result`` with the rows a mismatch made invalid (and its end book, if the last is) and
+    the mismatches counted."""
     snaps = result.snapshots
     if report.invalidated_rows:
         snaps = snaps.with_columns(pl.Series("is_valid", out_valid))
     checkpoint = result.checkpoint
     if len(out_valid) and not out_valid[-1] and checkpoint.is_valid:
         checkpoint = Book(**{**checkpoint.__dict__, "is_valid": False})
-    return ReplayResult(snaps, checkpoint, result.counters), report
+    counters = replace(result.counters, checksum_mismatched=report.mismatched)
+    return ReplayResult(snaps, checkpoint, counters), report
 
 
 def check_rows(

@@ -496,3 +496,36 @@ def _replay_stream(
     counters = eng.counters_result()
     counters.rows = rows_total
     return eng.book(), counters
+
+
+def mark_invalid(path: Path | str, msg_id: np.ndarray, valid: np.ndarray) -> None:
+    """Mark invalid the rows of a book_snapshots file written by ``replay_parquet`` that a
+    later judge (the venue's checksums) found wrong: ``valid`` false, for the same rows
+    (``msg_id``). Row group by row group into a temporary file renamed over it, with the same
+    encodings."""
+    path = Path(path)
+    source = pq.ParquetFile(path)
+    schema = source.schema_arrow
+    if source.metadata.num_rows != len(valid):
+        raise ValueError(f"{path}: {source.metadata.num_rows} rows, judged {len(valid)}")
+    at = schema.get_field_index("is_valid")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(
+            tmp, schema, **write_options(schemas.depth_of(pl.scan_parquet(path)))
+        ) as writer:
+            start = 0
+            for i in range(source.num_row_groups):
+                table = source.read_row_group(i)
+                rows = slice(start, start + len(table))
+                if not np.array_equal(table["msg_id"].to_numpy(), msg_id[rows]):
+                    raise ValueError(f"{path}: rows {start}.. are not the judged rows (msg_id)")
+                kept = table["is_valid"].to_numpy(zero_copy_only=False) & valid[rows]
+                table = table.set_column(at, schema.field(at), pa.array(kept, pa.bool_()))
+                writer.write_table(table, row_group_size=len(table) or None)
+                start += len(table)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

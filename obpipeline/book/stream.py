@@ -134,6 +134,7 @@ class ReplayCounters:
     snapshot_checks: int = 0  # REST snapshots aligned with the book (same update id) and compared
     snapshot_mismatches: int = 0  # of those, how many differed (the book was then resynced)
     unsynced_at_end: int = 0  # 1 if the stream ended with the book out of sync
+    checksum_mismatched: int = 0  # venue checksums that did not match (book/checksum.py)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -47,7 +47,7 @@ from obpipeline.defs.reports import report_url
 from obpipeline.defs.resources import DaySource
 from obpipeline.errors import PipelineError
 from obpipeline.fidelity import assets as fidelity_assets
-from obpipeline.fidelity import exact
+from obpipeline.fidelity import checksum_gate, exact
 from obpipeline.fidelity.config import thresholds_for
 from obpipeline.fidelity.gates import METRICS_SCHEMA
 from obpipeline.instruments import Instrument, get_instrument, instrument_from_schema
@@ -385,7 +385,12 @@ def snapshots_day(chain: Chain, day: str) -> Day:
     final = chain.path(SNAPSHOTS, day)
     staged = _staging(final)
     try:
-        instrument, _, c = _replay(chain, day, _start_book(chain, day, None), staged)
+        start = _start_book(chain, day, None)
+        instrument, _, c = _replay(chain, day, start, staged)
+        inst = chain.inst  # a checksum venue's rows: invalid from a mismatch to the next snapshot
+        c = checksum_gate.mark_lake_day(
+            chain.cfg.lake, inst.venue_id, inst.symbol, day, staged, start, c
+        )
         comparisons = _golden_comparisons(chain, day, staged)
         verdicts = checks.snapshot_checks(
             pl.scan_parquet(staged),
@@ -413,6 +418,7 @@ def snapshots_day(chain: Chain, day: str) -> Day:
         invalid_rows=c.invalid_rows,
         duplicates=c.duplicates,
         crossed=c.crossed,
+        checksum_mismatched=c.checksum_mismatched,
         **{k: golden[k] for k in ("golden_compared", "golden_mismatched", "golden_match_rate")},
     )
     return Day({SNAPSHOTS: meta, COUNTERS: _written(counters)}, verdicts)

@@ -7,23 +7,25 @@ the venue's CRC covers the top 25 / 10 levels after that message). The bound is 
 the other partial-book references (``max_mismatch_rate_top``); ``insufficient`` when too few
 messages were compared to certify it.
 
-In the daily chain (``lake_checksum_results``, called by the ``fidelity_metrics`` asset) the
-landed day's ``golden_checksum`` is compared with the lake's book_snapshots themselves; when
-they hold fewer levels than the venue's checksum covers (OKX / Bitget at depth 20), the day's
-raw_book_events are replayed at the checksum depth from the day's own snapshot instead.
+In the daily chain the landed day's raw_book_events are replayed by ``replay_checked`` against
+its ``golden_checksum`` (``lake_checked``): the ``book_snapshots`` step marks the lake's rows
+invalid from a mismatch to the next snapshot with its verdict (``mark_lake_day``), and the
+``fidelity_metrics`` asset grades it (``lake_checksum_results``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from obpipeline import book, lake, schemas
+from obpipeline import lake
 from obpipeline.book import checksum as ck
-from obpipeline.book.stream import ReplayResult
+from obpipeline.book.parquet_stream import mark_invalid
+from obpipeline.book.stream import Book, ReplayCounters, ReplayResult
 from obpipeline.book.venue_day import NO_CHECKSUM, VenueDay
 from obpipeline.fidelity import stats
 from obpipeline.fidelity.config import Thresholds
@@ -83,24 +85,47 @@ def lake_checksum_results(
     root: Path, venue: str, symbol: str, day: date, t: Thresholds
 ) -> list[GateResult]:
     """A1 ``checksum`` of a materialised day with a ``golden_checksum`` partition (else none)."""
+    checked = lake_checked(root, venue, symbol, day)
+    return [] if checked is None else [checksum_result(checked[1], t)]
+
+
+def lake_checked(
+    root: Path, venue: str, symbol: str, day: date | str, start: Book | None = None
+) -> tuple[ReplayResult, ck.ChecksumReport] | None:
+    """The ChecksumValidator on a landed day (``None`` without a ``golden_checksum``): its
+    raw_book_events replayed from ``start`` (else the day's own snapshot) by ``replay_checked``
+    at the venue's checksum depth; the rows keep one level (their validity is what is read)."""
     golden_path = lake.partition_path("golden_checksum", venue, symbol, day, root)
     if not golden_path.exists():
-        return []
+        return None
     vday = lake_venue_day(root, venue, symbol, day, pl.read_parquet(golden_path))
-    rule = ck.rule_for(vday.venue)
-    snaps_path = lake.partition_path("book_snapshots", venue, symbol, day, root)
-    if schemas.depth_of(pl.scan_parquet(snaps_path)) >= rule.depth:
-        names = ["ts_event", "ts_local", "msg_id", "is_valid"]
-        levels = [n for side in schemas.level_names(rule.depth) for n in side]
-        _, report = ck.check_rows(pl.read_parquet(snaps_path, columns=names + levels), vday)
-    else:
-        replayed = book.replay(vday.events, vday.instrument, rule.depth)
-        _, report = ck.validate(replayed, vday)
-    return [checksum_result(report, t)]
+    return ck.replay_checked(vday, 1, checkpoint=start)
+
+
+def mark_lake_day(
+    root: Path,
+    venue: str,
+    symbol: str,
+    day: date | str,
+    snapshots: Path,
+    start: Book | None,
+    counters: ReplayCounters,
+) -> ReplayCounters:
+    """The book_snapshots step on a checksum-venue day: the rows of ``snapshots`` (replayed
+    from ``start``) invalid from a mismatch until the next snapshot, as ``replay_checked`` marks
+    them, and ``counters`` with ``checksum_mismatched``. Other days: unchanged."""
+    checked = lake_checked(root, venue, symbol, day, start)
+    if checked is None:
+        return counters
+    result, report = checked
+    if report.invalidated_rows:
+        rows = result.snapshots
+        mark_invalid(snapshots, rows["msg_id"].to_numpy(), rows["is_valid"].to_numpy())
+    return replace(counters, checksum_mismatched=report.mismatched)
 
 
 def lake_venue_day(
-    root: Path, venue: str, symbol: str, day: date, golden: pl.DataFrame
+    root: Path, venue: str, symbol: str, day: date | str, golden: pl.DataFrame
 ) -> VenueDay:
     """The lake's raw_book_events and ``golden_checksum`` of a day as the validator reads them."""
     events = pl.read_parquet(lake.partition_path("raw_book_events", venue, symbol, day, root))
