@@ -419,6 +419,23 @@ def _parse_field(b, i, end, key, f, lv, k, cap, bbo):
 
 
 @njit(cache=True)
+def _object_key(b, i, end):
+    """A ``"key":`` at b[i] (the envelope's and the data object's): its _KEY_* id (0 when not
+    one of ours) and the index of its value, or index -1 to give up."""
+    if i >= end or b[i] != 34:
+        return 0, -1
+    ks = i + 1
+    j = _skip_string(b, i, end)
+    if j < 0:
+        return 0, -1
+    key = _key_id(b, ks, j - 1)
+    i = _skip_ws(b, j, end)
+    if i >= end or b[i] != 58:
+        return 0, -1
+    return key, _skip_ws(b, i + 1, end)
+
+
+@njit(cache=True)
 def _parse_object(b, i, end, f, lv, k0, cap, bbo):
     """One JSON object at b[i]: the known keys (_KEY_*) into the field table ``f`` (ints,
     decimal strings as digits/point, level lists as start/count into ``lv``, seen flags: 1, 2 for
@@ -432,17 +449,9 @@ def _parse_object(b, i, end, f, lv, k0, cap, bbo):
         return i + 1
     k = k0
     while True:
-        if i >= end or b[i] != 34:
+        key, i = _object_key(b, i, end)
+        if i < 0:
             return -1
-        ks = i + 1
-        j = _skip_string(b, i, end)
-        if j < 0:
-            return -1
-        key = _key_id(b, ks, j - 1)
-        i = _skip_ws(b, j, end)
-        if i >= end or b[i] != 58:
-            return -1
-        i = _skip_ws(b, i + 1, end)
         if key:
             if f[_F_FLAG, key]:
                 return -1  # duplicate key: Polars keeps the first; leave it to that path
@@ -478,17 +487,9 @@ def _parse_envelope(b, i, end, f, lv, k0, cap, bbo):
     if i < end and b[i] == 125:
         return -1  # no data
     while True:
-        if i >= end or b[i] != 34:
+        key, i = _object_key(b, i, end)
+        if i < 0:
             return -1
-        ks = i + 1
-        j = _skip_string(b, i, end)
-        if j < 0:
-            return -1
-        key = _key_id(b, ks, j - 1)
-        i = _skip_ws(b, j, end)
-        if i >= end or b[i] != 58:
-            return -1
-        i = _skip_ws(b, i + 1, end)
         if key == _KEY_data:
             if seen_data:
                 return -1
