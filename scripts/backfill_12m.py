@@ -77,6 +77,15 @@ def graphql(port: int, query: str, variables: dict[str, Any] | None = None) -> d
     return out["data"]
 
 
+def port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` (another dev server there would answer
+    this script's GraphQL calls instead of its own)."""
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 def start_dev(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
     """``dagster dev`` in its own process group, with default signal handling restored."""
 
@@ -294,6 +303,8 @@ def main() -> int:
         report.update({k: v for k, v in launch.items() if k.startswith(("backfill_", "wall_"))})
         return finish(args.work, report, ok_anyway=True)
 
+    if not port_free(args.port):
+        p.error(f"port {args.port} is in use (another dagster dev?): pass --port")
     last = args.end or datetime.now(UTC).date() - timedelta(days=1)
     first = last - timedelta(days=args.days - 1)
     days = [(first + timedelta(days=k)).isoformat() for k in range(args.days)]
