@@ -160,9 +160,12 @@ def instrument_assets(port: int, prefix: list[str]) -> list[list[str]]:
 
 
 def launch_backfill(port: int, asset_paths: list[list[str]], days: list[str], title: str) -> str:
+    # one range per asset (what the UI sends for a range): with a list of partition names,
+    # Dagster may build different subset types for the assets of one multi-asset and refuse
+    # the backfill ("Targeted subset must match")
+    span = {"range": {"start": days[0], "end": days[-1]}}
     params = {
-        "assetSelection": [{"path": p} for p in asset_paths],
-        "partitionNames": days,
+        "partitionsByAssets": [{"assetKey": {"path": p}, "partitions": span} for p in asset_paths],
         "fromFailure": False,
         "title": title,
     }
