@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -70,11 +71,23 @@ def graphql(port: int, query: str, variables: dict[str, Any] | None = None) -> d
         data=body,
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        out = json.loads(resp.read())
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            out = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:  # the server's own message, not just "500"
+        raise RuntimeError(f"GraphQL {exc.code}: {exc.read()[:2000]!r}") from None
     if out.get("errors"):
         raise RuntimeError(json.dumps(out["errors"])[:2000])
     return out["data"]
+
+
+def port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` (another dev server there would answer
+    this script's GraphQL calls instead of its own)."""
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def start_dev(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -138,10 +151,21 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise TimeoutError("dagster dev did not come up")
 
 
+def instrument_assets(port: int, prefix: list[str]) -> list[list[str]]:
+    """Every asset of the instrument's chain (``prefix``): a backfill must select all the assets
+    a multi-asset step writes (golden_*, replay_counters, feature grids...), as the UI does."""
+    nodes = graphql(port, "{ assetNodes { assetKey { path } } }")["assetNodes"]
+    paths = [n["assetKey"]["path"] for n in nodes]
+    return sorted(p for p in paths if p[: len(prefix)] == prefix)
+
+
 def launch_backfill(port: int, asset_paths: list[list[str]], days: list[str], title: str) -> str:
+    # one range per asset (what the UI sends for a range): with a list of partition names,
+    # Dagster may build different subset types for the assets of one multi-asset and refuse
+    # the backfill ("Targeted subset must match")
+    span = {"range": {"start": days[0], "end": days[-1]}}
     params = {
-        "assetSelection": [{"path": p} for p in asset_paths],
-        "partitionNames": days,
+        "partitionsByAssets": [{"assetKey": {"path": p}, "partitions": span} for p in asset_paths],
         "fromFailure": False,
         "title": title,
     }
@@ -294,6 +318,8 @@ def main() -> int:
         report.update({k: v for k, v in launch.items() if k.startswith(("backfill_", "wall_"))})
         return finish(args.work, report, ok_anyway=True)
 
+    if not port_free(args.port):
+        p.error(f"port {args.port} is in use (another dagster dev?): pass --port")
     last = args.end or datetime.now(UTC).date() - timedelta(days=1)
     first = last - timedelta(days=args.days - 1)
     days = [(first + timedelta(days=k)).isoformat() for k in range(args.days)]
@@ -348,14 +374,6 @@ def main() -> int:
         venue=inst["venue"], market=inst["market"], symbol=inst["symbol"].upper()
     ).slug
     prefix = slug.split("__")
-    assets = [
-        "raw_book_events",
-        "book_checkpoint",
-        "book_snapshots",
-        "book_features",
-        "fidelity_metrics",
-        "fidelity_report",
-    ]
     print(f"backfill_12m: {args.days} days {first} .. {last}, {slug}, work dir {work}", flush=True)
     proc = start_dev(args.port, env, work / "dagster_dev.log")
     report: dict[str, Any] = {}
@@ -367,7 +385,7 @@ def main() -> int:
         )
         submitted = time.time()
         backfill_id = launch_backfill(
-            args.port, [[*prefix, a] for a in assets], days, f"backfill_12m {first}..{last}"
+            args.port, instrument_assets(args.port, prefix), days, f"backfill_12m {first}..{last}"
         )
         print(f"  launched backfill {backfill_id} through launchPartitionBackfill", flush=True)
         launch = {"backfill_id": backfill_id, "days": days, "submitted": submitted}
