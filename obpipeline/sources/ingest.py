@@ -372,7 +372,13 @@ def parquet_options(schema: pa.Schema) -> dict:
 
 class StagedParquet:
     """A parquet file written batch by batch to a hidden temporary file beside ``path``;
-    ``publish`` makes it appear whole (fsync, rename), ``discard`` removes it."""
+    ``publish`` makes it appear whole (fsync, rename), ``discard`` removes it.
+
+    The encoding and compression run on a writer thread (they release the GIL: they overlap
+    inflating and parsing), at most ``WRITE_AHEAD`` batches behind ``write``, in order, so the
+    bytes are those of a synchronous write. A failed write is raised by the next ``write`` or
+    by ``publish``.
+    """
 
     def __init__(self, path: Path, schema: pl.Schema) -> None:
         self.path = Path(path)
@@ -387,19 +393,31 @@ class StagedParquet:
         self._writer = pq.ParquetWriter(
             tmp, self.arrow_schema, **parquet_options(self.arrow_schema)
         )
+        self._batches: queue.Queue = queue.Queue(maxsize=WRITE_AHEAD)
+        self._failure: list[BaseException] = []
+        self._dropped = threading.Event()
+        # the thread holds no reference to self: an owner that is never published or discarded
+        # is collected, and its finalizer ends the thread
+        self._thread = threading.Thread(
+            target=_drain,
+            args=(self._batches, self._writer, self.arrow_schema, self._failure, self._dropped),
+            name=f"write-{self.path.stem}",
+            daemon=True,
+        )
+        self._thread.start()
+        self._stop = weakref.finalize(self, self._batches.put, None)
 
     def write(self, frame: pl.DataFrame) -> None:
+        if self._failure:
+            raise self._failure[0]
         if frame.height:
-            table = frame.to_arrow()
-            if table.schema != self.arrow_schema:
-                table = table.cast(self.arrow_schema)
-            self._writer.write_table(table, row_group_size=len(table))
+            self._batches.put(frame)
             self.rows += frame.height
 
     def publish(self) -> Path:
         """Make the file appear whole at ``path`` (which may have changed since it was staged:
         a staged file in another folder is first moved beside it, then renamed)."""
-        self._writer.close()
+        self._close()
         if self.tmp.parent != self.path.parent:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             beside = self.path.parent / self.tmp.name
@@ -412,10 +430,47 @@ class StagedParquet:
         return self.path
 
     def discard(self) -> None:
+        self._dropped.set()  # batches still queued are not written
+        try:
+            self._close()
+        except Exception:  # the file is removed whatever failed while writing it
+            pass
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        """Wait for the queued batches, end the thread, close the file; a failed write raises."""
+        self._stop()  # queues the end marker once
+        self._thread.join()
         try:
             self._writer.close()
         finally:
-            self.tmp.unlink(missing_ok=True)
+            if self._failure:
+                raise self._failure[0]
+
+
+WRITE_AHEAD = 1  # batches queued for a staged file's writer thread (one more is being written)
+
+
+def _drain(
+    batches: queue.Queue,
+    writer: pq.ParquetWriter,
+    schema: pa.Schema,
+    failure: list[BaseException],
+    dropped: threading.Event,
+) -> None:
+    """A staged file's writer thread: one row group per batch, until the end marker (None).
+    After a failure (or a discard) it keeps taking batches so the producer never blocks."""
+    while (frame := batches.get()) is not None:
+        if failure or dropped.is_set():
+            continue
+        try:
+            table = frame.to_arrow()
+            if table.schema != schema:
+                table = table.cast(schema)
+            writer.write_table(table, row_group_size=len(table))
+        except BaseException as exc:  # raised on the producer's thread by write/publish
+            failure.append(exc)
 
 
 def _umask() -> int:
