@@ -377,7 +377,7 @@ class StagedParquet:
     The encoding and compression run on a writer thread (they release the GIL: they overlap
     inflating and parsing), at most ``WRITE_AHEAD`` batches behind ``write``, in order, so the
     bytes are those of a synchronous write. A failed write is raised by the next ``write`` or
-    by ``publish``.
+    by ``close`` (``Ingest.finish`` closes its files: errors surface inside the ingest).
     """
 
     def __init__(self, path: Path, schema: pl.Schema) -> None:
@@ -410,6 +410,8 @@ class StagedParquet:
     def write(self, frame: pl.DataFrame) -> None:
         if self._failure:
             raise self._failure[0]
+        if not self._thread.is_alive():
+            raise RuntimeError(f"{self.path.name}: written after it was closed")
         if frame.height:
             self._batches.put(frame)
             self.rows += frame.height
@@ -417,7 +419,7 @@ class StagedParquet:
     def publish(self) -> Path:
         """Make the file appear whole at ``path`` (which may have changed since it was staged:
         a staged file in another folder is first moved beside it, then renamed)."""
-        self._close()
+        self.close()
         if self.tmp.parent != self.path.parent:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             beside = self.path.parent / self.tmp.name
@@ -432,13 +434,13 @@ class StagedParquet:
     def discard(self) -> None:
         self._dropped.set()  # batches still queued are not written
         try:
-            self._close()
+            self.close()
         except Exception:  # the file is removed whatever failed while writing it
             pass
         finally:
             self.tmp.unlink(missing_ok=True)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         """Wait for the queued batches, end the thread, close the file; a failed write raises."""
         self._stop()  # queues the end marker once
         self._thread.join()
@@ -657,6 +659,16 @@ class Ingest:
         return pl.concat(self._sample).head(20) if self._sample else _no_quarantine()
 
     def finish(self) -> Ingest:
+        """The counts, once every staged file is written and closed (a failed write raises
+        here, where the ingest's errors are handled, and the staged files are removed)."""
+        try:
+            for d in self.days.values():
+                for w in d.writers.values():
+                    w.close()
+            self.quarantine.close()
+        except BaseException:
+            self.discard()
+            raise
         self.stats["quarantined"] = self.quarantine.rows
         self.stats["messages"] = sum(d.next_msg_id for d in self.days.values())
         self.stats["level_updates"] = sum(d.level_updates for d in self.days.values())
