@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from obpipeline import book, schemas
 from obpipeline.book import engine, parquet_stream, replayer
+from obpipeline.book.parquet_stream import EVENT_COLUMNS
 from obpipeline.book.stream import Book, ReplayResult
 from obpipeline.instruments import get_instrument
 from obpipeline_tests.conftest import BINANCE, CONTINUATIONS, STANDALONE
@@ -49,21 +50,7 @@ class Stream:
 
     def frame(self) -> pl.DataFrame:
         inst = FUTURES if self.futures else SPOT
-        cols: dict[str, list] = {
-            k: []
-            for k in (
-                "ts_event",
-                "ts_local",
-                "msg_id",
-                "first_update_id",
-                "last_update_id",
-                "prev_update_id",
-                "is_snapshot",
-                "side",
-                "price",
-                "size",
-            )
-        }
+        cols: dict[str, list] = {k: [] for k in EVENT_COLUMNS}
         for k, m in enumerate(self.msgs):
             rows = m.levels or [(0, 0, 0)]  # an empty message keeps one null-side row
             for side, price, size in rows:

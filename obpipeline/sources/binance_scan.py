@@ -137,6 +137,20 @@ _NULLW = np.frombuffer(b"null", np.uint8)
 _LUID = np.frombuffer(b'"lastUpdateId"', np.uint8)
 
 
+@njit(cache=True, inline="always")
+def _skip_key(b, i, end):
+    """Past a ``"key":`` at b[i] (a key _skip_value does not need to name); -1 to give up."""
+    if i >= end or b[i] != 34:
+        return -1
+    i = _skip_string(b, i, end)
+    if i < 0:
+        return -1
+    i = _skip_ws(b, i, end)
+    if i >= end or b[i] != 58:
+        return -1
+    return i + 1
+
+
 @njit(cache=True)
 def _skip_value(b, i, end):
     """Any strict JSON value (iteratively, bounded nesting); returns the index after it or -1."""
@@ -171,15 +185,9 @@ def _skip_value(b, i, end):
                 top -= 1
                 i += 1
             elif c == 123:  # first key
-                if i >= end or b[i] != 34:
-                    return -1
-                i = _skip_string(b, i, end)
+                i = _skip_key(b, i, end)
                 if i < 0:
                     return -1
-                i = _skip_ws(b, i, end)
-                if i >= end or b[i] != 58:
-                    return -1
-                i += 1
                 continue
             else:
                 continue
@@ -206,15 +214,9 @@ def _skip_value(b, i, end):
             if c == 44:  # ','
                 i = _skip_ws(b, i + 1, end)
                 if stack[top - 1] == 1:
-                    if i >= end or b[i] != 34:
-                        return -1
-                    i = _skip_string(b, i, end)
+                    i = _skip_key(b, i, end)
                     if i < 0:
                         return -1
-                    i = _skip_ws(b, i, end)
-                    if i >= end or b[i] != 58:
-                        return -1
-                    i += 1
                 break
             if (c == 125 and stack[top - 1] == 1) or (c == 93 and stack[top - 1] == 2):
                 top -= 1
@@ -418,7 +420,7 @@ def _parse_field(b, i, end, key, f, lv, k, cap, bbo):
     return i, k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _object_key(b, i, end):
     """A ``"key":`` at b[i] (the envelope's and the data object's): its _KEY_* id (0 when not
     one of ours) and the index of its value, or index -1 to give up."""
