@@ -35,7 +35,9 @@ def build_job(chain: Chain, not_in_runs: list | tuple = ()) -> Any:
         selection=selection,
         partitions_def=chain.partitions,
         description=f"Every asset and check of {chain.inst.venue_id} {chain.inst.symbol}.",
-        tags={INSTRUMENT_TAG: chain.group},
+        # ahead of queued backfill runs (the queue is FIFO within a priority): a new day is not
+        # held back behind months of backfill
+        tags={INSTRUMENT_TAG: chain.group, "dagster/priority": "1"},
     )
 
 
