@@ -336,7 +336,12 @@ def main() -> int:
     config["lake"] = str(work / "lake")
     config["alerts"] = {**(config.get("alerts") or {}), "log": str(work / "alerts.jsonl")}
     config["window"] = {"start": first.isoformat(), "end": (last + timedelta(days=1)).isoformat()}
-    config["schedule"] = {**(config.get("schedule") or {}), "enabled": False}
+    # nothing but the backfill runs: the landing sensor would request the same days itself
+    config["schedule"] = {
+        **(config.get("schedule") or {}),
+        "enabled": False,
+        "landing_sensor": False,
+    }
     if args.no_ge:
         config["checks"] = {"great_expectations": False}
     if args.days_per_run:

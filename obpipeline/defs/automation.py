@@ -98,7 +98,9 @@ def build_landing_sensor(chain: Chain, job: Any):
         ),
         job=job,
         minimum_interval_seconds=chain.cfg.landing_sensor_interval,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if chain.cfg.landing_sensor_enabled
+        else dg.DefaultSensorStatus.STOPPED,
     )
     def landing_sensor(context: dg.SensorEvaluationContext) -> Any:
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}

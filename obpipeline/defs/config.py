@@ -73,6 +73,7 @@ class PlatformConfig:
     schedule_enabled: bool = True
     schedule_delay: str = "00:30"  # HH:MM after UTC midnight
     landing_sensor_interval: int = 60  # seconds
+    landing_sensor_enabled: bool = True  # off: a backfill of the same files must not race it
     days_per_run: int = 31  # BackfillPolicy.multi_run(N)
     depth: int = 20
     engine: str | None = None  # None: the library's default engine
@@ -181,6 +182,7 @@ def parse_config(raw: dict[str, Any], base: Path = REPO_ROOT) -> PlatformConfig:
         landing_sensor_interval=int(
             schedule.get("landing_sensor_interval", defaults.landing_sensor_interval)
         ),
+        landing_sensor_enabled=bool(schedule.get("landing_sensor", True)),
         days_per_run=int((raw.get("backfill") or {}).get("days_per_run", defaults.days_per_run)),
         depth=int(book.get("depth", defaults.depth)),
         engine=book.get("engine") or None,
