@@ -59,10 +59,6 @@ RAW, CHECKPOINT, SNAPSHOTS = "raw_book_events", "book_checkpoint", "book_snapsho
 FEATURES, METRICS, REPORT = "book_features", "fidelity_metrics", "fidelity_report"
 ALONGSIDE_RAW = ("golden_bbo", "golden_depth", "trades", "quarantine")
 COUNTERS = "replay_counters"  # one row per day, written alongside book_snapshots
-# The ingest step's concurrency pool (dagster.yaml ``concurrency.pools``: run granularity, limit
-# 1): an ingest keeps ~1.7 of 2 cores busy, so while one runs the queue starts the chained
-# checkpoint → report runs instead of a second ingest (docs/DECISIONS.md "Run concurrency").
-INGEST_POOL = "ingest"
 PREV_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 SOURCE_RESOURCE = "day_source"
 
@@ -611,7 +607,6 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         ],
         checks.RAW_CHECKS,
         required_resource_keys={SOURCE_RESOURCE},
-        pool=INGEST_POOL,
     )
     def raw_book_events(context: dg.AssetExecutionContext):
         source: DaySource = getattr(context.resources, SOURCE_RESOURCE)
