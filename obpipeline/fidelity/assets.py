@@ -18,6 +18,7 @@ up to D, its Markdown for the Dagster UI and the HTML report (``report.build_rep
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from obpipeline.fidelity.stats import clopper_pearson_upper
 from obpipeline.verdict import Severity, Status, Verdict, status_legend
 
 WALK_BATCH_ROWS = 1 << 16  # book_snapshots rows decoded at once for the walk sample (~90 MB)
+WINDOW_CACHE_DAYS = 8  # Gate C's 7-day window, and the day that joins it
 GATES = {"gate_a": ("A0", "A1"), "gate_a2": ("A2",), "gate_c": ("C",)}
 _LEGEND = (
     "\n\nEach gate check has a status, counted in the metadata (`n_<status>`) with its figures "
@@ -103,16 +105,60 @@ def day_walk(snapshots: Path, t: Thresholds) -> pl.DataFrame:
     """A day's book-walk costs (Gate C's impact exponent) from an even sample of ~20 000
     book_snapshots rows: the median cost needs no more. gate_c and the HTML report both use it,
     so they judge the same Gate C checks."""
-    pf = pq.ParquetFile(snapshots)
+    return _day_walk(*_identity(snapshots), t.walk_sizes)
+
+
+def _identity(path: Path) -> tuple[str, int, int]:
+    """A file's cache key: path, size and modification time (a rewritten day is read again)."""
+    st = Path(path).stat()
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+
+
+# Gate C's window re-reads six of its seven days every day: a run of consecutive days reads each
+# day's inputs once (~1 CPU-s a day for the walk sample of a real day, which decodes every column)
+@functools.lru_cache(maxsize=WINDOW_CACHE_DAYS)
+def _day_walk(path: str, _size: int, _mtime_ns: int, walk_sizes: tuple[float, ...]) -> pl.DataFrame:
+    pf = pq.ParquetFile(path)
     step = max(1, pf.metadata.num_rows // 20_000)
     # rows 0, step, 2 step, ... (``gather_every``), taken batch by batch: a lazy gather_every
     # decodes the whole day first (1.3 GB for a real day)
     parts, offset = [], 0
-    for batch in batches(snapshots, pf.schema_arrow.names, WALK_BATCH_ROWS):
+    for batch in batches(path, pf.schema_arrow.names, WALK_BATCH_ROWS):
         parts.append(batch.gather_every(step, offset=(-offset) % step))
         offset += batch.height
-    sample = pl.concat(parts) if parts else pl.read_parquet(snapshots, n_rows=0)
-    return F.book_walk(sample, t.walk_sizes)
+    sample = pl.concat(parts) if parts else pl.read_parquet(path, n_rows=0)
+    return F.book_walk(sample, walk_sizes)
+
+
+@functools.lru_cache(maxsize=WINDOW_CACHE_DAYS)
+def _day_mids(path: str, _size: int, _mtime_ns: int, whole_seconds: bool) -> pl.DataFrame:
+    if whole_seconds:  # mid grids need L1 only, and only the last row of each second
+        return realism.mid_rows(path)
+    return pl.read_parquet(path, columns=realism.L1_COLUMNS)
+
+
+@functools.lru_cache(maxsize=WINDOW_CACHE_DAYS)
+def _day_grid(path: str, _size: int, _mtime_ns: int) -> pl.DataFrame:
+    names = pq.read_schema(path).names
+    return pl.read_parquet(path, columns=[c for c in realism.GRID_COLUMNS if c in names])
+
+
+def window_inputs(
+    root: Path, venue: str, symbol: str, days: list[date], t: Thresholds
+) -> tuple[list[tuple[str, pl.DataFrame]], dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+    """Gate C's inputs for ``days`` (each materialised): per day its mid rows, its 1-s features
+    grid (absent days left out) and its book-walk sample; gate_c and the HTML report read them
+    here, so they judge the same figures."""
+    pairs, grids, walks = [], {}, {}
+    whole_seconds = F.parse_duration(t.return_every) % 1_000_000_000 == 0
+    for d in days:
+        path = lake.partition_path("book_snapshots", venue, symbol, d, root)
+        pairs.append((str(d), _day_mids(*_identity(path), whole_seconds)))
+        walks[str(d)] = day_walk(path, t)
+        g = lake.partition_path("book_features_1s", venue, symbol, d, root)
+        if g.exists():
+            grids[str(d)] = _day_grid(*_identity(g))
+    return pairs, grids, walks
 
 
 def realism_window(
@@ -126,19 +172,7 @@ def realism_window(
     ]
     if not have:
         return None
-    pairs, grids, walks = [], {}, {}
-    whole_seconds = F.parse_duration(t.return_every) % 1_000_000_000 == 0
-    for d in have:
-        path = lake.partition_path("book_snapshots", venue, symbol, d, root)
-        if whole_seconds:  # mid grids need L1 only, and only the last row of each second
-            snaps = realism.mid_rows(path)
-        else:
-            snaps = pl.read_parquet(path, columns=realism.L1_COLUMNS)
-        pairs.append((str(d), snaps))
-        walks[str(d)] = day_walk(path, t)
-        g = lake.partition_path("book_features_1s", venue, symbol, d, root)
-        if g.exists():
-            grids[str(d)] = pl.read_parquet(g)
+    pairs, grids, walks = window_inputs(root, venue, symbol, have, t)
     if len(grids) < len(have):  # profiles need the grids: without them, returns-only facts
         grids = {}
     rep = realism.realism_report(pairs, t, grids, walks) if grids else None

@@ -338,26 +338,20 @@ def _find_mutation(root: Path) -> dict | None:
 def _load_realism(
     root: Path, venue: str, symbol: str, t: Thresholds, max_days: int
 ) -> realism.RealismReport | None:
-    from obpipeline.fidelity.assets import day_walk
+    from obpipeline.fidelity.assets import window_inputs
 
     days = lakeio.lake_days(root, "book_snapshots", venue, symbol)[-max_days:]
     if not days:
         return None
-    pairs, grids, walks = [], {}, {}
-    for d in days:
-        path = lake.partition_path("book_snapshots", venue, symbol, d, root)
-        key = str(d)
-        pairs.append((key, pl.read_parquet(path, columns=realism.L1_COLUMNS)))
-        g_path = lake.partition_path("book_features_1s", venue, symbol, d, root)
-        if g_path.exists():
-            grids[key] = pl.read_parquet(g_path)
-        else:  # the grid needs every row at full depth: computed from the whole day
-            grids[key] = F.grid_features(
+    pairs, grids, walks = window_inputs(root, venue, symbol, days, t)
+    for d in days:  # a day without its grid: computed from the whole day at full depth
+        if str(d) not in grids:
+            path = lake.partition_path("book_snapshots", venue, symbol, d, root)
+            grids[str(d)] = F.grid_features(
                 pl.read_parquet(path),
                 every="1s",
                 config=F.FeatureConfig(walk_sizes=t.walk_sizes[:1]),
             )
-        walks[key] = day_walk(path, t)
     return realism.realism_report(pairs, t, grids, walks)
 
 
