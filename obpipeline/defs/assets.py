@@ -386,6 +386,8 @@ def snapshots_day(chain: Chain, day: str) -> Day:
             chain.cfg.lake, inst.venue_id, inst.symbol, day, staged, start, c
         )
         # Gates A1 + A2, the day's one golden comparison: golden_exact here, fidelity_metrics later
+        for name in ("golden_bbo", "golden_depth"):  # the raw step writes both: never skipped
+            chain.existing(name, day)
         golden = lakeio.golden_lake_day(chain.cfg.lake, inst.venue_id, inst.symbol, day, staged)
         verdicts = checks.snapshot_checks(
             pl.scan_parquet(staged),
