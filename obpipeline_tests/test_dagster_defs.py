@@ -104,13 +104,13 @@ def test_one_chain_per_instrument_with_the_documented_shape(tmp_path):
     graph = defs.resolve_asset_graph()
     datasets = {
         "raw_book_events", "golden_bbo", "golden_depth", "trades", "quarantine",
-        "book_checkpoint", "book_snapshots", "replay_counters", "book_features",
-        "book_features_1s", "fidelity_metrics", "fidelity_report",
+        "book_checkpoint", "book_snapshots", "replay_counters", "golden_results",
+        "book_features", "book_features_1s", "fidelity_metrics", "fidelity_report",
     }  # fmt: skip
     for chain in ("binance_usdm", "binance_spot"):
         keys = {k.path[-1] for k in graph.get_all_asset_keys() if k.path[0] == chain}
         assert keys == datasets, chain  # every dataset the chain writes is an asset
-    assert len(list(graph.get_all_asset_keys())) == 24
+    assert len(list(graph.get_all_asset_keys())) == 26
     ck = dg.AssetKey(["binance_usdm", "btcusdt", "book_checkpoint"])
     node = graph.get(ck)
     assert node.backfill_policy == dg.BackfillPolicy.multi_run(31)
@@ -122,7 +122,8 @@ def test_one_chain_per_instrument_with_the_documented_shape(tmp_path):
         ck, key("raw_book_events"), key("golden_bbo"), key("golden_depth")
     }  # fmt: skip
     reads = {"raw_book_events", "golden_bbo", "golden_depth", "quarantine", "book_snapshots",
-             "replay_counters", "book_features", "book_features_1s", "book_checkpoint"}  # fmt: skip
+             "replay_counters", "golden_results", "book_features", "book_features_1s",
+             "book_checkpoint"}  # fmt: skip
     assert graph.get(key("fidelity_metrics")).parent_keys == set(map(key, reads))
     for name in datasets:  # catalog metadata on every dataset
         spec = graph.get(key(name))

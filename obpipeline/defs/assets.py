@@ -6,8 +6,13 @@
       + golden_bbo, golden_depth,                 ▼
         trades, quarantine ─────────────────► book_snapshots ─► book_features ─► fidelity_metrics
                                                 + replay_counters  + book_features_<grid>   │
+                                                + golden_results ─────────────────────────►│
                                                                                            ▼
                                                                                 fidelity_report
+
+``golden_results`` holds Gates A1 + A2 of the day's one golden comparison, run by the
+book_snapshots step for its blocking ``golden_exact`` check: fidelity_metrics reads them instead
+of comparing the day again.
 
 Why this shape (docs/DESIGN.md §8): only ``book_checkpoint`` is chained, through
 a self-dependency on D-1 with a ``BackfillPolicy.multi_run`` and an ordered in-run day loop, so a
@@ -47,9 +52,9 @@ from obpipeline.defs.reports import report_url
 from obpipeline.defs.resources import DaySource
 from obpipeline.errors import PipelineError
 from obpipeline.fidelity import assets as fidelity_assets
-from obpipeline.fidelity import checksum_gate, exact
+from obpipeline.fidelity import checksum_gate, lakeio
 from obpipeline.fidelity.config import thresholds_for
-from obpipeline.fidelity.gates import METRICS_SCHEMA
+from obpipeline.fidelity.gates import METRICS_SCHEMA, metrics_frame
 from obpipeline.instruments import Instrument, get_instrument, instrument_from_schema
 from obpipeline.procstat import peak_rss_mb
 from obpipeline.sources import day as daylib
@@ -59,6 +64,7 @@ RAW, CHECKPOINT, SNAPSHOTS = "raw_book_events", "book_checkpoint", "book_snapsho
 FEATURES, METRICS, REPORT = "book_features", "fidelity_metrics", "fidelity_report"
 ALONGSIDE_RAW = ("golden_bbo", "golden_depth", "trades", "quarantine")
 COUNTERS = "replay_counters"  # one row per day, written alongside book_snapshots
+GOLDEN = lakeio.GOLDEN  # Gates A1 + A2 of the day (long metrics rows), written alongside too
 PREV_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 SOURCE_RESOURCE = "day_source"
 
@@ -308,18 +314,6 @@ def _replay(
     return instrument, book, counters
 
 
-def _golden_comparisons(chain: Chain, day: str, snapshots: Path) -> list[exact.ExactComparison]:
-    """Gate A1 on the staged book_snapshots (``fidelity.exact``: the one comparison)."""
-    return exact.day_comparisons(
-        snapshots,
-        None,
-        chain.existing("golden_bbo", day),
-        chain.existing("golden_depth", day),
-        aligned_by="time" if chain.inst.source.is_tardis else "update_id",
-        rest=False,
-    )
-
-
 def _staging(path: Path) -> Path:
     """Where a file is built before its checks pass (hidden, same folder: the rename is atomic)."""
     return path.with_name(f".{path.name}.staged")
@@ -391,13 +385,16 @@ def snapshots_day(chain: Chain, day: str) -> Day:
         c = checksum_gate.mark_lake_day(
             chain.cfg.lake, inst.venue_id, inst.symbol, day, staged, start, c
         )
-        comparisons = _golden_comparisons(chain, day, staged)
+        # Gates A1 + A2, the day's one golden comparison: golden_exact here, fidelity_metrics later
+        for name in ("golden_bbo", "golden_depth"):  # the raw step writes both: never skipped
+            chain.existing(name, day)
+        golden = lakeio.golden_lake_day(chain.cfg.lake, inst.venue_id, inst.symbol, day, staged)
         verdicts = checks.snapshot_checks(
             pl.scan_parquet(staged),
             c,
             instrument,
             chain.cfg.depth,
-            comparisons,
+            golden.comparisons,
             thresholds_for(instrument.venue_id),
         )
     except BaseException:
@@ -408,7 +405,8 @@ def snapshots_day(chain: Chain, day: str) -> Day:
         return Day(verdicts=verdicts, problems=problems)
     lake.promote(staged, final)
     counters = chain.write(pl.DataFrame([c.to_dict()], schema=counters_schema()), COUNTERS, day)
-    golden = by_name(verdicts, "golden_exact").metadata
+    results = chain.write(metrics_frame(golden.results), GOLDEN, day)
+    proven = by_name(verdicts, "golden_exact").metadata
     meta = _written(
         final,
         messages=c.messages,
@@ -419,9 +417,9 @@ def snapshots_day(chain: Chain, day: str) -> Day:
         duplicates=c.duplicates,
         crossed=c.crossed,
         checksum_mismatched=c.checksum_mismatched,
-        **{k: golden[k] for k in ("golden_compared", "golden_mismatched", "golden_match_rate")},
+        **{k: proven[k] for k in ("golden_compared", "golden_mismatched", "golden_match_rate")},
     )
-    return Day({SNAPSHOTS: meta, COUNTERS: _written(counters)}, verdicts)
+    return Day({SNAPSHOTS: meta, COUNTERS: _written(counters), GOLDEN: _written(results)}, verdicts)
 
 
 def features_day(chain: Chain, day: str) -> Day:
@@ -501,6 +499,7 @@ def dataset_schemas(chain: Chain) -> dict[str, pl.Schema]:
     out: dict[str, pl.Schema] = {
         "quarantine": schemas.quarantine(),
         COUNTERS: counters_schema(),
+        GOLDEN: METRICS_SCHEMA,
         METRICS: METRICS_SCHEMA,
         "golden_checksum": schemas.golden_checksum(),
         FEATURES: F.features_schema(),
@@ -654,6 +653,14 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
                 [k(RAW), prev_checkpoint],
                 snapshots_day,
             ),  # fmt: skip
+            spec(
+                GOLDEN,
+                "Gates A1 (exact agreement with every golden record and REST snapshot) and A2 "
+                "(materiality) of the day's one golden comparison, as long metrics rows: "
+                "fidelity_metrics reads them instead of comparing again.",
+                [k(RAW), prev_checkpoint, k("golden_bbo"), k("golden_depth")],
+                snapshots_day,
+            ),  # fmt: skip
         ],
         checks.SNAPSHOT_CHECKS,
     )
@@ -680,7 +687,7 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
     )
 
     reads = [RAW, "golden_bbo", "golden_depth", *checksum_datasets, "quarantine", SNAPSHOTS]
-    reads += [COUNTERS, FEATURES]
+    reads += [COUNTERS, GOLDEN, FEATURES]
     fidelity_metrics = daily(
         metrics_day,
         [

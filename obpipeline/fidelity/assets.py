@@ -1,8 +1,9 @@
 """What the Dagster fidelity assets call: one function per asset, no Dagster import here.
 
 ``fidelity_day`` is the ``fidelity_metrics`` asset of one day: Gate A over the lake's datasets
-(``lakeio.evaluate_lake_day``), Gate C over the window of days ending at D, and the outcomes of
-three asset checks:
+(``lakeio.evaluate_lake_day``, with the A1 + A2 results the book_snapshots step stored: the day is
+compared once), Gate C over the window of days ending at D, and the outcomes of three asset
+checks:
 
 =========  ========  ==========================================================================
 check      severity  passes when
@@ -215,11 +216,15 @@ def fidelity_day(
     day: date | str,
     thresholds: Thresholds | None = None,
     realism_days: int = 7,
+    reuse_golden: bool = True,
 ) -> DayAssetResult:
-    """The fidelity_metrics asset for one day: metrics frame, verdicts, check outcomes, metadata."""
+    """The fidelity_metrics asset for one day: metrics frame, verdicts, check outcomes, metadata.
+
+    ``reuse_golden``: Gates A1 + A2 from the stored ``golden_results`` when there are any
+    (``lakeio.evaluate_lake_day``); the metrics and metadata are the same either way."""
     root, d = Path(root), date.fromisoformat(str(day))
     t = thresholds or thresholds_for(venue)
-    fid = lakeio.evaluate_lake_day(root, venue, symbol, d, t)
+    fid = lakeio.evaluate_lake_day(root, venue, symbol, d, t, reuse_golden=reuse_golden)
     checksums = checksum_gate.lake_checksum_results(root, venue, symbol, d, t)
     gate_a = [*fid.results, *checksums]  # Gates A0, A1, A2 (Gate C never blocks)
     results = list(gate_a)
@@ -231,7 +236,7 @@ def fidelity_day(
     metrics = metrics_frame(results)
     checks = [gate_verdict(name, results) for name in GATES]
     f = fid.integrity.figures
-    golden = golden_counts(fid.comparisons)
+    golden = golden_counts(fid.kinds)
     compared, mismatched = golden["golden_compared"], golden["golden_mismatched"]
     records = golden["golden_records"]
     passed = gates.gate_passed(gate_a)
@@ -252,7 +257,7 @@ def fidelity_day(
     for r in checksums:  # the venue's per-message checksums (A1 checksum)
         meta |= {f"checksum_{m}": int(r.metrics[m]) for m in ("compared", "matched", "mismatched")}
         meta["checksum_cp_upper"] = r.metrics["cp_upper"]
-    for c in fid.comparisons:
+    for c in fid.kinds:
         meta[f"{c.kind}_aligned"] = c.aligned
         meta[f"{c.kind}_incidents"] = c.incidents
     if rep is not None:

@@ -1170,3 +1170,28 @@ def exact_results(comparisons: list[ExactComparison], thresholds: Thresholds) ->
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class KindCounts:
+    """A golden kind's counts as its A1 result keeps them (``exact_results``: the comparison's
+    ``summary``), so a day's published counts read the same from a fresh comparison or from
+    stored results."""
+
+    kind: str
+    records: int
+    aligned: int
+    mismatched: int
+    incidents: int
+
+
+def kind_counts(results: list[GateResult]) -> list[KindCounts]:
+    """The golden kinds among a day's results, in comparison order: the A1 results of one kind
+    each (those with a ``records`` figure; the pooled ``touch`` / ``top`` and ``_time`` ones
+    have none)."""
+    names = ("records", "aligned", "mismatched", "incidents")
+    return [
+        KindCounts(r.check, *(int(r.metrics[m]) for m in names))
+        for r in results
+        if r.gate == "A1" and "records" in r.metrics
+    ]

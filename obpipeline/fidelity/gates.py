@@ -27,7 +27,8 @@ NOT_GOLDEN = ("touch", "top", "rest")
 
 
 def golden_counts(comparisons: list[Any]) -> dict[str, Any]:
-    """The one definition of a day's golden counts, from ``fidelity.exact`` comparisons."""
+    """The one definition of a day's golden counts, from ``fidelity.exact`` comparisons (or
+    their ``KindCounts``: kind, records, aligned, mismatched)."""
     mine = [c for c in comparisons if c.kind not in NOT_GOLDEN]
     records = sum(c.records for c in mine)
     compared = sum(c.aligned for c in mine)

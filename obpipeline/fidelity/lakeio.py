@@ -9,12 +9,17 @@ notebooks can evaluate any materialised day without a Dagster instance::
 Inputs per day (hive paths of ``lake.py``): book_snapshots, raw_book_events, golden_bbo,
 golden_depth, quarantine (row count), replay_counters (when the pipeline wrote them) and the
 D-1 book_checkpoint (when it exists, the day was replayed from it: the carried-book check).
+The pipeline's book_snapshots step runs the day's golden comparison (Gates A1 + A2,
+``golden_lake_day``) on its staged file and stores its results as ``golden_results`` (long
+metrics rows); ``evaluate_lake_day(..., reuse_golden=True)`` reads them back instead of comparing
+the day again.
 """
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -22,12 +27,13 @@ import pyarrow.parquet as pq
 from obpipeline import lake, schemas
 from obpipeline.book import checkpoint as ckpt
 from obpipeline.fidelity.config import Thresholds, thresholds_for
-from obpipeline.fidelity.evaluate import DayFidelity, evaluate_day
+from obpipeline.fidelity.evaluate import DayFidelity, GoldenDay, evaluate_day, golden_day
 from obpipeline.fidelity.frames import BATCH_ROWS, Events, Table
-from obpipeline.fidelity.gates import METRICS_SCHEMA
+from obpipeline.fidelity.gates import METRICS_SCHEMA, results_from_frame
 from obpipeline.instruments import Instrument, instrument_from_schema, split_venue_id
 
 METRICS = "fidelity_metrics"
+GOLDEN = "golden_results"  # Gates A1 + A2 of the day, written by the book_snapshots step
 
 
 def instruments_in_lake(root: Path, dataset: str = "book_snapshots") -> list[tuple[str, str]]:
@@ -59,6 +65,34 @@ def _rows(path: Path | None) -> int:
     return pq.ParquetFile(path).metadata.num_rows if path is not None else 0
 
 
+def _inputs(
+    root: Path, venue: str, symbol: str, day: date, snapshots: Path, batch_rows: int
+) -> tuple[Instrument, dict[str, Any]]:
+    """The instrument (scales of raw_book_events, else of ``snapshots``) and the golden
+    comparison's inputs of a day besides its book: raw_book_events and the golden records."""
+    events = _path(root, "raw_book_events", venue, symbol, day)
+    schema = pl.scan_parquet(events if events is not None else snapshots).collect_schema()
+    return instrument_for(venue, symbol, pl.DataFrame(schema=schema)), {
+        "events": Events(events, batch_rows) if events is not None else None,
+        "golden_bbo": _path(root, "golden_bbo", venue, symbol, day),
+        "golden_depth": _path(root, "golden_depth", venue, symbol, day),
+    }
+
+
+def golden_lake_day(
+    root: Path, venue: str, symbol: str, day: date | str, snapshots: Path,
+    batch_rows: int = BATCH_ROWS,
+) -> GoldenDay:  # fmt: skip
+    """Gates A1 + A2 of a day whose book_snapshots are at ``snapshots`` (the book_snapshots
+    step's staged file), with the lake's raw_book_events and golden records: the comparison
+    ``evaluate_lake_day`` would run, at the venue's thresholds."""
+    root, day = Path(root), date.fromisoformat(str(day))
+    inst, inputs = _inputs(root, venue, symbol, day, snapshots, batch_rows)
+    return golden_day(
+        Table(snapshots, batch_rows), inst, thresholds=thresholds_for(venue), **inputs
+    )
+
+
 def evaluate_lake_day(
     root: Path,
     venue: str,
@@ -67,36 +101,39 @@ def evaluate_lake_day(
     thresholds: Thresholds | None = None,
     with_materiality: bool = True,
     batch_rows: int = BATCH_ROWS,
+    reuse_golden: bool = False,
 ) -> DayFidelity:
     """Gate A for one materialised day, from the lake's parquet files in bounded memory.
 
     The files are scanned, not loaded: integrity reads flags, times and ids for every row and
     checks the level columns ``batch_rows`` at a time; the golden comparison reads the level
-    columns only of the rows a golden record aligns with.
+    columns only of the rows a golden record aligns with. ``reuse_golden``: take Gates A1 + A2
+    from the day's ``golden_results`` when the book_snapshots step stored them (judged at the
+    venue's thresholds, so only when ``thresholds`` are those) instead of comparing again.
     """
     root = Path(root)
     day = date.fromisoformat(str(day))
     snapshots = _path(root, "book_snapshots", venue, symbol, day)
     if snapshots is None:
         raise FileNotFoundError(f"book_snapshots {venue} {symbol} {day} is not in {root}")
-    events = _path(root, "raw_book_events", venue, symbol, day)
-    schema = pl.scan_parquet(events if events is not None else snapshots).collect_schema()
-    inst = instrument_for(venue, symbol, pl.DataFrame(schema=schema))
+    inst, inputs = _inputs(root, venue, symbol, day, snapshots, batch_rows)
     counters_frame = _read(root, "replay_counters", venue, symbol, day)
     counters = counters_frame.row(0, named=True) if counters_frame is not None else None
     prev = lake.partition_path("book_checkpoint", venue, symbol, day - timedelta(days=1), root)
     checkpoint_in = ckpt.read(prev) if prev.exists() else None
+    t = thresholds or thresholds_for(venue)
+    reuse = reuse_golden and with_materiality and t == thresholds_for(venue)
+    stored = _read(root, GOLDEN, venue, symbol, day) if reuse else None
     return evaluate_day(
         Table(snapshots, batch_rows),
         inst,
-        events=Events(events, batch_rows) if events is not None else None,
-        golden_bbo=_path(root, "golden_bbo", venue, symbol, day),
-        golden_depth=_path(root, "golden_depth", venue, symbol, day),
+        **inputs,
         counters=counters,
         checkpoint_in=checkpoint_in,
         quarantined=_rows(_path(root, "quarantine", venue, symbol, day)),
-        thresholds=thresholds or thresholds_for(venue),
+        thresholds=t,
         with_materiality=with_materiality,
+        golden=results_from_frame(stored) if stored is not None else None,
     )
 
 
