@@ -65,3 +65,43 @@ def test_html_report_is_self_contained(real_lake, tmp_path) -> None:  # noqa: F8
     for d in days:
         assert str(d) in text
     assert "caught" in text and "http://" not in text and "https://" not in text
+
+
+def test_gate_c_window_reads_each_day_once_until_rewritten(
+    real_lake,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+) -> None:
+    """Gate C's window re-reads the same days every day: each day's walk sample is decoded once
+    while its file is unchanged, and again once the file is rewritten (same results either way)."""
+    import shutil
+
+    from obpipeline.fidelity import frames
+    from obpipeline.fidelity.config import thresholds_for
+
+    root, days = real_lake
+    copy = tmp_path / "lake"
+    shutil.copytree(root, copy)
+    t = thresholds_for("binance-usdm")
+    decoded: list[str] = []
+    real_batches = frames.batches
+
+    def counting(source, columns, rows=frames.BATCH_ROWS):
+        decoded.append(str(source))
+        return real_batches(source, columns, rows)
+
+    monkeypatch.setattr(assets, "batches", counting)
+    assets._day_walk.cache_clear()
+    first = assets.realism_window(copy, "binance-usdm", "BTCUSDT", days[-1], t, 7)
+    assert len(decoded) == len(days)  # one walk sample per day of the window
+    again = assets.realism_window(copy, "binance-usdm", "BTCUSDT", days[-1], t, 7)
+    assert len(decoded) == len(days)  # nothing decoded again
+    assert [(r.check, r.value, r.status) for r in again.results] == [
+        (r.check, r.value, r.status) for r in first.results
+    ]
+    path = lake.partition_path("book_snapshots", "binance-usdm", "BTCUSDT", days[0], copy)
+    frame = pl.read_parquet(path)
+    lake.write_partition(frame.head(frame.height // 2), "book_snapshots", "binance-usdm",
+                         "BTCUSDT", days[0], copy)  # fmt: skip
+    assets.realism_window(copy, "binance-usdm", "BTCUSDT", days[-1], t, 7)
+    assert decoded[len(days) :] == [str(path.resolve())]  # only the rewritten day is read again
