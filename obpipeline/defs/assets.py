@@ -64,6 +64,10 @@ RAW, CHECKPOINT, SNAPSHOTS = "raw_book_events", "book_checkpoint", "book_snapsho
 FEATURES, METRICS, REPORT = "book_features", "fidelity_metrics", "fidelity_report"
 ALONGSIDE_RAW = ("golden_bbo", "golden_depth", "trades", "quarantine")
 COUNTERS = "replay_counters"  # one row per day, written alongside book_snapshots
+# The ingest step's concurrency pool (dagster.yaml: 2 at a time, counted per run): the third
+# backfill slot then goes to the book_checkpoint runs queued behind the ingest ranges
+# (docs/DECISIONS.md "How a backfill uses two cores").
+INGEST_POOL = "ingest"
 GOLDEN = lakeio.GOLDEN  # Gates A1 + A2 of the day (long metrics rows), written alongside too
 PREV_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 SOURCE_RESOURCE = "day_source"
@@ -606,6 +610,7 @@ def build_assets(chain: Chain) -> list[dg.AssetsDefinition]:
         ],
         checks.RAW_CHECKS,
         required_resource_keys={SOURCE_RESOURCE},
+        pool=INGEST_POOL,
     )
     def raw_book_events(context: dg.AssetExecutionContext):
         source: DaySource = getattr(context.resources, SOURCE_RESOURCE)
