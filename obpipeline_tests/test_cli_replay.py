@@ -76,3 +76,18 @@ def test_verify_reports_quarantine_with_file_and_line(tmp_path: Path) -> None:
     proc = cli("verify", str(path))
     assert f"quarantined {path}:2:" in proc.stdout
     assert summary(proc)["quarantined"] == 1
+
+
+def test_verify_sums_every_day_of_several_files(tmp_path: Path) -> None:
+    """Over several days, each golden kind's totals are summed over the days (not the last day's)
+    and match the day totals: only each day's totals are kept, its comparisons are dropped."""
+    data = require_binance_data()
+    day1, day2 = (data / f for f in CONTINUATIONS[1])
+    proc = cli("verify", str(day1), str(day2), "--out", str(tmp_path / "lake"))
+    assert proc.returncode == 0, proc.stdout
+    s = summary(proc)
+    days = [o for o in s["outputs"] if "book_snapshots" in o]
+    assert len(days) >= 2, s["outputs"]
+    kinds = {k: v for k, v in s.items() if k.startswith("golden_") and k.endswith("_compared")}
+    total = kinds.pop("golden_compared")
+    assert kinds and total == sum(kinds.values()) > 0, s

@@ -7,6 +7,7 @@ import gc
 import json
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,7 +127,7 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
         parsed = time.perf_counter()
         release_memory()
         outputs: list[str] = []
-        comparisons: list = []
+        judged: Counter[str] = Counter()  # each day's golden totals, added up as days end
         total = ReplayCounters()
         golden_records = 0
         replay_seconds = 0.0
@@ -146,7 +147,10 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
             _accumulate(total, counters)
             release_memory()
             if compare:
-                comparisons += _compare_day(args, snapshots, staged.days[day], path_for, day)
+                # only the day's totals stay: its comparisons hold ~1 M aligned pairs
+                judged.update(
+                    _judged(_compare_day(args, snapshots, staged.days[day], path_for, day))
+                )
             golden_records += sum(staged.days[day].rows(g) for g in ("golden_bbo", "golden_depth"))
             staged.days[day].messages.remove()  # the day is judged: nothing of it stays
             release_memory()
@@ -176,7 +180,7 @@ def replay_files(args: argparse.Namespace, compare: bool = True) -> dict:
         **{k: staged.stats.get(k, 0) for k in ACCOUNTING},
         "damaged_files": staged.stats.get("damaged_files", 0),
         "continuation_failures": continuation,
-        **(_judged(comparisons) if compare else {"golden_records": golden_records}),
+        **({**_judged([]), **judged} if compare else {"golden_records": golden_records}),
         "parse_seconds": round(parsed - started, 3),
         "replay_seconds": round(replay_seconds, 3),
         "level_updates_per_s": round(total.level_updates / max(replay_seconds, 1e-9)),

@@ -992,9 +992,10 @@ def summary(comparisons: list[ExactComparison]) -> dict[str, int]:
         "golden_mismatched": sum(c.mismatched for c in comparisons),
         "golden_time_mismatched": sum(c.time_mismatched for c in comparisons),
     }
-    for c in comparisons:
-        out[f"golden_{c.kind}_compared"] = c.compared
-        out[f"golden_{c.kind}_mismatched"] = c.mismatched
+    for c in comparisons:  # summed per kind: a list may hold several days
+        for figure, n in (("compared", c.compared), ("mismatched", c.mismatched)):
+            key = f"golden_{c.kind}_{figure}"
+            out[key] = out.get(key, 0) + n
     return out
 
 
