@@ -16,6 +16,7 @@
     uv run python scripts/backfill_12m.py --days 3 --profile real   # real volume (~27 M updates a day)
     uv run python scripts/backfill_12m.py --days 3 --faults drop=0.01 --fault-day 2   # alert drill
     uv run python scripts/backfill_12m.py --landing /srv/rv --end 2026-01-02 --days 2  # capture files
+    uv run python scripts/backfill_12m.py --landing /srv/rv12 --end 2026-01-12 --days 12 --days-per-run 6
 
 A run of the real thing takes hours on 2 cores: ``--days`` rehearses the same path on fewer.
 """
@@ -264,8 +265,8 @@ def analyse(home: Path, backfill_id: str, days: list[str], submitted: float) -> 
         "wall_seconds_submit_to_last_run_end": wall,
         "wall_seconds_per_day": round(wall / len(days), 1) if wall else None,
         "step_cpu_seconds_per_day": round(cpu_seconds / len(days), 1),
-        # 12 months at this rate, runs one after the other (what the chained checkpoint and a
-        # 2-core box allow); concurrent ranges can only shorten it
+        # 12 months at this backfill's rate a day, its per-run costs included (submission tick,
+        # a tick per checkpoint range, run start-up): fewer, longer runs cost less a day
         "projected_365_days_hours": round(wall / len(days) * 365 / 3600, 2) if wall else None,
         "seconds_first_run_start_to_last_run_end": round(max(ends) - min(starts), 1)
         if ends and starts
